@@ -1,0 +1,66 @@
+"""The result type shared by the fast path, the reference and the baselines."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class DAAMResult:
+    """Maps of one batch, all on the input's device.
+
+    Attributes:
+        block_maps: (B, L, h, w) float32, the per-block maps L_b (SPEC section 3).
+        maps: (B, L, h, w) float32, the accumulated maps D_b = sum_{i<=b} L_i; ``maps[:, -1]``
+            is the final explanation.
+        targets: (B,) long, the class explained per image (the predicted class c* from the
+            memory bank in self-supervised mode, or -1 where no bank was given).
+        logits: (B, K) float32 model output, or None for a model without a classifier head.
+        features: (B, C) float32 pooled feature f, for a model without a head, else None.
+        weights: (B, C) float32 dimension-wise weights w (self-supervised), else None.
+        method: "grad", "direct", "reference" or a baseline's name.
+        grid: (h, w) patch grid.
+    """
+
+    block_maps: Tensor
+    maps: Tensor
+    targets: Tensor
+    logits: Optional[Tensor] = None
+    features: Optional[Tensor] = None
+    weights: Optional[Tensor] = None
+    method: str = "grad"
+    grid: Tuple[int, int] = field(default=(0, 0))
+
+    @property
+    def final(self) -> Tensor:
+        """(B, h, w) the final accumulated map D_L."""
+        return self.maps[:, -1]
+
+    @property
+    def num_blocks(self) -> int:
+        return self.maps.shape[1]
+
+    def to(self, device) -> "DAAMResult":
+        """A copy with every tensor moved to ``device`` (e.g. "cpu" before saving)."""
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return DAAMResult(mv(self.block_maps), mv(self.maps), mv(self.targets), mv(self.logits),
+                          mv(self.features), mv(self.weights), self.method, self.grid)
+
+    def __getitem__(self, idx) -> "DAAMResult":
+        """Select images: ``res[i]`` or ``res[2:5]`` keeps the batch axis."""
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1 if idx != -1 else None)
+        sel = lambda t: None if t is None else t[idx]  # noqa: E731
+        return DAAMResult(sel(self.block_maps), sel(self.maps), sel(self.targets), sel(self.logits),
+                          sel(self.features), sel(self.weights), self.method, self.grid)
+
+    def __len__(self) -> int:
+        return self.maps.shape[0]
+
+    @staticmethod
+    def from_block_maps(block_maps: Tensor, targets: Tensor, **kw) -> "DAAMResult":
+        """Build a result from (B, L, h, w) per-block maps, accumulating over blocks."""
+        return DAAMResult(block_maps=block_maps, maps=torch.cumsum(block_maps, dim=1), targets=targets, **kw)
