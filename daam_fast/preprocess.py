@@ -1,0 +1,76 @@
+"""Turning pictures into model inputs, batched torch ops (shared by the CLI, video and eval)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["InputSpec", "input_spec", "prepare"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: input size (H, W), mean and std (RGB, for [0, 1] inputs)."""
+
+    size: Tuple[int, int]
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+
+
+def input_spec(model: nn.Module) -> InputSpec:
+    """Read the input size / mean / std from a timm model's pretrained config (or defaults)."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {})
+    size = cfg.get("input_size")
+    if size is None:
+        pe = getattr(model, "patch_embed", None)
+        img = getattr(pe, "img_size", None) if pe is not None else None
+        size = (3, *img) if img is not None else (3, 224, 224)
+    mean = tuple(cfg.get("mean", IMAGENET_MEAN))
+    std = tuple(cfg.get("std", IMAGENET_STD))
+    interp = cfg.get("interpolation", "bicubic")
+    if interp not in ("bilinear", "bicubic", "nearest"):
+        interp = "bicubic"
+    return InputSpec(size=(int(size[-2]), int(size[-1])), mean=mean, std=std, interpolation=interp)
+
+
+def prepare(images: Tensor | Sequence[Tensor], spec: InputSpec, device=None) -> Tuple[Tensor, Tensor]:
+    """Resize and normalise RGB pictures for the model.
+
+    Args:
+        images: (B, 3, H, W) uint8 or float in [0, 1], or a list of (3, H_i, W_i) of any sizes.
+        spec: from :func:`input_spec`.
+        device: where to put the result (default: the images' device).
+
+    Returns:
+        (x, rgb): x (B, 3, h, w) float32 normalised model input at ``spec.size``, and
+        rgb (B, 3, h, w) uint8, the resized pictures (for overlays).
+    """
+    if isinstance(images, Tensor):
+        if images.dim() == 3:
+            images = images[None]
+        items = list(images)
+    else:
+        items = list(images)
+    outs = []
+    for im in items:
+        if im.dim() != 3 or im.shape[0] != 3:
+            raise ValueError(f"expected RGB pictures (3, H, W), got {tuple(im.shape)}")
+        if device is not None:
+            im = im.to(device)
+        x = im.float() / 255.0 if im.dtype == torch.uint8 else im.float()
+        if tuple(x.shape[-2:]) != tuple(spec.size):
+            mode = spec.interpolation
+            kw = {} if mode == "nearest" else {"align_corners": False}
+            x = F.interpolate(x[None], size=spec.size, mode=mode, antialias=mode != "nearest", **kw)[0]
+        outs.append(x.clamp(0, 1))
+    rgb01 = torch.stack(outs)
+    mean = torch.tensor(spec.mean, device=rgb01.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=rgb01.device).view(1, 3, 1, 1)
+    return (rgb01 - mean) / std, (rgb01 * 255).round().to(torch.uint8)
