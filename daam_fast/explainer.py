@@ -1,0 +1,303 @@
+"""The fast path: DAAM maps produced in flight, with timm's fused attention kept on.
+
+How one call works (method="grad"):
+
+1. Forward. Each block's attention is replaced (for the duration of the context) by a
+   forward that runs the same ops as timm's (one qkv matmul, q/k norms, SDPA) and keeps
+   references to the [class] query q[:, :, 0] and to k and v, which are views of the qkv
+   output that SDPA's autograd node saves anyway: nothing is copied, no N x N matrix
+   exists. The input T_b of ``proj`` gets a tensor hook. In the last block only the rows
+   the head reads are computed (attention with 1-2 queries, MLP on 1-2 tokens).
+2. One backward, ``torch.autograd.grad(Y, T_1)``: no parameter gradient, nothing below
+   block 1. When the gradient of T_b arrives, its hook computes block b's map at once
+   with the fused ``block_map`` op (C++ / CUDA / Triton / PyTorch) from G_b = dY/dT_b[0]
+   and drops its references to q, k, v, so memory falls as the backward proceeds.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._model import (TargetLike, ViTLayout, can_reduce_last_block, check_images, inspect_vit,
+                     resolve_targets, token_grid)
+from .bank import MemoryBank, dimension_weights, label_free_weights
+from .ops.block_map import block_map
+from .result import DAAMResult
+
+__all__ = ["DAAM"]
+
+METHODS = ("grad",)
+
+
+def _mean_patch_row(q: Tensor, k: Tensor, scale: float, prefix: int, budget: int = 1 << 24) -> Tensor:
+    """(B, H, N): rows P..N-1 of softmax(q k^T scale) averaged, in query chunks (no N x N kept)."""
+    B, H, N, d = k.shape
+    chunk = max(1, budget // max(1, B * H * N))
+    acc = torch.zeros(B, H, N, dtype=torch.float32, device=k.device)
+    for s in range(prefix, N, chunk):
+        qc = q[:, :, s:min(N, s + chunk)].float()
+        acc += (torch.einsum("bhqd,bhnd->bhqn", qc, k.float()) * scale).softmax(dim=-1).sum(dim=2)
+    return acc / (N - prefix)
+
+
+def _weighted_row_map(a: Tensor, v: Tensor, g: Tensor, prefix: int) -> Tensor:
+    """ReLU(sum_h a^h[n] <g^h, v^h[n]>) for a given attention row a (B, H, N) -> (B, N - P)."""
+    w = torch.einsum("bhd,bhnd->bhn", g.float(), v.float())
+    return (a * w).sum(dim=1)[:, prefix:].clamp_min(0)
+
+
+class _CallState:
+    """Everything one call holds; dropped as soon as the call ends."""
+
+    def __init__(self, layout: ViTLayout, supervised: bool, backend: Optional[str], reduce_rows: Optional[int]):
+        L = layout.depth
+        self.layout = layout
+        self.supervised = supervised
+        self.backend = backend
+        self.reduce_rows = reduce_rows
+        self.slots: List[Optional[tuple]] = [None] * L
+        self.maps: List[Optional[Tensor]] = [None] * L
+        self.T: List[Optional[Tensor]] = [None] * L
+        self.error: Optional[BaseException] = None
+
+
+class DAAM:
+    """Dynamic Accumulated Attention Maps for a timm Vision Transformer.
+
+    Use as a context manager: on entry each block's attention forward is wrapped (and the
+    last block's forward, for the row reduction); on exit every patched attribute is
+    restored, also when an exception is raised (it is re-raised). Outside a DAAM call the
+    wrapped modules compute exactly what timm's do, so the model can be used as usual.
+
+    Args:
+        model: a timm VisionTransformer / DeiT (incl. distilled, register tokens, q/k-norm,
+            layer-scale, dynamic or non-square image sizes, ``global_pool`` 'token' or 'avg').
+            A model it cannot explain raises ``ValueError`` naming the reason, here.
+        method: "grad", the paper's exact coefficients G_b = dY/dT_b[0] from one backward.
+        normalize: per-block min-max normalisation of each L_b (default off, as the authors' demos).
+        backend: backend of the fused ops (None: ``DAAM_FAST_BACKEND`` or auto).
+        reduce_last_block: compute only the rows the head reads in the last block (exact;
+            default on).
+
+    Example:
+        >>> with DAAM(model) as daam:
+        ...     res = daam(images)            # images (B, 3, H, W), normalised
+        >>> res.maps.shape                    # (B, L, h, w): the attention flow D_1..D_L
+    """
+
+    def __init__(self, model: nn.Module, method: str = "grad", *, normalize: bool = False,
+                 backend: Optional[str] = None, reduce_last_block: bool = True):
+        if method not in METHODS:
+            raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+        self.model = model
+        self.layout = inspect_vit(model)
+        self.method = method
+        self.normalize = bool(normalize)
+        self.backend = backend
+        self.reduce_last_block = bool(reduce_last_block) and can_reduce_last_block(self.layout)
+        self._patched: List[tuple] = []
+        self._state: Optional[_CallState] = None
+        self._depth = 0
+
+    # ------------------------------------------------------------------ context manager
+    def __enter__(self) -> "DAAM":
+        if self._depth == 0:
+            self._patch()
+        self._depth += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._depth -= 1
+        if self._depth == 0:
+            self._restore()
+        return False  # never swallow
+
+    def _set(self, mod: nn.Module, name: str, value) -> None:
+        self._patched.append((mod, name, mod.__dict__.get(name, _MISSING)))
+        setattr(mod, name, value)
+
+    def _patch(self) -> None:
+        try:
+            for b, attn in enumerate(self.layout.attns):
+                if "forward" in attn.__dict__:
+                    raise RuntimeError(f"blocks[{b}].attn.forward is already patched (another DAAM or hook library "
+                                       "is active on this model)")
+                self._set(attn, "forward", self._make_attn_forward(b, attn))
+            if self.reduce_last_block:
+                last = self.layout.blocks[-1]
+                self._set(last, "forward", self._make_last_block_forward(last))
+        except BaseException:
+            self._restore()
+            raise
+
+    def _restore(self) -> None:
+        while self._patched:
+            mod, name, old = self._patched.pop()
+            if old is _MISSING:
+                mod.__dict__.pop(name, None)
+            else:
+                setattr(mod, name, old)
+        self._state = None
+
+    # ------------------------------------------------------------------ patched forwards
+    def _make_attn_forward(self, b: int, attn: nn.Module):
+        H, d = attn.num_heads, attn.head_dim
+        P = self.layout.num_prefix
+        pool = self.layout.pool
+
+        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
+                    rows: Optional[int] = None) -> Tensor:
+            st = self._state
+            if st is None:  # not inside a DAAM call: exactly timm's computation
+                return type(attn).forward(attn, x, attn_mask=attn_mask, is_causal=is_causal)
+            if attn_mask is not None or is_causal:
+                raise ValueError("DAAM: attention masks / causal attention are not supported")
+            B, N, _ = x.shape
+            qkv = attn.qkv(x).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            if rows is not None:
+                q = q[:, :, :rows]
+            q, k = attn.q_norm(q), attn.k_norm(k)
+            o = F.scaled_dot_product_attention(q, k, v)                  # fused; (B, H, R, d)
+            T = o.transpose(1, 2).reshape(B, q.shape[2], H * d)          # input of norm / proj
+            if not T.requires_grad:                                      # frozen model: graph starts here
+                T.requires_grad_(True)
+            if pool == "token":
+                st.slots[b] = (q[:, :, 0].detach(), k.detach(), v.detach())
+            else:
+                with torch.no_grad():
+                    st.slots[b] = (_mean_patch_row(q.detach(), k.detach(), attn.scale, P), v.detach())
+            st.T[b] = T
+            T.register_hook(self._make_grad_hook(b, attn.scale))
+            y = attn.norm(T)
+            if getattr(attn, "gate", None) is not None:
+                gx = x[:, :rows] if rows is not None else x
+                y = y * attn.gate(gx).sigmoid()
+            return attn.proj_drop(attn.proj(y))
+
+        return forward
+
+    def _make_last_block_forward(self, blk: nn.Module):
+        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False) -> Tensor:
+            st = self._state
+            if st is None or st.reduce_rows is None:
+                return type(blk).forward(blk, x, attn_mask=attn_mask, is_causal=is_causal)
+            R = st.reduce_rows
+            a = blk.attn(blk.norm1(x), attn_mask=attn_mask, is_causal=is_causal, rows=R)
+            xr = x[:, :R] + blk.drop_path1(blk.ls1(a))
+            return xr + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(xr))))
+
+        return forward
+
+    def _make_grad_hook(self, b: int, scale: float):
+        def hook(grad: Tensor) -> None:
+            st = self._state
+            if st is None or st.slots[b] is None:
+                return None
+            try:
+                lay = st.layout
+                H, d, P = lay.num_heads, lay.head_dim, lay.num_prefix
+                with torch.no_grad():
+                    G = grad[:, 0] if lay.pool == "token" else grad[:, P:].sum(dim=1)     # (B, C)
+                    if st.supervised:
+                        G = G.clamp_min(0)
+                    slot, st.slots[b] = st.slots[b], None
+                    if lay.pool == "token":
+                        q_cls, k, v = slot
+                        g = G.reshape(G.shape[0], H, d).to(k.dtype)
+                        st.maps[b] = block_map(q_cls, k, v, g, scale, P, backend=st.backend)
+                    else:
+                        a, v = slot
+                        st.maps[b] = _weighted_row_map(a, v, G.reshape(G.shape[0], H, d), P)
+            except BaseException as e:  # surface after backward; never a silent wrong map
+                st.error = e
+            return None
+
+        return hook
+
+    # ------------------------------------------------------------------ the call
+    def __call__(self, images: Tensor, target: TargetLike = None, bank: Optional[MemoryBank] = None) -> DAAMResult:
+        """Explain a batch.
+
+        Args:
+            images: (B, C, H, W) float, normalised as the model expects.
+            target: None (each image's own argmax), an int for all images, or (B,) class
+                indices (tensor or list). Supervised models only.
+            bank: a :class:`MemoryBank` for a model without a head (SPEC section 4); None
+                there uses the label-free default weights (README).
+
+        Returns:
+            DAAMResult: block_maps / maps (B, L, h, w) float32 on the images' device,
+            targets (B,), logits (B, K) or features (B, C) and weights (B, C).
+        """
+        if self._depth == 0:
+            with self:
+                return self(images, target=target, bank=bank)
+        lay = self.layout
+        check_images(images, lay)
+        supervised = lay.num_classes > 0
+        if bank is not None and supervised:
+            raise ValueError("bank= is for models without a classifier head (num_classes=0)")
+        if bank is not None and not isinstance(bank, MemoryBank):
+            raise TypeError(f"bank must be a daam_fast.MemoryBank, got {type(bank).__name__}")
+        B = images.shape[0]
+        targets = resolve_targets(target, B, lay.num_classes, images.device)
+        h, w = token_grid(self.model, images)
+        reduce_rows = lay.head_rows if self.reduce_last_block else None
+        st = _CallState(lay, supervised, self.backend, reduce_rows)
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        self._state = st
+        try:
+            with torch.enable_grad():
+                out = self.model(images)
+                if isinstance(out, tuple):
+                    out = out[0]
+                logits = features = weights = None
+                if supervised:
+                    logits = out.detach().float()
+                    if targets is None:
+                        targets = logits.argmax(dim=1)
+                    Y = out.gather(1, targets[:, None]).sum()
+                else:
+                    features = out.detach().float()
+                    if bank is not None:
+                        weights, targets = dimension_weights(features, bank)
+                    else:
+                        weights = label_free_weights(features)
+                        targets = torch.full((B,), -1, dtype=torch.long, device=out.device)
+                    Y = (weights.to(out.dtype) * out).sum()
+                first = next(t for t in st.T if t is not None)
+                torch.autograd.grad(Y, [first])
+            if st.error is not None:
+                raise st.error
+            missing = [i for i, m in enumerate(st.maps) if m is None]
+            if missing:
+                raise RuntimeError(f"DAAM: no gradient reached blocks {missing} (is the output connected to them?)")
+            bm = torch.stack(st.maps, dim=1)                                   # (B, L, N - P)
+        finally:
+            self._state = None
+            for m, mode in modes:
+                m.training = mode
+        if bm.shape[-1] != h * w:
+            raise ValueError(f"{bm.shape[-1]} patch tokens do not fill the {h}x{w} grid")
+        if self.normalize:
+            lo, hi = bm.amin(dim=-1, keepdim=True), bm.amax(dim=-1, keepdim=True)
+            bm = (bm - lo) / (hi - lo + 1e-10)
+        bm = bm.reshape(B, lay.depth, h, w).float()
+        return DAAMResult(block_maps=bm, maps=torch.cumsum(bm, dim=1), targets=targets, logits=logits,
+                          features=features, weights=weights, method=self.method, grid=(h, w))
+
+    def __repr__(self) -> str:
+        return (f"DAAM({type(self.model).__name__}, method={self.method!r}, blocks={self.layout.depth}, "
+                f"prefix={self.layout.num_prefix}, pool={self.layout.pool!r})")
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()

@@ -1,0 +1,137 @@
+"""The pure-PyTorch reference of DAAM, written straight from SPEC sections 1-4.
+
+Slow on purpose and independent of the fast path's code: explicit (unfused) attention
+with the full N x N softmax, autograd gradients of Y with respect to every block's full
+T_b, the literal decomposition S_b[n, c] = a_b^{h(c)}[n] v_b[n, c] and the channel sum.
+It is the oracle of every test. Rendering's reference is :func:`daam_fast.render.render`
+(plain torch ops, SPEC section 5).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ._model import TargetLike, check_images, inspect_vit, resolve_targets, token_grid
+from .bank import MemoryBank, dimension_weights, label_free_weights
+from .result import DAAMResult
+
+__all__ = ["daam_reference"]
+
+
+def _explicit_attention(attn: nn.Module, store: list):
+    """A forward for timm ``Attention`` with an explicit softmax that records A, v and T."""
+
+    def forward(x: Tensor, attn_mask=None, is_causal: bool = False) -> Tensor:
+        if attn_mask is not None or is_causal:
+            raise ValueError("daam_reference: attention masks are not supported")
+        B, N, _ = x.shape
+        H, d = attn.num_heads, attn.head_dim
+        qkv = attn.qkv(x).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        A = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)        # (B, H, N, N)
+        T = (A @ v).transpose(1, 2).reshape(B, N, H * d)                    # (B, N, C)
+        store.append({"A": A.detach(), "v": v.detach(), "T": T})
+        y = attn.norm(T)
+        if getattr(attn, "gate", None) is not None:
+            y = y * attn.gate(x).sigmoid()
+        return attn.proj_drop(attn.proj(y))
+
+    return forward
+
+
+def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
+                   bank: Optional[MemoryBank] = None, *, dtype: torch.dtype = torch.float32,
+                   normalize: bool = False) -> DAAMResult:
+    """DAAM maps computed the slow, literal way (the oracle for every fast path).
+
+    Args:
+        model: a timm VisionTransformer (blocks with timm ``Attention``). Not modified:
+            a float64 run works on a deep copy.
+        images: (B, C, H, W) normalised model input.
+        target: None (each image's argmax), an int, or (B,) class indices. Supervised only.
+        bank: MemoryBank for a model without a head (SPEC section 4); None uses the
+            label-free weights ``w = minmax(f'^2 / |sum f'^2|)`` (see README).
+        dtype: float32 or float64 (computed on a copy of the model in that dtype).
+        normalize: per-block min-max normalisation of L_b (off by default, as the authors' demos).
+
+    Returns:
+        DAAMResult with block_maps / maps (B, L, h, w) in ``dtype``, method="reference".
+    """
+    layout = inspect_vit(model)
+    check_images(images, layout)
+    if bank is not None and layout.num_classes > 0:
+        raise ValueError("bank= is for models without a classifier head (num_classes=0)")
+    targets = resolve_targets(target, images.shape[0], layout.num_classes, images.device)
+    h, w = token_grid(model, images)
+    m = model
+    if next(model.parameters()).dtype != dtype:
+        m = copy.deepcopy(model).to(dtype)
+    lay = inspect_vit(m)
+    P, H, d = lay.num_prefix, lay.num_heads, lay.head_dim
+    store: list = []
+    saved_modes = [(mod, mod.training) for mod in m.modules()]
+    m.eval()
+    patched = []
+    try:
+        for attn in lay.attns:
+            patched.append((attn, attn.__dict__.get("forward")))
+            attn.forward = _explicit_attention(attn, store)
+        with torch.enable_grad():
+            x = images.detach().to(dtype).requires_grad_(True)
+            out = m(x)
+            if isinstance(out, tuple):
+                out = out[0]
+            logits = features = weights = None
+            if lay.num_classes > 0:
+                logits = out
+                if targets is None:
+                    targets = out.argmax(dim=1)
+                Y = out.gather(1, targets[:, None]).sum()
+            else:
+                features = out
+                if bank is not None:
+                    weights, targets = dimension_weights(features.to(torch.float64), bank)
+                else:
+                    weights = label_free_weights(features.to(torch.float64))
+                    targets = torch.full((out.shape[0],), -1, dtype=torch.long, device=out.device)
+                Y = (weights.to(dtype) * out).sum()
+            grads = torch.autograd.grad(Y, [s["T"] for s in store])
+    finally:
+        for attn, fwd in patched:
+            if fwd is None:
+                del attn.forward
+            else:
+                attn.forward = fwd
+        for mod, mode in saved_modes:
+            mod.training = mode
+    B = images.shape[0]
+    block_maps = []
+    for s, G in zip(store, grads):
+        A, v = s["A"], s["v"]
+        N = A.shape[-1]
+        if lay.pool == "token":
+            a = A[:, :, 0, :]                       # (B, H, N): row 0 of the softmax
+            g = G[:, 0, :]                          # (B, C):    dY / dT_b[0]
+        else:                                       # mean-pooled: mean patch query row (SPEC 7)
+            a = A[:, :, P:, :].mean(dim=2)
+            g = G[:, P:, :].sum(dim=1)
+        v_tok = v.transpose(1, 2).reshape(B, N, H * d)                      # v_b[n, c]
+        a_chan = a.transpose(1, 2).repeat_interleave(d, dim=2)              # a^{h(c)}[n]
+        S = a_chan * v_tok                                                  # S_b (B, N, C)
+        coef = g.clamp_min(0) if lay.num_classes > 0 else g
+        L = (S * coef[:, None, :]).sum(dim=-1).clamp_min(0)[:, P:]          # (B, N - P)
+        if normalize:
+            lo, hi = L.min(dim=1, keepdim=True).values, L.max(dim=1, keepdim=True).values
+            L = (L - lo) / (hi - lo + 1e-10)
+        if L.shape[1] != h * w:
+            raise ValueError(f"{L.shape[1]} patch tokens do not fill the {h}x{w} grid")
+        block_maps.append(L.reshape(B, h, w))
+    bm = torch.stack(block_maps, dim=1).detach()
+    return DAAMResult(block_maps=bm, maps=torch.cumsum(bm, dim=1), targets=targets.detach(),
+                      logits=None if logits is None else logits.detach(),
+                      features=None if features is None else features.detach(),
+                      weights=weights, method="reference", grid=(h, w))
