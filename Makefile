@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine:  make demo  and  make test.
+# Both create .venv, install the pinned torch/torchvision (see ../shared/ENV.md: the CUDA
+# build of torch 2.14.1 runs on the CPU here), timm, and this package in editable mode,
+# which builds the compiled extension daam_fast._C (C++ always, CUDA when nvcc is found).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PINS := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.daam_fast_installed
+QUIET_PIP := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+EXT_SOURCES := setup.py pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: install demo test test-fast bench bench-gpu clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python $(EXT_SOURCES)
+	$(BIN)/pip install -q $(PINS) timm pybind11 cmake ninja setuptools wheel $(QUIET_PIP)
+	$(BIN)/pip install -q --no-build-isolation -e ".[test]" $(PINS) $(QUIET_PIP)
+	$(BIN)/python -c "import daam_fast, daam_fast._ext as e; print('daam_fast', daam_fast.__version__, '| C++ ext:', e.has_cpp(), '| CUDA compiled:', e.has_cuda_build())"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/daam-fast demo
+
+# The whole suite (Triton kernels run on the CPU interpreter on small shapes).
+test: $(STAMP)
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -ra tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x tests -k "not triton"
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds
+
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py
+
+clean:
+	rm -rf build *.egg-info daam_fast/_C*.so .pytest_cache .benchmarks
