@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from timm.layers import LayerScale as TimmLayerScale
+from timm.models.vision_transformer import Block as TimmBlock
+
 from ._model import (TargetLike, ViTLayout, can_reduce_last_block, check_images, inspect_vit,
                      resolve_targets, token_grid)
 from .bank import MemoryBank, dimension_weights, label_free_weights
@@ -29,7 +32,26 @@ from .result import DAAMResult
 
 __all__ = ["DAAM"]
 
-METHODS = ("grad",)
+METHODS = ("grad", "direct")
+
+
+def direct_support(layout: ViTLayout) -> Optional[str]:
+    """None if method="direct" (SPEC section 7) applies to the model, else the reason it does not."""
+    for i, blk in enumerate(layout.blocks):
+        if type(blk) is not TimmBlock:
+            return f"blocks[{i}] is {type(blk).__name__}, not timm's Block (the residual path is not x + ls1(proj(T)))"
+        if not isinstance(blk.attn.norm, nn.Identity) or getattr(blk.attn, "gate", None) is not None:
+            return f"blocks[{i}].attn has a scale-norm or gate between T and proj: G_b is not proj^T(ls * dY/dx_L)"
+    return None
+
+
+def _layer_scale(blk: nn.Module) -> Optional[Tensor]:
+    ls = blk.ls1
+    if isinstance(ls, nn.Identity):
+        return None
+    if isinstance(ls, TimmLayerScale):
+        return ls.gamma
+    raise ValueError(f"unknown layer-scale module {type(ls).__name__}")
 
 
 def _mean_patch_row(q: Tensor, k: Tensor, scale: float, prefix: int, budget: int = 1 << 24) -> Tensor:
@@ -52,8 +74,11 @@ def _weighted_row_map(a: Tensor, v: Tensor, g: Tensor, prefix: int) -> Tensor:
 class _CallState:
     """Everything one call holds; dropped as soon as the call ends."""
 
-    def __init__(self, layout: ViTLayout, supervised: bool, backend: Optional[str], reduce_rows: Optional[int]):
+    def __init__(self, layout: ViTLayout, supervised: bool, backend: Optional[str], reduce_rows: Optional[int],
+                 direct: bool = False):
         L = layout.depth
+        self.direct = direct
+        self.x_last: Optional[Tensor] = None
         self.layout = layout
         self.supervised = supervised
         self.backend = backend
@@ -76,7 +101,10 @@ class DAAM:
         model: a timm VisionTransformer / DeiT (incl. distilled, register tokens, q/k-norm,
             layer-scale, dynamic or non-square image sizes, ``global_pool`` 'token' or 'avg').
             A model it cannot explain raises ``ValueError`` naming the reason, here.
-        method: "grad", the paper's exact coefficients G_b = dY/dT_b[0] from one backward.
+        method: "grad", the paper's exact coefficients G_b = dY/dT_b[0] from one backward;
+            or "direct" (SPEC section 7, forward only): G_b ~= proj_b^T (ls_b * dY/dx_L[0]),
+            with dY/dx_L[0] exact through the final norm and head. An approximation: see
+            the README for its measured fidelity to "grad".
         normalize: per-block min-max normalisation of each L_b (default off, as the authors' demos).
         backend: backend of the fused ops (None: ``DAAM_FAST_BACKEND`` or auto).
         reduce_last_block: compute only the rows the head reads in the last block (exact;
@@ -94,6 +122,10 @@ class DAAM:
             raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
         self.model = model
         self.layout = inspect_vit(model)
+        if method == "direct":
+            why = direct_support(self.layout)
+            if why is not None:
+                raise ValueError(f"method='direct' cannot explain this model: {why}; use method='grad'")
         self.method = method
         self.normalize = bool(normalize)
         self.backend = backend
@@ -163,6 +195,14 @@ class DAAM:
             q, k = attn.q_norm(q), attn.k_norm(k)
             o = F.scaled_dot_product_attention(q, k, v)                  # fused; (B, H, R, d)
             T = o.transpose(1, 2).reshape(B, q.shape[2], H * d)          # input of norm / proj
+            if st.direct:                                                # forward only: keep row + v
+                with torch.no_grad():
+                    if pool == "token":
+                        a = (torch.einsum("bhd,bhnd->bhn", q[:, :, 0].float(), k.float()) * attn.scale).softmax(-1)
+                    else:
+                        a = _mean_patch_row(q, k, attn.scale, P)
+                    st.slots[b] = (a, v.contiguous())                     # q, k and the qkv buffer can go
+                return attn.proj_drop(attn.proj(attn.norm(T)))
             if not T.requires_grad:                                      # frozen model: graph starts here
                 T.requires_grad_(True)
             if pool == "token":
@@ -247,11 +287,13 @@ class DAAM:
         targets = resolve_targets(target, B, lay.num_classes, images.device)
         h, w = token_grid(self.model, images)
         reduce_rows = lay.head_rows if self.reduce_last_block else None
-        st = _CallState(lay, supervised, self.backend, reduce_rows)
+        st = _CallState(lay, supervised, self.backend, reduce_rows, direct=self.method == "direct")
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         self._state = st
         try:
+            if st.direct:
+                return self._call_direct(st, images, targets, bank, h, w)
             with torch.enable_grad():
                 out = self.model(images)
                 if isinstance(out, tuple):
@@ -282,14 +324,66 @@ class DAAM:
             self._state = None
             for m, mode in modes:
                 m.training = mode
+        return self._result(bm, targets, logits, features, weights, h, w)
+
+    def _result(self, bm: Tensor, targets, logits, features, weights, h: int, w: int) -> DAAMResult:
+        B = bm.shape[0]
         if bm.shape[-1] != h * w:
             raise ValueError(f"{bm.shape[-1]} patch tokens do not fill the {h}x{w} grid")
         if self.normalize:
             lo, hi = bm.amin(dim=-1, keepdim=True), bm.amax(dim=-1, keepdim=True)
             bm = (bm - lo) / (hi - lo + 1e-10)
-        bm = bm.reshape(B, lay.depth, h, w).float()
+        bm = bm.reshape(B, self.layout.depth, h, w).float()
         return DAAMResult(block_maps=bm, maps=torch.cumsum(bm, dim=1), targets=targets, logits=logits,
                           features=features, weights=weights, method=self.method, grid=(h, w))
+
+    def _call_direct(self, st: _CallState, images: Tensor, targets, bank, h: int, w: int) -> DAAMResult:
+        """Forward only (no graph through the blocks), then dY/dx_L exactly through norm + head."""
+        lay, model = self.layout, self.model
+        B, P, H, d = images.shape[0], lay.num_prefix, lay.num_heads, lay.head_dim
+
+        def grab(_mod, args):
+            st.x_last = args[0].detach()
+
+        handle = model.norm.register_forward_pre_hook(grab)
+        try:
+            with torch.no_grad():
+                model(images)
+        finally:
+            handle.remove()
+        with torch.enable_grad():
+            xL = st.x_last.requires_grad_(True)                          # (B, R, C), R = rows the head reads
+            out = model.forward_head(model.norm(xL))
+            if isinstance(out, tuple):
+                out = out[0]
+            logits = features = weights = None
+            if st.supervised:
+                logits = out.detach().float()
+                if targets is None:
+                    targets = logits.argmax(dim=1)
+                Y = out.gather(1, targets[:, None]).sum()
+            else:
+                features = out.detach().float()
+                if bank is not None:
+                    weights, targets = dimension_weights(features, bank)
+                else:
+                    weights = label_free_weights(features)
+                    targets = torch.full((B,), -1, dtype=torch.long, device=out.device)
+                Y = (weights.to(out.dtype) * out).sum()
+            (r,) = torch.autograd.grad(Y, [xL])
+        r = r[:, 0] if lay.pool == "token" else r[:, P:].sum(dim=1)          # (B, C)
+        maps = []
+        with torch.no_grad():
+            for b, blk in enumerate(lay.blocks):
+                a, v = st.slots[b]
+                st.slots[b] = None
+                gamma = _layer_scale(blk)
+                rr = r if gamma is None else r * gamma
+                G = rr.to(blk.attn.proj.weight.dtype) @ blk.attn.proj.weight      # proj^T (ls * r)
+                if st.supervised:
+                    G = G.clamp_min(0)
+                maps.append(_weighted_row_map(a, v, G.reshape(B, H, d), P))
+        return self._result(torch.stack(maps, dim=1), targets, logits, features, weights, h, w)
 
     def __repr__(self) -> str:
         return (f"DAAM({type(self.model).__name__}, method={self.method!r}, blocks={self.layout.depth}, "

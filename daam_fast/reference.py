@@ -45,7 +45,7 @@ def _explicit_attention(attn: nn.Module, store: list):
 
 def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
                    bank: Optional[MemoryBank] = None, *, dtype: torch.dtype = torch.float32,
-                   normalize: bool = False) -> DAAMResult:
+                   normalize: bool = False, method: str = "grad") -> DAAMResult:
     """DAAM maps computed the slow, literal way (the oracle for every fast path).
 
     Args:
@@ -57,16 +57,26 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
             label-free weights ``w = minmax(f'^2 / |sum f'^2|)`` (see README).
         dtype: float32 or float64 (computed on a copy of the model in that dtype).
         normalize: per-block min-max normalisation of L_b (off by default, as the authors' demos).
+        method: "grad" (the paper: G_b = dY/dT_b[0] by autograd) or "direct" (SPEC section 7,
+            literally: G_b = proj_b.weight^T (ls_b.gamma * dY/dx_L[0]), dY/dx_L by autograd).
 
     Returns:
         DAAMResult with block_maps / maps (B, L, h, w) in ``dtype``, method="reference".
     """
+    if method not in ("grad", "direct"):
+        raise ValueError(f"method={method!r}: expected 'grad' or 'direct'")
     layout = inspect_vit(model)
     check_images(images, layout)
+    if method == "direct":
+        from .explainer import direct_support
+        why = direct_support(layout)
+        if why is not None:
+            raise ValueError(f"method='direct' cannot explain this model: {why}")
     if bank is not None and layout.num_classes > 0:
         raise ValueError("bank= is for models without a classifier head (num_classes=0)")
     targets = resolve_targets(target, images.shape[0], layout.num_classes, images.device)
     h, w = token_grid(model, images)
+    B = images.shape[0]
     m = model
     if next(model.parameters()).dtype != dtype:
         m = copy.deepcopy(model).to(dtype)
@@ -76,6 +86,8 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
     saved_modes = [(mod, mod.training) for mod in m.modules()]
     m.eval()
     patched = []
+    x_last: list = []
+    hook = m.norm.register_forward_pre_hook(lambda _mod, args: x_last.append(args[0]))
     try:
         for attn in lay.attns:
             patched.append((attn, attn.__dict__.get("forward")))
@@ -99,8 +111,23 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
                     weights = label_free_weights(features.to(torch.float64))
                     targets = torch.full((out.shape[0],), -1, dtype=torch.long, device=out.device)
                 Y = (weights.to(dtype) * out).sum()
-            grads = torch.autograd.grad(Y, [s["T"] for s in store])
+            if method == "grad":
+                grads = torch.autograd.grad(Y, [s["T"] for s in store])
+            else:
+                (r,) = torch.autograd.grad(Y, x_last)                      # dY/dx_L (B, N, C)
+                r = r[:, 0] if lay.pool == "token" else r[:, P:].sum(dim=1)
+                grads = []
+                for blk in lay.blocks:
+                    gamma = blk.ls1.gamma if hasattr(blk.ls1, "gamma") else torch.ones_like(r[0])
+                    G0 = (gamma * r) @ blk.attn.proj.weight               # proj^T (ls * dY/dx_L[0])
+                    G = G0.new_zeros(B, store[0]["T"].shape[1], G0.shape[1])
+                    if lay.pool == "token":
+                        G[:, 0] = G0
+                    else:                                                  # summed over rows P.. below
+                        G[:, P] = G0
+                    grads.append(G)
     finally:
+        hook.remove()
         for attn, fwd in patched:
             if fwd is None:
                 del attn.forward
@@ -108,7 +135,6 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
                 attn.forward = fwd
         for mod, mode in saved_modes:
             mod.training = mode
-    B = images.shape[0]
     block_maps = []
     for s, G in zip(store, grads):
         A, v = s["A"], s["v"]
@@ -134,4 +160,4 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
     return DAAMResult(block_maps=bm, maps=torch.cumsum(bm, dim=1), targets=targets.detach(),
                       logits=None if logits is None else logits.detach(),
                       features=None if features is None else features.detach(),
-                      weights=weights, method="reference", grid=(h, w))
+                      weights=weights, method="reference" if method == "grad" else "reference-direct", grid=(h, w))
