@@ -27,7 +27,7 @@ def setup():
     return model, make_inputs(model, BATCH), providers(model)
 
 
-@pytest.mark.parametrize("provider", ["inference", "daam_fast grad", "daam_fast.reference"])
+@pytest.mark.parametrize("provider", ["inference", "daam_fast grad", "daam_fast direct", "daam_fast.reference"])
 def test_e2e(benchmark, setup, provider):
     model, x, fns = setup
     benchmark.group = f"e2e {MODEL} B{BATCH}"

@@ -25,6 +25,7 @@ def make_inputs(model: torch.nn.Module, batch: int, seed: int = 0) -> torch.Tens
 def providers(model: torch.nn.Module) -> Dict[str, Callable[[torch.Tensor], object]]:
     """name -> function(images). 'inference' is the baseline every ratio is taken against."""
     daam_grad = DAAM(model, method="grad")
+    daam_direct = DAAM(model, method="direct")
 
     def inference(x):
         with torch.inference_mode():
@@ -34,10 +35,15 @@ def providers(model: torch.nn.Module) -> Dict[str, Callable[[torch.Tensor], obje
         with daam_grad:
             return daam_grad(x)
 
+    def direct(x):
+        with daam_direct:
+            return daam_direct(x)
+
     def reference(x):
         return daam_reference(model, x)
 
-    return {"inference": inference, "daam_fast grad": grad, "daam_fast.reference": reference}
+    return {"inference": inference, "daam_fast grad": grad, "daam_fast direct": direct,
+            "daam_fast.reference": reference}
 
 
 def side_by_side(fns: Dict[str, Callable], x: torch.Tensor, reps: int = 5, warmup: int = 1) -> Dict[str, List[float]]:
