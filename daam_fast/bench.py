@@ -1,0 +1,205 @@
+"""Side-by-side end-to-end benchmark, shared by ``benchmarks/`` and ``daam-fast bench``.
+
+Providers (same model, same inputs, one process, round-robin so machine noise hits all
+alike): plain inference (the baseline of every ratio), daam_fast grad / direct /
+reference, and, when installed, the other DAAM package on PyPI (``daam-timm-vit``, which
+turns fused attention off and keeps every N x N matrix) and pytorch-grad-cam's GradCAM on
+the last block. Peak memory is measured per provider in a fresh subprocess (ru_maxrss
+above the loaded model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from .explainer import DAAM
+from .reference import daam_reference
+
+__all__ = ["make_model", "make_inputs", "providers", "side_by_side", "table", "peak_memory"]
+
+PROVIDERS = ("inference", "daam_fast grad", "daam_fast direct", "daam_fast.reference", "daam-timm-vit",
+             "grad-cam GradCAM")
+
+
+def make_model(name: str = "deit_small_patch16_224", **kw) -> nn.Module:
+    """Random-weight timm model (or a shipped zoo model), eval mode."""
+    if name.startswith("shapes_vit"):
+        from .zoo import load_model
+        return load_model(name)
+    import timm
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, **kw).eval()
+
+
+def make_inputs(model: nn.Module, batch: int, seed: int = 0) -> torch.Tensor:
+    H, W = model.patch_embed.img_size
+    return torch.randn(batch, 3, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+def _gradcam(model: nn.Module) -> Callable:
+    from pytorch_grad_cam import GradCAM
+
+    P = int(model.num_prefix_tokens)
+    gh, gw = model.patch_embed.grid_size
+
+    def reshape(t):
+        return t[:, P:].reshape(t.shape[0], gh, gw, t.shape[-1]).permute(0, 3, 1, 2)
+
+    cam = GradCAM(model=model, target_layers=[model.blocks[-1].norm1], reshape_transform=reshape)
+
+    def run(x):
+        return cam(input_tensor=x, targets=None)
+
+    return run
+
+
+def providers(model: nn.Module, names=PROVIDERS) -> Dict[str, Callable[[torch.Tensor], object]]:
+    """name -> function(images); providers whose package is missing are left out (see `missing`)."""
+    out: Dict[str, Callable] = {}
+    for name in names:
+        if name == "inference":
+            def inference(x):
+                with torch.inference_mode():
+                    return model(x)
+            out[name] = inference
+        elif name in ("daam_fast grad", "daam_fast direct"):
+            d = DAAM(model, method=name.split()[-1])
+
+            def run(x, d=d):
+                with d:
+                    return d(x)
+            out[name] = run
+        elif name == "daam_fast.reference":
+            out[name] = lambda x: daam_reference(model, x)
+        elif name == "daam-timm-vit":
+            try:
+                import daam as daam_timm_vit
+            except ImportError:
+                continue
+
+            def other(x):
+                with daam_timm_vit.DAAM(model) as d:
+                    return d(x)
+            out[name] = other
+        elif name == "grad-cam GradCAM":
+            try:
+                out[name] = _gradcam(model)
+            except ImportError:
+                continue
+        else:
+            raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDERS)}")
+    return out
+
+
+def side_by_side(fns: Dict[str, Callable], x: torch.Tensor, reps: int = 5, warmup: int = 1,
+                 progress: bool = False) -> Dict[str, List[float]]:
+    """Round-robin timing: each rep runs every provider once. Returns seconds per call."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn(x)
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    it = range(reps)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="benchmark reps", unit="rep")
+    for _ in it:
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(x)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def table(times: Dict[str, List[float]], batch: int, baseline: str = "inference",
+          memory: Optional[Dict[str, float]] = None) -> str:
+    """Markdown table: median ms / image, images / s, ratio to the baseline (and peak memory)."""
+    base = statistics.median(times[baseline]) if baseline in times else None
+    head = "| provider | median ms / image | images / s | ratio to inference |"
+    sep = "|---|---:|---:|---:|"
+    if memory:
+        head += " peak memory above model (MB) |"
+        sep += "---:|"
+    rows = [head, sep]
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        ratio = f"{med / base:.2f}x" if base else "-"
+        row = f"| {k} | {1000 * med / batch:.1f} | {batch / med:.1f} | {ratio} |"
+        if memory:
+            mem = memory.get(k)
+            row += f" {mem:.0f} |" if mem is not None else " - |"
+        rows.append(row)
+    return "\n".join(rows)
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _memory_child(model_name: str, provider: str, batch: int) -> None:
+    torch.set_num_threads(2)
+    model = make_model(model_name)
+    x = make_inputs(model, batch)
+    fns = providers(model, [provider])
+    if provider not in fns:
+        print(json.dumps({"provider": provider, "peak_mb": None}))
+        return
+    base = _rss_mb()
+    fns[provider](x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # kB -> MB (Linux)
+    print(json.dumps({"provider": provider, "peak_mb": peak - base}))
+
+
+def peak_memory(model_name: str, provider: str, batch: int) -> Optional[float]:
+    """Peak RSS (MB) of one explained batch above the loaded model and inputs, in a fresh process."""
+    code = ("import sys; from daam_fast.bench import _memory_child; "
+            "_memory_child(sys.argv[1], sys.argv[2], int(sys.argv[3]))")
+    out = subprocess.run([sys.executable, "-c", code, model_name, provider, str(batch)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def run_bench(model_name: str, batch: int, reps: int, threads: int, names=PROVIDERS, memory: bool = False,
+              progress: bool = True) -> str:
+    torch.set_num_threads(threads)
+    model = make_model(model_name)
+    x = make_inputs(model, batch)
+    fns = providers(model, names)
+    missing = [n for n in names if n not in fns]
+    times = side_by_side(fns, x, reps=reps, progress=progress)
+    mem = {k: peak_memory(model_name, k, batch) for k in fns} if memory else None
+    head = (f"{model_name}, batch {batch}, {threads} threads, {reps} reps, CPU ({torch.__version__}); "
+            f"medians, measured side by side in one process")
+    if missing:
+        head += f"\nnot installed (left out): {', '.join(missing)}"
+    return head + "\n\n" + table(times, batch, memory=mem)
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="time DAAM against plain inference (and other tools) on your model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="deit_small_patch16_224", help="timm model name (random weights) or shapes_vit")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--providers", default=",".join(PROVIDERS), help="comma-separated subset")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory per provider (subprocesses)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cli_main)
+
+
+def _cli_main(args) -> int:
+    names = [n.strip() for n in args.providers.split(",") if n.strip()]
+    print(run_bench(args.model, args.batch_size, args.reps, args.threads, names, memory=args.memory,
+                    progress=not args.quiet))
+    return 0
