@@ -1,0 +1,43 @@
+// block_map: per-block DAAM map from the [class] query, keys, values and channel coefficients.
+//   out[b, n - P] = max(0, sum_h softmax_n(scale * <q[b,h], k[b,h,n]>) * <g[b,h], v[b,h,n]>)
+// Tensors are passed as raw pointers with element strides (last dimension contiguous), so the
+// explainer hands over views of timm's qkv output without a copy.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#define DAAM_CHECK(cond, msg)                                                        \
+  do {                                                                               \
+    if (!(cond)) throw std::invalid_argument(std::string("daam_fast._C: ") + (msg)); \
+  } while (0)
+
+namespace daam {
+
+struct BlockMapArgs {
+  const void* q; int64_t q_sb, q_sh;                 // (B, H, D)
+  const void* k; int64_t k_sb, k_sh, k_sn;           // (B, H, N, D)
+  const void* v; int64_t v_sb, v_sh, v_sn;           // (B, H, N, D)
+  const void* g; int64_t g_sb, g_sh;                 // (B, H, D)
+  void* out;                                         // (B, N - P), contiguous
+  int64_t B, H, N, D, P;
+  double scale;
+};
+
+inline void check_block_map_args(const BlockMapArgs& a) {
+  DAAM_CHECK(a.q && a.k && a.v && a.g && a.out, "null pointer");
+  DAAM_CHECK(a.B > 0 && a.H > 0 && a.N > 0 && a.D > 0, "sizes must be positive");
+  DAAM_CHECK(a.P >= 0 && a.P < a.N, "prefix must be in [0, N)");
+}
+
+void block_map_cpu_f32(const BlockMapArgs& a);
+void block_map_cpu_f64(const BlockMapArgs& a);
+
+#ifdef DAAM_WITH_CUDA
+// dtype: 0 float32, 1 float16, 2 bfloat16 (accumulation in float32, output float32).
+// workspace: B * H * N floats on the device. stream: a cudaStream_t as an integer.
+void block_map_cuda(const BlockMapArgs& a, int dtype, float* workspace, std::uintptr_t stream);
+int cuda_device_count();
+#endif
+
+}  // namespace daam
