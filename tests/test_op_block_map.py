@@ -21,6 +21,7 @@ CASES = [
     (2, 3, 50, 40, 2),    # odd N, head dim 40 (not a power of two), distilled
     (1, 4, 65, 64, 4),    # odd N, 4 prefix tokens (registers), batch 1
     (4, 1, 17, 16, 1),    # single head
+    (2, 2, 33, 32, 3),    # head dim 32, 3 prefix tokens, odd N
 ]
 IDS = [f"B{b}-H{h}-N{n}-d{d}-P{p}" for b, h, n, d, p in CASES]
 SMALL = [c for c in CASES if c[0] * c[1] * c[2] <= 2000]   # for the Triton interpreter

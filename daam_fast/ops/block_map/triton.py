@@ -1,0 +1,96 @@
+"""Triton kernels of ``block_map`` (GPU; on the CPU under ``TRITON_INTERPRET=1`` for tests).
+
+Kernel 1, one program per (head, image): streams over key tiles computing the [class]
+logits (written to a (B, H, N) float32 workspace) with an online max / sum, then streams
+again over value tiles turning each logit into softmax weight * <g, v_n>, in place. k and v
+are each read once, through their strides. Kernel 2: sum over heads + ReLU for the patch
+tokens. No N x N matrix.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton is optional
+    triton = None
+
+
+def available() -> tuple[bool, str]:
+    if triton is None:
+        return False, "triton is not installed (pip install triton)"
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        return True, ""
+    return False, "Triton needs a CUDA device (or TRITON_INTERPRET=1 for the CPU interpreter)"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _head_kernel(q_ptr, k_ptr, v_ptr, g_ptr, ws_ptr,
+                     q_sb, q_sh, k_sb, k_sh, k_sn, v_sb, v_sh, v_sn, g_sb, g_sh,
+                     H, N, D, scale,
+                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+        h = tl.program_id(0)
+        b = tl.program_id(1)
+        offs_d = tl.arange(0, BLOCK_D)
+        dmask = offs_d < D
+        q = tl.load(q_ptr + b * q_sb + h * q_sh + offs_d, mask=dmask, other=0.0).to(tl.float32) * scale
+        g = tl.load(g_ptr + b * g_sb + h * g_sh + offs_d, mask=dmask, other=0.0).to(tl.float32)
+        ws = ws_ptr + (b * H + h) * N
+        m = tl.full((), float("-inf"), tl.float32)
+        l = tl.zeros((), tl.float32)
+        for start in range(0, N, BLOCK_N):
+            offs_n = start + tl.arange(0, BLOCK_N)
+            nmask = offs_n < N
+            kt = tl.load(k_ptr + b * k_sb + h * k_sh + offs_n[:, None] * k_sn + offs_d[None, :],
+                         mask=nmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+            s = tl.sum(kt * q[None, :], axis=1)
+            s = tl.where(nmask, s, float("-inf"))
+            tl.store(ws + offs_n, s, mask=nmask)
+            m_new = tl.maximum(m, tl.max(s, axis=0))
+            l = l * tl.exp(m - m_new) + tl.sum(tl.exp(s - m_new), axis=0)
+            m = m_new
+        inv = 1.0 / l
+        for start in range(0, N, BLOCK_N):
+            offs_n = start + tl.arange(0, BLOCK_N)
+            nmask = offs_n < N
+            vt = tl.load(v_ptr + b * v_sb + h * v_sh + offs_n[:, None] * v_sn + offs_d[None, :],
+                         mask=nmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+            w = tl.sum(vt * g[None, :], axis=1)
+            s = tl.load(ws + offs_n, mask=nmask, other=float("-inf"))
+            tl.store(ws + offs_n, tl.exp(s - m) * inv * w, mask=nmask)
+
+    @triton.jit
+    def _sum_heads_kernel(ws_ptr, out_ptr, H, N, P, BLOCK_N: tl.constexpr):
+        b = tl.program_id(0)
+        t = tl.program_id(1)
+        offs = P + t * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask = offs < N
+        acc = tl.zeros((BLOCK_N,), tl.float32)
+        for h in range(0, H):
+            acc += tl.load(ws_ptr + (b * H + h) * N + offs, mask=mask, other=0.0)
+        tl.store(out_ptr + b * (N - P) + (offs - P), tl.maximum(acc, 0.0), mask=mask)
+
+
+def block_map_triton(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int = 0) -> Tensor:
+    """(B, N - P) float32 map; k, v read in place through their strides (unit last stride)."""
+    ok, why = available()
+    if not ok:
+        raise RuntimeError(why)
+    q_cls, k, v, g = (t if t.stride(-1) == 1 else t.contiguous() for t in (q_cls, k, v, g))
+    B, H, N, D = k.shape
+    ws = torch.empty(B, H, N, dtype=torch.float32, device=k.device)
+    out = torch.empty(B, N - prefix, dtype=torch.float32, device=k.device)
+    BLOCK_D = triton.next_power_of_2(D)
+    BLOCK_N = max(16, min(128, triton.next_power_of_2(N)))
+    _head_kernel[(H, B)](q_cls, k, v, g, ws,
+                         q_cls.stride(0), q_cls.stride(1), k.stride(0), k.stride(1), k.stride(2),
+                         v.stride(0), v.stride(1), v.stride(2), g.stride(0), g.stride(1),
+                         H, N, D, float(scale), BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
+    _sum_heads_kernel[(B, triton.cdiv(N - prefix, BLOCK_N))](ws, out, H, N, prefix, BLOCK_N=BLOCK_N)
+    return out
