@@ -1,0 +1,118 @@
+"""Loading the model to explain, for the CLI: shipped zoo models, timm names, checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["load_model_spec", "class_names", "ModelLoadError"]
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what to do."""
+
+
+def _state_dict_from(path: str) -> tuple[dict, dict]:
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(path, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_file(path), meta
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "module", "teacher", "student"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: not a state dict")
+    sd = {}
+    for k, v in obj.items():
+        for pre in ("module.", "model.", "backbone."):
+            if k.startswith(pre):
+                k = k[len(pre):]
+        sd[k] = v
+    return sd, {}
+
+
+def load_model_spec(name: Optional[str] = None, checkpoint: Optional[str] = None, pretrained: bool = False,
+                    random_weights: bool = False, device: str = "cpu", headless: bool = False) -> nn.Module:
+    """The model the user asked for, in eval mode on ``device``.
+
+    Args:
+        name: a shipped model ("shapes_vit", "shapes_vit_ssl"; the default) or a timm model name.
+        checkpoint: a state dict (.safetensors / .pt / .pth) for ``name`` (a timm architecture), or a
+            zoo-format .safetensors whose metadata holds its config (then ``name`` may be omitted).
+        pretrained: download timm's pretrained weights for ``name`` (needs network).
+        random_weights: allow a timm model with random weights (testing only).
+        headless: drop the classifier head (self-supervised path).
+    """
+    from . import zoo
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda requested but no CUDA device is available")
+    if checkpoint is None and (name is None or name in zoo.MODELS):
+        return zoo.load_model(name or "shapes_vit", headless=headless, device=device)
+    import timm
+    if checkpoint is not None:
+        if not os.path.isfile(checkpoint):
+            raise ModelLoadError(f"checkpoint {checkpoint}: no such file")
+        sd, meta = _state_dict_from(checkpoint)
+        if "config" in meta:
+            from timm.models.vision_transformer import VisionTransformer
+            cfg = json.loads(meta["config"])
+            if headless:
+                cfg["num_classes"] = 0
+                sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+            model = VisionTransformer(**cfg)
+            if "classes" in meta:
+                model.daam_classes = tuple(json.loads(meta["classes"]))
+        else:
+            if name is None:
+                raise ModelLoadError(f"{checkpoint} has no model config: also pass --model <timm architecture>")
+            head = sd.get("head.weight")
+            num_classes = 0 if (headless or head is None) else head.shape[0]
+            try:
+                model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+            except Exception as e:  # noqa: BLE001
+                raise ModelLoadError(f"unknown timm model {name!r}: {e}") from None
+            if num_classes == 0:
+                sd = {k: v for k, v in sd.items() if not k.startswith("head")}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if missing:
+            raise ModelLoadError(f"{checkpoint}: missing weights for {len(missing)} tensors, e.g. {missing[:3]}")
+        if unexpected:
+            raise ModelLoadError(f"{checkpoint}: unexpected tensors {unexpected[:3]} (wrong --model?)")
+        return model.eval().to(device)
+    if pretrained:
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0 if headless else None)
+        except Exception as e:  # noqa: BLE001 - hub errors come in many types
+            raise ModelLoadError(f"could not get pretrained weights for {name!r} ({type(e).__name__}: {e}). "
+                                 "Without network, download them elsewhere and pass --checkpoint PATH.") from None
+        return model.eval().to(device)
+    if random_weights:
+        try:
+            return timm.create_model(name, pretrained=False, **({"num_classes": 0} if headless else {})).eval().to(device)
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"unknown timm model {name!r}: {e}") from None
+    raise ModelLoadError(f"{name!r}: pass --pretrained (timm download), --checkpoint PATH, or --random-weights "
+                         "(testing only); shipped models: " + ", ".join(zoo.MODELS))
+
+
+def class_names(model: nn.Module) -> Optional[Sequence[str]]:
+    """Human-readable class names where known (shipped models, ImageNet-1k heads)."""
+    names = getattr(model, "daam_classes", None)
+    if names:
+        return list(names)
+    k = int(getattr(model, "num_classes", 0) or 0)
+    if k == 1000:
+        try:
+            from timm.data import ImageNetInfo
+            info = ImageNetInfo()
+            return [info.index_to_description(i) for i in range(1000)]
+        except Exception:  # noqa: BLE001
+            return None
+    return None

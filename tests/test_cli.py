@@ -1,0 +1,130 @@
+"""The daam-fast CLI end to end on the shipped model, and its handling of bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from daam_fast import zoo
+from daam_fast.cli import main
+from daam_fast.zoo.shapes import make_shapes, save_pngs
+
+pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(zoo.weights_dir(), "shapes_vit.safetensors")),
+                                reason="shipped weights missing")
+DEPTH = 6
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    save_pngs(make_shapes(3, seed=8), str(d))
+    return d
+
+
+def _outputs_ok(d, depth=DEPTH):
+    for f in ("overlay.png", "grid.png", "flow.gif", "flow.mp4", "maps.npz"):
+        assert os.path.getsize(os.path.join(d, f)) > 0, f
+    gif = Image.open(os.path.join(d, "flow.gif"))
+    assert gif.n_frames == depth
+    z = np.load(os.path.join(d, "maps.npz"))
+    assert z["block_maps"].shape == z["maps"].shape == (depth, 8, 8)
+    assert np.allclose(np.cumsum(z["block_maps"], 0), z["maps"], atol=1e-5)
+    assert z["logits"].shape == (6,) and int(z["target"]) == int(np.argmax(z["logits"]))
+    import av
+    with av.open(os.path.join(d, "flow.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == depth
+
+
+def test_explain_directory_and_glob(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["explain", str(images), "--out", str(out), "--quiet"]) == 0
+    dirs = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(dirs) == 3
+    for d in dirs:
+        _outputs_ok(d)
+    assert "explained 3, failed 0" in capsys.readouterr().out
+    out2 = tmp_path / "out2"
+    assert main(["explain", str(images / "*.png"), "--out", str(out2), "--quiet", "--target", "2",
+                 "--method", "direct", "--no-video"]) == 0
+    z = np.load(next(p for p in out2.iterdir() if p.is_dir()) / "maps.npz")
+    assert int(z["target"]) == 2 and str(z["method"]) == "direct"
+
+
+def test_existing_output_needs_overwrite(images, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["explain", str(images), "--out", str(out), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert main(["explain", str(images), "--out", str(out), "--quiet", "--overwrite", "--no-video"]) == 0
+    assert not (out / "keep.txt").exists()
+
+
+def test_bad_inputs_others_still_done(images, tmp_path, capsys):
+    src = tmp_path / "mixed"
+    src.mkdir()
+    good = sorted(images.iterdir())[0]
+    (src / "good.png").write_bytes(good.read_bytes())
+    (src / "corrupt.png").write_bytes(good.read_bytes()[:60])           # truncated PNG
+    (src / "notes.png").write_text("this is not an image")
+    (src / "empty.jpg").write_bytes(b"")
+    arr = make_shapes(1, seed=9).images[0].permute(1, 2, 0).numpy()
+    Image.fromarray(arr[:, :, 0]).save(src / "grey.png")
+    Image.fromarray(np.concatenate([arr, np.full(arr.shape[:2] + (1,), 128, np.uint8)], -1)).save(src / "rgba.png")
+    Image.fromarray((arr[:, :, 1].astype(np.uint16) * 257)).save(src / "deep16.png")
+    Image.fromarray(np.tile(arr, (40, 40, 1))).save(src / "huge.png")    # 2560 x 2560
+    out = tmp_path / "out"
+    rc = main(["explain", str(src), str(tmp_path / "missing.png"), "--out", str(out), "--quiet", "--no-video"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert "explained 5, failed 4" in cap.out
+    for name in ("corrupt.png", "notes.png", "empty.jpg", "missing.png"):
+        assert name in cap.err
+    assert "not an image" in cap.err and "empty file" in cap.err and "no such file" in cap.err
+    for stem in ("good", "grey", "rgba", "deep16", "huge"):
+        assert (out / stem / "maps.npz").exists(), stem
+    s = json.loads((out / "summary.json").read_text())
+    assert len(s["explained"]) == 5 and len(s["failed"]) == 3
+
+
+def test_read_image_modes(tmp_path):
+    from daam_fast.io import read_image
+    arr = (np.arange(64 * 48).reshape(48, 64) % 65536).astype(np.uint16) * 20
+    Image.fromarray(arr).save(tmp_path / "d.png")
+    t = read_image(str(tmp_path / "d.png"))
+    assert t.shape == (3, 48, 64) and t.dtype == torch.uint8 and t.max() > 200
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255                                                   # fully transparent red -> white
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    assert (read_image(str(tmp_path / "a.png")) == 255).all()
+
+
+def test_model_errors(images, tmp_path, capsys):
+    assert main(["explain", str(images), "--out", str(tmp_path / "x"), "--model", "vit_tiny_patch16_224"]) == 2
+    assert "--pretrained" in capsys.readouterr().err
+    assert main(["explain", str(images), "--out", str(tmp_path / "y"), "--checkpoint", str(tmp_path / "no.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_self_supervised_and_bank_build(images, tmp_path):
+    out = tmp_path / "ssl"
+    assert main(["explain", str(images), "--model", "shapes_vit_ssl", "--out", str(out), "--quiet", "--no-video"]) == 0
+    z = np.load(next(p for p in out.iterdir() if p.is_dir()) / "maps.npz")
+    assert "features" in z and "weights" in z and z["maps"].shape == (DEPTH, 8, 8)
+    src = tmp_path / "classes"
+    for c, seed in (("a", 1), ("b", 2)):
+        save_pngs(make_shapes(3, seed=seed), str(src / c))
+    bank = tmp_path / "bank.pt"
+    assert main(["bank", "build", str(src), "--out", str(bank), "--quiet"]) == 0
+    from daam_fast import MemoryBank
+    b = MemoryBank.load(bank)
+    assert b.features.shape == (6, 96) and sorted(b.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--num-images", "2", "--quiet"]) == 0
+    assert (tmp_path / "d" / "demo.png").exists()
+    assert len(list((tmp_path / "d" / "supervised").iterdir())) == 3       # 2 images + summary.json
+    assert "overview figure" in capsys.readouterr().out
