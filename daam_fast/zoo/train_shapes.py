@@ -88,10 +88,13 @@ def save(model, out: str, meta: dict) -> None:
 
 
 def train(steps: int, batch: int, lr: float, seed: int, out: str, threads: int, eval_n: int,
-          quiet: bool = False, config: dict = CONFIG, save_every: int = 0) -> dict:
+          quiet: bool = False, config: dict = CONFIG, save_every: int = 0, init: str = "") -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = build(config)
+    if init:                                   # continue from earlier weights (a second schedule)
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(init))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -136,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--save-every", type=int, default=0, help="write a checkpoint every N steps (0: only at the end)")
+    ap.add_argument("--init", default="", help="start from these weights (.safetensors) instead of random ones")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-images", type=int, default=2000)
@@ -143,7 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     r = train(a.steps, a.batch_size, a.lr, a.seed, a.out, a.threads, a.eval_images, quiet=a.quiet,
-              save_every=a.save_every)
+              save_every=a.save_every, init=a.init)
     print(f"shapes_vit: test accuracy {100 * r['accuracy']:.2f} % on {a.eval_images} fresh images "
           f"(seed {EVAL_SEED}); {r['minutes']:.1f} min training; written to {r['out']}")
     return 0
