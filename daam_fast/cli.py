@@ -16,7 +16,7 @@ import torch
 __all__ = ["main", "add_model_args", "model_from_args"]
 
 # Sub-commands contributed by other modules: each exposes add_cli(subparsers).
-PLUGINS = ("daam_fast.bench",)
+PLUGINS = ("daam_fast.bench", "daam_fast.video", "daam_fast.evaluate", "daam_fast.distributed")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,6 @@
+"""``python -m daam_fast`` == the ``daam-fast`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
