@@ -36,8 +36,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests -k "not triton"
 
+# CPU benchmarks (pytest-benchmark); installs the `bench` extra (daam-timm-vit, grad-cam) first.
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds
+	$(BIN)/pip install -q daam-timm-vit grad-cam $(PINS) $(QUIET_PIP)
+	$(BIN)/python -m pytest -q -s benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds
 
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu.py
