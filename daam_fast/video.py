@@ -181,6 +181,7 @@ class _Reader(threading.Thread):
 
     def run(self) -> None:
         import av
+        torch.set_num_threads(1)    # per thread: light torch work here must not oversubscribe the model's threads
         n = 0
         try:
             info = probe_video(self.src)
@@ -531,6 +532,7 @@ class _Writer(threading.Thread):
 
     def run(self) -> None:
         import av
+        torch.set_num_threads(1)    # per thread, as in the reader
         out = stream = None
         try:
             while True:
