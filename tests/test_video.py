@@ -210,6 +210,39 @@ def test_corrupt_video_keeps_what_was_explained(tmp_path, model):
     assert np.load(npz)["maps"].shape[0] == k
 
 
+def _concealed_damage(src):
+    """Flip 16 bytes at offsets through the file until the decoder decodes every frame but flags
+    one as corrupt (damage it concealed); return the flagged indices, or skip if no offset does."""
+    base = src.read_bytes()
+    for off in np.linspace(0.3, 0.7, 9):
+        d = bytearray(base)
+        m = int(len(d) * off)
+        d[m:m + 16] = bytes(255 - b for b in d[m:m + 16])
+        src.write_bytes(bytes(d))
+        try:
+            with av.open(str(src)) as c:
+                flags = [f.is_corrupt for f in c.decode(c.streams.video[0])]
+        except av.FFmpegError:
+            continue
+        if len(flags) == 30 and any(flags):
+            return [i for i, f in enumerate(flags) if f]
+    pytest.skip("no offset gave a concealed (flagged) corrupt frame with this FFmpeg build")
+
+
+def test_concealed_corrupt_frame(tmp_path, model):
+    """A frame the decoder flags as corrupt stops the run (default) or is kept (corrupt='keep')."""
+    src = tmp_path / "in.mp4"
+    make_video(src, n=30, faststart=True)
+    flagged = _concealed_damage(src)
+    with pytest.raises(VideoDecodeError, match="corrupt") as ei:
+        explain_video(str(src), str(tmp_path / "a.mp4"), model, batch_size=8, progress=False)
+    assert ei.value.frame_index == flagged[0]
+    if flagged[0]:
+        assert probe_video(str(tmp_path / "a.mp4")).frames == flagged[0]
+    s = explain_video(str(src), str(tmp_path / "b.mp4"), model, batch_size=8, corrupt="keep", progress=False)
+    assert s.frames == 30 and s.corrupt_frames == flagged and probe_video(str(tmp_path / "b.mp4")).frames == 30
+
+
 def test_not_a_video(tmp_path, model):
     src, dst = tmp_path / "junk.mp4", tmp_path / "out.mp4"
     src.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
@@ -224,12 +257,15 @@ def test_not_a_video(tmp_path, model):
                                     (dict(block=6), "out of range"), (dict(block="some"), "block"),
                                     (dict(block=[]), "empty"), (dict(mode="log"), "mode"),
                                     (dict(layout="single", block=[0, 1]), "single"), (dict(crf=80), "crf"),
-                                    (dict(target=1.5), "target"), (dict(maps_out="m.csv"), "npz")])
+                                    (dict(target=1.5), "target"), (dict(maps_out="m.csv"), "npz"),
+                                    (dict(corrupt="skip"), "corrupt"), (dict(preset="turbo"), "preset")])
 def test_bad_arguments(tmp_path, video, model, kw, msg):
     with pytest.raises(ValueError, match=msg):
         explain_video(str(video), str(tmp_path / "o.mp4"), model, progress=False, **kw)
     with pytest.raises(ValueError, match="output must be"):
         explain_video(str(video), str(tmp_path / "o.avi"), model, progress=False)
+    with pytest.raises(ValueError, match="smoothing"):       # raised at the call, before any next()
+        iter_video_maps(str(video), model, smoothing=-0.1)
 
 
 def test_breaking_out_stops_the_reader(video, model):
