@@ -50,6 +50,19 @@ DAAM_HD float finite_or_zero(float x) { return (x == x && x != INFINITY && x != 
 DAAM_HD float safe_div(float num, float den) { return den > 0.f ? num / den : 0.f; }
 DAAM_HD float clamp01(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
 
+// floor / round-half-to-even for values in [0, 2^23) without a libm call (x86-64 without
+// SSE4.1 has no rounding instruction): a cast truncates (= floor for x >= 0), and adding and
+// subtracting 2^23 rounds to an integer in the current (nearest-even) rounding mode. Exact
+// IEEE float arithmetic; the build forbids fast-math and FMA contraction for this file.
+DAAM_HD float floor_nonneg(float x) { return x >= 0.f ? static_cast<float>(static_cast<int32_t>(x)) : 0.f; }
+DAAM_HD float rint_nonneg(float x) {
+#if defined(__CUDA_ARCH__)
+  return rintf(x);
+#else
+  return (x + 8388608.f) - 8388608.f;   // not folded: no -ffast-math / -fassociative-math
+#endif
+}
+
 DAAM_HD float sigmoid_y(float d, float G) {             // torch: where(G > 0, sigmoid(5 * safe_div(D, G)) - 0.5, 0)
   if (!(G > 0.f)) return 0.f;
   const float x = 5.f * safe_div(d, G);
@@ -69,7 +82,7 @@ DAAM_HD float level(float d, const FrameStats& s, int mode) {
     z0 = z0 < 0.f ? 0.f : z0;
     z = clamp01(z0 * safe_div(s.fmax - s.fmin, s.gmax - s.gmin));
   }
-  return floorf(z * 255.f);
+  return floor_nonneg(z * 255.f);
 }
 
 // torch's area_pixel_compute_source_index + guard_index_and_lambda (align_corners=False).
@@ -95,8 +108,9 @@ DAAM_HD float bilerp(float x00, float x01, float x10, float x11, float w0, float
 
 DAAM_HD float clamp255(float x) { return x < 0.f ? 0.f : (x > 255.f ? 255.f : x); }
 
-// Round half to even (torch.round), then clamp to [0, 255].
-DAAM_HD unsigned char to_u8(float x) { return static_cast<unsigned char>(clamp255(rintf(x))); }
+// Round half to even (torch.round) and clamp to [0, 255] (clamping first is the same: the
+// bounds are integers).
+DAAM_HD unsigned char to_u8(float x) { return static_cast<unsigned char>(rint_nonneg(clamp255(x))); }
 
 // JET channel c (centre 3, 2, 1 for r, g, b) of a heat level, times 255: render.py's colormap_jet(heat / 255) * 255.
 DAAM_HD float jet255(float heat, float centre) {

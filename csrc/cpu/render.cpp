@@ -110,7 +110,7 @@ void render_cpu(const RenderArgs& a) {
         for (int64_t x = 0; x < W; ++x) {
           float heat;
           if (resize) {
-            heat = clamp255(rintf(bilerp(r0[ax.i0[x]], r0[ax.i1[x]], r1[ax.i0[x]], r1[ax.i1[x]], ax.l0[x], ax.l1[x],
+            heat = rint_nonneg(clamp255(bilerp(r0[ax.i0[x]], r0[ax.i1[x]], r1[ax.i0[x]], r1[ax.i1[x]], ax.l0[x], ax.l1[x],
                                          h0, h1)));
           } else {
             heat = z8[y * w + x];

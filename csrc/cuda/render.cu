@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kThreads) render_pixels_kernel(RenderArgs a, c
     const float v01 = level(frame_value_d(a, b, l, y0 * a.w + x1), s, a.mode);
     const float v10 = level(frame_value_d(a, b, l, y1 * a.w + x0), s, a.mode);
     const float v11 = level(frame_value_d(a, b, l, y1 * a.w + x1), s, a.mode);
-    heat = clamp255(rintf(bilerp(v00, v01, v10, v11, w0, w1, h0, h1)));
+    heat = rint_nonneg(clamp255(bilerp(v00, v01, v10, v11, w0, w1, h0, h1)));
   } else {
     heat = level(frame_value_d(a, b, l, pix), s, a.mode);
   }
