@@ -20,16 +20,18 @@ How one call works (method="grad"):
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _config
 from ._model import TargetLike, can_reduce_last_block, check_images, resolve_targets
 from .adapters import Adapter, get_adapter
 from .bank import MemoryBank, dimension_weights, label_free_weights
 from .ops.block_map import block_map
+from .ops.cls_attention import cls_attention
 from .result import DAAMResult
 
 __all__ = ["DAAM"]
@@ -63,6 +65,23 @@ def _cls_row(q: Tensor, k: Tensor, scale: float, bias: Optional[Tensor]) -> Tens
     if bias is not None:
         logits = logits + bias[:, :, 0].float()
     return logits.softmax(-1)
+
+
+def _fused_cls_attention(q: Tensor, k: Tensor, v: Tensor, scale: float,
+                         backend: Optional[str]) -> Optional[Tuple[Tensor, Tensor]]:
+    """(out (B, H, R, d), a_cls (B, H, N) float32) from the cls_attention kernel where it runs:
+    CUDA tensors (CUDA extension -> Triton), or Triton asked for explicitly (on the CPU under
+    TRITON_INTERPRET=1). None means SDPA + the O(N d) row (the CPU path). Kernel limits (e.g.
+    head dim > 128 for CUDA) fall back to SDPA under auto and raise for an explicit backend."""
+    name = (backend or _config.backend()).lower()
+    if name in ("cpp", "torch") or not (q.is_cuda or name == "triton"):
+        return None
+    try:
+        return cls_attention(q, k, v, scale, backend=None if name == "auto" else name)
+    except ValueError:
+        if name != "auto":
+            raise
+        return None
 
 
 def _weighted_row_map(a: Tensor, v: Tensor, g: Tensor, prefix: int) -> Tensor:
@@ -197,14 +216,21 @@ class DAAM:
             B = x.shape[0]
             q, k, v = ad.qkv(b, x, rows, ctx)
             bias = ad.attn_bias(b, ctx)                                  # e.g. BEiT's relative position bias
+            a_cls = None
             if bias is None:
-                o = F.scaled_dot_product_attention(q, k, v)              # fused; (B, H, R, d)
+                fused = _fused_cls_attention(q, k, v, scale, st.backend) if pool == "token" else None
+                if fused is not None:                                    # GPU: one kernel writes out and a_cls
+                    o, a_cls = fused
+                else:
+                    o = F.scaled_dot_product_attention(q, k, v)          # fused; (B, H, R, d)
             else:
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, :, :q.shape[2]].to(q.dtype))
             T = o.transpose(1, 2).reshape(B, q.shape[2], H * d)          # input of norm / proj
             if st.direct:                                                # forward only: keep row + v
                 with torch.no_grad():
-                    if pool == "token":
+                    if a_cls is not None:
+                        a = a_cls.detach()
+                    elif pool == "token":
                         a = _cls_row(q, k, scale, bias)
                     else:
                         a = _mean_patch_row(q, k, scale, P, bias=bias)
