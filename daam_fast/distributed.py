@@ -74,6 +74,12 @@ class ModelSpec:
     headless: bool = False
     bank: Optional[str] = None
 
+    def __post_init__(self):
+        if self.name is None and self.checkpoint is None:       # one spelling of the default model
+            object.__setattr__(self, "name", "shapes_vit")
+        if self.name == "shapes_vit_ssl":
+            object.__setattr__(self, "headless", True)
+
     @classmethod
     def coerce(cls, spec: Union["ModelSpec", str, dict, None]) -> "ModelSpec":
         """A ModelSpec from a spec, a model name / checkpoint path (str) or a dict of fields."""
