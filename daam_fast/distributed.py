@@ -463,9 +463,9 @@ def explain_dataset(source, out_dir: str, model_spec: Union[ModelSpec, str, dict
         shard_size: images per shard (one ``map_batches`` batch).
         batch_size: images per model call inside an actor.
         overwrite: delete the results of an earlier run with other settings instead of refusing.
-        ray_address: connect to this cluster ("auto" or "ray://host:port"); without it and
-            without a running Ray in this process, a local instance is started (``num_cpus``)
-            and shut down at the end.
+        ray_address: connect to this cluster ("auto" or "ray://host:port"); without it, a
+            local instance is started (``num_cpus``) and shut down at the end. When Ray is
+            already initialised in this process, that instance is used and both are ignored.
         progress: show Ray Data's progress bars.
 
     Returns:
