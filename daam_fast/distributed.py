@@ -563,8 +563,12 @@ def _run(ray, source, out_dir, spec, method, target, num_actors, num_cpus_per_ac
                                            shard_delay=shard_delay),
                 num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor or None)
             out.context.enable_progress_bars = bool(progress)
-            for _ in out.iter_rows():                 # shards are on disk as each row arrives
-                pass
+            try:
+                for _ in out.iter_rows():             # shards are on disk as each row arrives
+                    pass
+            except BaseException:                     # record what is done (complete: false), then re-raise
+                _finalize(out_dir, cfg, expected, expected_count, time.time() - t0, num_actors)
+                raise
         return _finalize(out_dir, cfg, expected, expected_count, time.time() - t0, num_actors)
 
 
@@ -646,6 +650,7 @@ def _cmd_batch(args) -> int:
         return 2
     from .models import ModelLoadError
     src = args.src[0] if len(args.src) == 1 else list(args.src)
+    problems = []
     if isinstance(src, list):
         from .io import expand_inputs
         paths, problems = expand_inputs(src)
@@ -675,4 +680,4 @@ def _cmd_batch(args) -> int:
           f"({len(m['shards'])} shards, {m['last_run']['seconds']:.1f} s) -> {args.out}")
     if not m["complete"]:
         return 2
-    return 1 if m["errors"] else 0
+    return 1 if m["errors"] or problems else 0
