@@ -67,6 +67,17 @@ def _cls_row(q: Tensor, k: Tensor, scale: float, bias: Optional[Tensor]) -> Tens
     return logits.softmax(-1)
 
 
+def _check_finite_output(out: Tensor) -> None:
+    """A NaN / inf model output (finite but huge pixels overflow float32 inside the network)
+    would give all-zero or NaN maps without a word: refuse it, naming the images."""
+    bad = ~torch.isfinite(out.detach()).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        idx = bad.nonzero().flatten().tolist()
+        raise ValueError(f"the model's output is not finite (NaN or inf) for image(s) {idx[:10]}"
+                         f"{' ...' if len(idx) > 10 else ''}: the input values overflow the network "
+                         "(are the images normalised as the model expects?)")
+
+
 def _fused_cls_attention(q: Tensor, k: Tensor, v: Tensor, scale: float,
                          backend: Optional[str]) -> Optional[Tuple[Tensor, Tensor]]:
     """(out (B, H, R, d), a_cls (B, H, N) float32) from the cls_attention kernel where it runs:
@@ -322,6 +333,7 @@ class DAAM:
                 return self._call_direct(st, images, targets, bank, h, w)
             with torch.enable_grad():
                 out = lay.run(images)
+                _check_finite_output(out)
                 logits = features = weights = None
                 if supervised:
                     logits = out.detach().float()
@@ -380,6 +392,7 @@ class DAAM:
         with torch.enable_grad():
             xL = st.x_last.requires_grad_(True)                          # (B, R, C), R = rows the head reads
             out = lay.head(xL)
+            _check_finite_output(out)
             logits = features = weights = None
             if st.supervised:
                 logits = out.detach().float()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _dispatch
-from .reference import MODES, colormap_jet, normalize_frames, render_reference
+from .reference import MODES, _tame_extremes, colormap_jet, normalize_frames, render_reference
 
 __all__ = ["render_frames", "render_reference", "normalize_frames", "colormap_jet", "MODES"]
 
@@ -55,6 +55,9 @@ def render_frames(maps: Tensor, images: Optional[Tensor] = None, mode: str = "no
     size = (int(size[0]), int(size[1]))
     if size[0] <= 0 or size[1] <= 0:
         raise ValueError(f"size must be positive, got {size}")
+    if maps.dtype != torch.float32:
+        maps = maps.float()
+    maps = _tame_extremes(torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0))
     name = _dispatch.resolve("render", maps.device, backend)
     if name != "torch" and images is not None and tuple(images.shape[-2:]) != size:
         # the kernels take pictures at the output size: resize them as the torch path does

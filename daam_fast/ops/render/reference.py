@@ -19,6 +19,24 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
+def _tame_extremes(maps: Tensor) -> Tensor:
+    """Every mode is invariant to scaling one image's maps by a positive constant. Where an
+    image's magnitudes would overflow float32 differences (max |D| > 1e30) or hold subnormal
+    ranges (a non-zero |D| < 1e-30), that image is rescaled to max |D| = 1 and magnitudes below
+    1e-30 of it (invisible at 8 bits) are flushed to 0, so no frame can become NaN. Other images
+    are passed through untouched (bit-exact with the kernels' tests)."""
+    a = maps.detach().abs().flatten(1)
+    amax = a.amax(1)
+    nz = torch.where(a > 0, a, torch.full_like(a, float("inf"))).amin(1)
+    bad = (amax > 1e30) | (nz < 1e-30)
+    if not bool(bad.any()):
+        return maps
+    s = torch.where(bad & (amax > 0) & torch.isfinite(amax), amax, torch.ones_like(amax)).view(-1, 1, 1, 1)
+    m = maps / s
+    m = torch.where(m.abs() < 1e-30, torch.zeros_like(m), m)
+    return torch.where(bad.view(-1, 1, 1, 1), m, maps)
+
+
 def normalize_frames(maps: Tensor, mode: str = "nonlinear") -> Tensor:
     """Per-frame values in [0, 1] from accumulated maps (SPEC section 5).
 
@@ -39,7 +57,7 @@ def normalize_frames(maps: Tensor, mode: str = "nonlinear") -> Tensor:
     if maps.dim() != 4:
         raise ValueError(f"maps must be (B, L, h, w), got {tuple(maps.shape)}")
     D = maps.float()
-    D = torch.nan_to_num(D, nan=0.0, posinf=0.0, neginf=0.0)
+    D = _tame_extremes(torch.nan_to_num(D, nan=0.0, posinf=0.0, neginf=0.0))
     fmin = D.amin(dim=(-2, -1), keepdim=True)
     fmax = D.amax(dim=(-2, -1), keepdim=True)
     if mode == "raw":
