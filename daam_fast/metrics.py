@@ -124,7 +124,7 @@ def make_baseline(images: Tensor, kind: BaselineLike = "blur", sigma: Optional[f
 
     Args:
         images: (B, C, H, W) normalised model input.
-        kind: "blur": Gaussian blur of each image (std ``sigma`` pixels, default max(H, W) / 32,
+        kind: "blur": Gaussian blur of each image (std ``sigma`` pixels, default max(H, W) / 8,
             reflect padding; RISE's insertion baseline); "mean": each image's per-channel mean
             colour; "zero": 0 in model-input space (the dataset mean colour for inputs
             normalised by mean / std); or a tensor broadcastable to (B, C, H, W).
@@ -141,7 +141,7 @@ def make_baseline(images: Tensor, kind: BaselineLike = "blur", sigma: Optional[f
             raise ValueError(f"baseline tensor of shape {tuple(kind.shape)} does not broadcast to "
                              f"{tuple(images.shape)}") from None
     if kind == "blur":
-        s = float(sigma) if sigma is not None else max(images.shape[-2:]) / 32.0
+        s = float(sigma) if sigma is not None else max(images.shape[-2:]) / 8.0
         if not s > 0:
             raise ValueError(f"blur sigma must be > 0, got {s}")
         return _gaussian_blur(images, s)
