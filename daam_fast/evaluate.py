@@ -75,7 +75,7 @@ class EvalConfig:
 
 
 def explain(model: nn.Module, images: Tensor, method: str, target=None, config: Optional[EvalConfig] = None,
-            daam=None) -> DAAMResult:
+            daam=None, generator: Optional[torch.Generator] = None) -> DAAMResult:
     """One method's explanation of a batch, as a DAAMResult.
 
     Args:
@@ -85,6 +85,7 @@ def explain(model: nn.Module, images: Tensor, method: str, target=None, config: 
         target: None, int or (B,) classes.
         config: rollout options and the seed of "random".
         daam: an entered :class:`daam_fast.DAAM` to reuse for "daam" / "direct" (optional).
+        generator: CPU generator of the "random" maps (default: one seeded with ``config.seed``).
 
     Returns:
         DAAMResult with maps (B, L, h, w).
@@ -100,8 +101,8 @@ def explain(model: nn.Module, images: Tensor, method: str, target=None, config: 
                                   head_fusion=cfg.rollout_fusion)
     if method == "random":
         res = _baselines.attention_map(model, images, target)             # for the grid, targets and logits
-        g = torch.Generator().manual_seed(cfg.seed + int(images.shape[0]))
-        r = torch.rand(res.maps.shape, generator=g).to(res.maps.device)
+        g = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
+        r = torch.rand(res.maps.shape, generator=g).to(res.maps.device)      # uniform noise: the chance reference
         return DAAMResult(block_maps=r, maps=r, targets=res.targets, logits=res.logits, method="random", grid=res.grid)
     if method in _baselines.BASELINES:
         return _baselines.explain(model, images, method, target)
@@ -201,6 +202,7 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         blocks: Dict[str, List[Tensor]] = {"accumulated": [], "per_block": []}
         finals, secs = [], 0.0
         daam = DAAM(model, method="grad" if meth == "daam" else "direct") if meth in ("daam", "direct") else None
+        gen = torch.Generator().manual_seed(cfg.seed)               # "random": one stream over all images
         bar = tqdm(total=n, desc=f"{meth:>12}", unit="img", disable=not progress, leave=True)
         try:
             if daam is not None:
@@ -208,7 +210,7 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
             for s in range(0, n, cfg.batch_size):
                 x, t = images[s:s + cfg.batch_size], targets[s:s + cfg.batch_size]
                 t0 = time.perf_counter()
-                res = explain(model, x, meth, t, cfg, daam=daam)
+                res = explain(model, x, meth, t, cfg, daam=daam, generator=gen)
                 secs += time.perf_counter() - t0
                 sal = res.final.detach()
                 kw = dict(steps=cfg.steps, order=cfg.order, baseline=cfg.baseline, batch_size=cfg.perturb_batch)
@@ -582,7 +584,7 @@ def _run_eval(args) -> int:
 
 
 def add_cli(subparsers) -> None:
-    """Register ``daam-fast eval``."""
+    """Register ``daam-fast eval`` on the CLI's sub-command parsers (called by :mod:`daam_fast.cli`)."""
     from .cli import add_model_args
     p = subparsers.add_parser("eval", help="compare DAAM with baselines: deletion/insertion, drop, pointing games",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

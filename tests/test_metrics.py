@@ -225,3 +225,15 @@ def test_on_a_real_model_a_good_map_beats_its_inverse():
     d_good = metrics.deletion(model, x, sal, t, steps=8, baseline="mean", score="logit").auc
     d_bad = metrics.deletion(model, x, -sal, t, steps=8, baseline="mean", score="logit").auc
     assert (d_good < d_bad).all()
+
+
+def test_public_names_documented():
+    import inspect
+    from daam_fast import baselines, evaluate
+    for mod in (metrics, baselines, evaluate):
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if callable(obj):
+                assert inspect.getdoc(obj) and len(inspect.getdoc(obj)) > 40, f"{mod.__name__}.{name}"
+    for fn in (metrics.deletion, metrics.pointing_game, metrics.energy_pointing_game, metrics.confidence_change):
+        assert "(B, h, w)" in inspect.getdoc(fn)
