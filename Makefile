@@ -13,7 +13,7 @@ QUIET_PIP := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2
 EXT_SOURCES := setup.py pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-fast bench bench-gpu clean
+.PHONY: install demo test test-fast bench bench-video bench-gpu clean
 
 install: $(STAMP)
 
@@ -36,8 +36,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests -k "not triton"
 
+# CPU benchmarks (pytest-benchmark); installs the `bench` extra (daam-timm-vit, grad-cam) first.
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds
+	$(BIN)/pip install -q daam-timm-vit grad-cam $(PINS) $(QUIET_PIP)
+	$(BIN)/python -m pytest -q -s benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds
+
+bench-video: $(STAMP)
+	$(BIN)/python benchmarks/bench_video.py --frames 200 --batch 16 --threads 1
 
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu.py

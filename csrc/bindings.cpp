@@ -4,6 +4,8 @@
 #include <cstdint>
 
 #include "block_map.h"
+#include "cls_attention.h"
+#include "render.h"
 
 namespace py = pybind11;
 
@@ -18,6 +20,14 @@ daam::BlockMapArgs make_args(std::uintptr_t q, int64_t q_sb, int64_t q_sh, std::
                             reinterpret_cast<const void*>(v), v_sb, v_sh, v_sn,
                             reinterpret_cast<const void*>(g), g_sb, g_sh,
                             reinterpret_cast<void*>(out), B, H, N, D, P, scale};
+}
+
+daam::RenderArgs make_render_args(std::uintptr_t maps, std::uintptr_t images, int image_dtype, std::uintptr_t out,
+                                  int64_t B, int64_t L, int64_t h, int64_t w, int64_t H, int64_t W, int mode,
+                                  bool accumulate, double alpha, double beta) {
+  return daam::RenderArgs{reinterpret_cast<const float*>(maps), reinterpret_cast<const void*>(images), image_dtype,
+                          reinterpret_cast<unsigned char*>(out), B, L, h, w, H, W, mode, accumulate ? 1 : 0,
+                          static_cast<float>(alpha), static_cast<float>(beta)};
 }
 
 }  // namespace
@@ -37,6 +47,16 @@ PYBIND11_MODULE(_C, m) {
       },
       py::call_guard<py::gil_scoped_release>(),
       "block_map on CPU tensors given as pointers and element strides (see csrc/block_map.h)");
+  m.def(
+      "render_cpu",
+      [](std::uintptr_t maps, std::uintptr_t images, int image_dtype, std::uintptr_t out, int64_t B, int64_t L,
+         int64_t h, int64_t w, int64_t H, int64_t W, int mode, bool accumulate, double alpha, double beta) {
+        daam::render_cpu(make_render_args(maps, images, image_dtype, out, B, L, h, w, H, W, mode, accumulate, alpha,
+                                          beta));
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "render on CPU: float32 maps (B, L, h, w), images (B, 3, H, W) uint8 / float32 or 0, uint8 out "
+      "(see csrc/render.h)");
   m.def("has_cuda", []() {
 #ifdef DAAM_WITH_CUDA
     return true;
@@ -57,6 +77,31 @@ PYBIND11_MODULE(_C, m) {
       },
       py::call_guard<py::gil_scoped_release>(),
       "block_map on CUDA tensors (pointers, element strides, float32 workspace of B*H*N, stream)");
+  m.def(
+      "cls_attention_cuda",
+      [](std::uintptr_t q, int64_t q_sb, int64_t q_sh, int64_t q_sm, std::uintptr_t k, int64_t k_sb, int64_t k_sh,
+         int64_t k_sn, std::uintptr_t v, int64_t v_sb, int64_t v_sh, int64_t v_sn, std::uintptr_t out,
+         std::uintptr_t a_cls, int64_t B, int64_t H, int64_t M, int64_t N, int64_t D, double scale, int dtype,
+         std::uintptr_t stream) {
+        daam::ClsAttentionArgs a{reinterpret_cast<const void*>(q), q_sb, q_sh, q_sm,
+                                 reinterpret_cast<const void*>(k), k_sb, k_sh, k_sn,
+                                 reinterpret_cast<const void*>(v), v_sb, v_sh, v_sn,
+                                 reinterpret_cast<void*>(out), reinterpret_cast<float*>(a_cls), B, H, M, N, D, scale};
+        daam::cls_attention_cuda(a, dtype, stream);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "cls_attention on CUDA tensors (pointers, element strides, out (B,H,M,D), a_cls (B,H,N) float32, stream)");
+  m.def(
+      "render_cuda",
+      [](std::uintptr_t maps, std::uintptr_t images, int image_dtype, std::uintptr_t out, int64_t B, int64_t L,
+         int64_t h, int64_t w, int64_t H, int64_t W, int mode, bool accumulate, double alpha, double beta,
+         std::uintptr_t workspace, std::uintptr_t stream) {
+        daam::render_cuda(make_render_args(maps, images, image_dtype, out, B, L, h, w, H, W, mode, accumulate, alpha,
+                                           beta),
+                          reinterpret_cast<float*>(workspace), stream);
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "render on CUDA tensors (as render_cpu, plus a float32 workspace of B*L*8 and a stream)");
   m.def("cuda_device_count", &daam::cuda_device_count, "CUDA device count; raises with the CUDA error");
 #endif
 }

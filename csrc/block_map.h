@@ -3,14 +3,7 @@
 // Tensors are passed as raw pointers with element strides (last dimension contiguous), so the
 // explainer hands over views of timm's qkv output without a copy.
 #pragma once
-#include <cstdint>
-#include <stdexcept>
-#include <string>
-
-#define DAAM_CHECK(cond, msg)                                                        \
-  do {                                                                               \
-    if (!(cond)) throw std::invalid_argument(std::string("daam_fast._C: ") + (msg)); \
-  } while (0)
+#include "common.h"
 
 namespace daam {
 

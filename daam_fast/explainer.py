@@ -1,9 +1,14 @@
-"""The fast path: DAAM maps produced in flight, with timm's fused attention kept on.
+"""The fast path: DAAM maps produced in flight, with the model's fused attention kept on.
+
+The explainer talks to the model only through its adapter (:mod:`daam_fast.adapters`:
+timm, Hugging Face, torchvision), which says where the blocks, q / k / v, the output
+projection, the prefix tokens, the grid and the head are.
 
 How one call works (method="grad"):
 
 1. Forward. Each block's attention is replaced (for the duration of the context) by a
-   forward that runs the same ops as timm's (one qkv matmul, q/k norms, SDPA) and keeps
+   forward that runs the same ops as the library's (the adapter's q / k / v projection and
+   q/k norms, one fused SDPA, the adapter's output projection) and keeps
    references to the [class] query q[:, :, 0] and to k and v, which are views of the qkv
    output that SDPA's autograd node saves anyway: nothing is copied, no N x N matrix
    exists. The input T_b of ``proj`` gets a tensor hook. In the last block only the rows
@@ -15,19 +20,18 @@ How one call works (method="grad"):
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from timm.layers import LayerScale as TimmLayerScale
-from timm.models.vision_transformer import Block as TimmBlock
-
-from ._model import (TargetLike, ViTLayout, can_reduce_last_block, check_images, inspect_vit,
-                     resolve_targets, token_grid)
+from . import _config
+from ._model import TargetLike, can_reduce_last_block, check_images, resolve_targets
+from .adapters import Adapter, get_adapter
 from .bank import MemoryBank, dimension_weights, label_free_weights
 from .ops.block_map import block_map
+from .ops.cls_attention import cls_attention
 from .result import DAAMResult
 
 __all__ = ["DAAM"]
@@ -35,34 +39,49 @@ __all__ = ["DAAM"]
 METHODS = ("grad", "direct")
 
 
-def direct_support(layout: ViTLayout) -> Optional[str]:
+def direct_support(layout: Adapter) -> Optional[str]:
     """None if method="direct" (SPEC section 7) applies to the model, else the reason it does not."""
-    for i, blk in enumerate(layout.blocks):
-        if type(blk) is not TimmBlock:
-            return f"blocks[{i}] is {type(blk).__name__}, not timm's Block (the residual path is not x + ls1(proj(T)))"
-        if not isinstance(blk.attn.norm, nn.Identity) or getattr(blk.attn, "gate", None) is not None:
-            return f"blocks[{i}].attn has a scale-norm or gate between T and proj: G_b is not proj^T(ls * dY/dx_L)"
-    return None
+    return layout.direct_support()
 
 
-def _layer_scale(blk: nn.Module) -> Optional[Tensor]:
-    ls = blk.ls1
-    if isinstance(ls, nn.Identity):
-        return None
-    if isinstance(ls, TimmLayerScale):
-        return ls.gamma
-    raise ValueError(f"unknown layer-scale module {type(ls).__name__}")
-
-
-def _mean_patch_row(q: Tensor, k: Tensor, scale: float, prefix: int, budget: int = 1 << 24) -> Tensor:
-    """(B, H, N): rows P..N-1 of softmax(q k^T scale) averaged, in query chunks (no N x N kept)."""
+def _mean_patch_row(q: Tensor, k: Tensor, scale: float, prefix: int, budget: int = 1 << 24,
+                    bias: Optional[Tensor] = None) -> Tensor:
+    """(B, H, N): rows P..N-1 of softmax(q k^T scale + bias) averaged, in query chunks (no N x N kept)."""
     B, H, N, d = k.shape
     chunk = max(1, budget // max(1, B * H * N))
     acc = torch.zeros(B, H, N, dtype=torch.float32, device=k.device)
     for s in range(prefix, N, chunk):
-        qc = q[:, :, s:min(N, s + chunk)].float()
-        acc += (torch.einsum("bhqd,bhnd->bhqn", qc, k.float()) * scale).softmax(dim=-1).sum(dim=2)
+        e = min(N, s + chunk)
+        logits = torch.einsum("bhqd,bhnd->bhqn", q[:, :, s:e].float(), k.float()) * scale
+        if bias is not None:
+            logits = logits + bias[:, :, s:e].float()
+        acc += logits.softmax(dim=-1).sum(dim=2)
     return acc / (N - prefix)
+
+
+def _cls_row(q: Tensor, k: Tensor, scale: float, bias: Optional[Tensor]) -> Tensor:
+    """(B, H, N): row 0 of softmax(q k^T scale + bias) (bias (1 or B, H, N, N) or None)."""
+    logits = torch.einsum("bhd,bhnd->bhn", q[:, :, 0].float(), k.float()) * scale
+    if bias is not None:
+        logits = logits + bias[:, :, 0].float()
+    return logits.softmax(-1)
+
+
+def _fused_cls_attention(q: Tensor, k: Tensor, v: Tensor, scale: float,
+                         backend: Optional[str]) -> Optional[Tuple[Tensor, Tensor]]:
+    """(out (B, H, R, d), a_cls (B, H, N) float32) from the cls_attention kernel where it runs:
+    CUDA tensors (CUDA extension -> Triton), or Triton asked for explicitly (on the CPU under
+    TRITON_INTERPRET=1). None means SDPA + the O(N d) row (the CPU path). Kernel limits (e.g.
+    head dim > 128 for CUDA) fall back to SDPA under auto and raise for an explicit backend."""
+    name = (backend or _config.backend()).lower()
+    if name in ("cpp", "torch") or not (q.is_cuda or name == "triton"):
+        return None
+    try:
+        return cls_attention(q, k, v, scale, backend=None if name == "auto" else name)
+    except ValueError:
+        if name != "auto":
+            raise
+        return None
 
 
 def _weighted_row_map(a: Tensor, v: Tensor, g: Tensor, prefix: int) -> Tensor:
@@ -74,7 +93,7 @@ def _weighted_row_map(a: Tensor, v: Tensor, g: Tensor, prefix: int) -> Tensor:
 class _CallState:
     """Everything one call holds; dropped as soon as the call ends."""
 
-    def __init__(self, layout: ViTLayout, supervised: bool, backend: Optional[str], reduce_rows: Optional[int],
+    def __init__(self, layout: Adapter, supervised: bool, backend: Optional[str], reduce_rows: Optional[int],
                  direct: bool = False):
         L = layout.depth
         self.direct = direct
@@ -90,17 +109,20 @@ class _CallState:
 
 
 class DAAM:
-    """Dynamic Accumulated Attention Maps for a timm Vision Transformer.
+    """Dynamic Accumulated Attention Maps for a Vision Transformer (timm, Hugging Face, torchvision).
 
     Use as a context manager: on entry each block's attention forward is wrapped (and the
     last block's forward, for the row reduction); on exit every patched attribute is
     restored, also when an exception is raised (it is re-raised). Outside a DAAM call the
-    wrapped modules compute exactly what timm's do, so the model can be used as usual.
+    wrapped modules compute exactly what the library's do, so the model can be used as usual.
 
     Args:
-        model: a timm VisionTransformer / DeiT (incl. distilled, register tokens, q/k-norm,
-            layer-scale, dynamic or non-square image sizes, ``global_pool`` 'token' or 'avg').
-            A model it cannot explain raises ``ValueError`` naming the reason, here.
+        model: a timm VisionTransformer / DeiT / EVA / BEiT (incl. distilled, register tokens, q/k-norm,
+            layer-scale, rotary embeddings, dynamic or non-square image sizes, ``global_pool``
+            'token' or 'avg'), a Hugging Face ViT / DeiT, a torchvision VisionTransformer, or a
+            DINO checkpoint loaded with :func:`daam_fast.adapters.load_dino` (see
+            :mod:`daam_fast.adapters`). A model it cannot explain raises ``ValueError`` naming
+            the reason, here.
         method: "grad", the paper's exact coefficients G_b = dY/dT_b[0] from one backward;
             or "direct" (SPEC section 7, forward only): G_b ~= proj_b^T (ls_b * dY/dx_L[0]),
             with dY/dx_L[0] exact through the final norm and head. An approximation: see
@@ -121,7 +143,7 @@ class DAAM:
         if method not in METHODS:
             raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
         self.model = model
-        self.layout = inspect_vit(model)
+        self.layout = get_adapter(model)
         if method == "direct":
             why = direct_support(self.layout)
             if why is not None:
@@ -157,10 +179,10 @@ class DAAM:
                 if "forward" in attn.__dict__:
                     raise RuntimeError(f"blocks[{b}].attn.forward is already patched (another DAAM or hook library "
                                        "is active on this model)")
-                self._set(attn, "forward", self._make_attn_forward(b, attn))
+                self._set(attn, "forward", self._make_attn_forward(b))
             if self.reduce_last_block:
                 last = self.layout.blocks[-1]
-                self._set(last, "forward", self._make_last_block_forward(last))
+                self._set(last, "forward", self.layout.last_block_forward(self._reduce_rows))
         except BaseException:
             self._restore()
             raise
@@ -175,62 +197,60 @@ class DAAM:
         self._state = None
 
     # ------------------------------------------------------------------ patched forwards
-    def _make_attn_forward(self, b: int, attn: nn.Module):
-        H, d = attn.num_heads, attn.head_dim
-        P = self.layout.num_prefix
-        pool = self.layout.pool
+    def _active(self) -> bool:
+        return self._state is not None
 
-        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
-                    rows: Optional[int] = None) -> Tensor:
+    def _reduce_rows(self) -> Optional[int]:
+        st = self._state
+        return None if st is None else st.reduce_rows
+
+    def _make_attn_forward(self, b: int):
+        ad = self.layout
+        H, d = ad.num_heads, ad.head_dim
+        P = ad.num_prefix
+        pool = ad.pool
+        scale = ad.scale(b)
+
+        def core(x: Tensor, rows: Optional[int], ctx) -> Tensor:
             st = self._state
-            if st is None:  # not inside a DAAM call: exactly timm's computation
-                return type(attn).forward(attn, x, attn_mask=attn_mask, is_causal=is_causal)
-            if attn_mask is not None or is_causal:
-                raise ValueError("DAAM: attention masks / causal attention are not supported")
-            B, N, _ = x.shape
-            qkv = attn.qkv(x).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.unbind(0)
-            if rows is not None:
-                q = q[:, :, :rows]
-            q, k = attn.q_norm(q), attn.k_norm(k)
-            o = F.scaled_dot_product_attention(q, k, v)                  # fused; (B, H, R, d)
+            B = x.shape[0]
+            q, k, v = ad.qkv(b, x, rows, ctx)
+            bias = ad.attn_bias(b, ctx)                                  # e.g. BEiT's relative position bias
+            a_cls = None
+            if bias is None:
+                fused = _fused_cls_attention(q, k, v, scale, st.backend) if pool == "token" else None
+                if fused is not None:                                    # GPU: one kernel writes out and a_cls
+                    o, a_cls = fused
+                else:
+                    o = F.scaled_dot_product_attention(q, k, v)          # fused; (B, H, R, d)
+            else:
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, :, :q.shape[2]].to(q.dtype))
             T = o.transpose(1, 2).reshape(B, q.shape[2], H * d)          # input of norm / proj
             if st.direct:                                                # forward only: keep row + v
                 with torch.no_grad():
-                    if pool == "token":
-                        a = (torch.einsum("bhd,bhnd->bhn", q[:, :, 0].float(), k.float()) * attn.scale).softmax(-1)
+                    if a_cls is not None:
+                        a = a_cls.detach()
+                    elif pool == "token":
+                        a = _cls_row(q, k, scale, bias)
                     else:
-                        a = _mean_patch_row(q, k, attn.scale, P)
+                        a = _mean_patch_row(q, k, scale, P, bias=bias)
                     st.slots[b] = (a, v.contiguous())                     # q, k and the qkv buffer can go
-                return attn.proj_drop(attn.proj(attn.norm(T)))
+                return ad.attn_out(b, T, x, rows)
             if not T.requires_grad:                                      # frozen model: graph starts here
                 T.requires_grad_(True)
-            if pool == "token":
+            if pool == "token" and bias is None:                         # row formed by the fused op later
                 st.slots[b] = (q[:, :, 0].detach(), k.detach(), v.detach())
-            else:
+            else:                                                        # row (with the bias) formed now
                 with torch.no_grad():
-                    st.slots[b] = (_mean_patch_row(q.detach(), k.detach(), attn.scale, P), v.detach())
+                    bd = None if bias is None else bias.detach()
+                    a = (_cls_row(q.detach(), k.detach(), scale, bd) if pool == "token"
+                         else _mean_patch_row(q.detach(), k.detach(), scale, P, bias=bd))
+                    st.slots[b] = (a, v.detach())
             st.T[b] = T
-            T.register_hook(self._make_grad_hook(b, attn.scale))
-            y = attn.norm(T)
-            if getattr(attn, "gate", None) is not None:
-                gx = x[:, :rows] if rows is not None else x
-                y = y * attn.gate(gx).sigmoid()
-            return attn.proj_drop(attn.proj(y))
+            T.register_hook(self._make_grad_hook(b, scale))
+            return ad.attn_out(b, T, x, rows)
 
-        return forward
-
-    def _make_last_block_forward(self, blk: nn.Module):
-        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False) -> Tensor:
-            st = self._state
-            if st is None or st.reduce_rows is None:
-                return type(blk).forward(blk, x, attn_mask=attn_mask, is_causal=is_causal)
-            R = st.reduce_rows
-            a = blk.attn(blk.norm1(x), attn_mask=attn_mask, is_causal=is_causal, rows=R)
-            xr = x[:, :R] + blk.drop_path1(blk.ls1(a))
-            return xr + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(xr))))
-
-        return forward
+        return ad.attn_forward(b, core, self._active)
 
     def _make_grad_hook(self, b: int, scale: float):
         def hook(grad: Tensor) -> None:
@@ -245,7 +265,7 @@ class DAAM:
                     if st.supervised:
                         G = G.clamp_min(0)
                     slot, st.slots[b] = st.slots[b], None
-                    if lay.pool == "token":
+                    if len(slot) == 3:                                              # [class] query, k, v
                         q_cls, k, v = slot
                         g = G.reshape(G.shape[0], H, d).to(k.dtype)
                         st.maps[b] = block_map(q_cls, k, v, g, scale, P, backend=st.backend)
@@ -285,7 +305,7 @@ class DAAM:
             raise TypeError(f"bank must be a daam_fast.MemoryBank, got {type(bank).__name__}")
         B = images.shape[0]
         targets = resolve_targets(target, B, lay.num_classes, images.device)
-        h, w = token_grid(self.model, images)
+        h, w = lay.grid(images)
         reduce_rows = lay.head_rows if self.reduce_last_block else None
         st = _CallState(lay, supervised, self.backend, reduce_rows, direct=self.method == "direct")
         modes = [(m, m.training) for m in self.model.modules()]
@@ -301,9 +321,7 @@ class DAAM:
             if st.direct:
                 return self._call_direct(st, images, targets, bank, h, w)
             with torch.enable_grad():
-                out = self.model(images)
-                if isinstance(out, tuple):
-                    out = out[0]
+                out = lay.run(images)
                 logits = features = weights = None
                 if supervised:
                     logits = out.detach().float()
@@ -347,23 +365,21 @@ class DAAM:
 
     def _call_direct(self, st: _CallState, images: Tensor, targets, bank, h: int, w: int) -> DAAMResult:
         """Forward only (no graph through the blocks), then dY/dx_L exactly through norm + head."""
-        lay, model = self.layout, self.model
+        lay = self.layout
         B, P, H, d = images.shape[0], lay.num_prefix, lay.num_heads, lay.head_dim
 
         def grab(_mod, args):
             st.x_last = args[0].detach()
 
-        handle = model.norm.register_forward_pre_hook(grab)
+        handle = lay.final_norm().register_forward_pre_hook(grab)
         try:
             with torch.no_grad():
-                model(images)
+                lay.run(images)
         finally:
             handle.remove()
         with torch.enable_grad():
             xL = st.x_last.requires_grad_(True)                          # (B, R, C), R = rows the head reads
-            out = model.forward_head(model.norm(xL))
-            if isinstance(out, tuple):
-                out = out[0]
+            out = lay.head(xL)
             logits = features = weights = None
             if st.supervised:
                 logits = out.detach().float()
@@ -382,19 +398,19 @@ class DAAM:
         r = r[:, 0] if lay.pool == "token" else r[:, P:].sum(dim=1)          # (B, C)
         maps = []
         with torch.no_grad():
-            for b, blk in enumerate(lay.blocks):
+            for b in range(lay.depth):
                 a, v = st.slots[b]
                 st.slots[b] = None
-                gamma = _layer_scale(blk)
+                proj_w, gamma = lay.residual_weights(b)
                 rr = r if gamma is None else r * gamma
-                G = rr.to(blk.attn.proj.weight.dtype) @ blk.attn.proj.weight      # proj^T (ls * r)
+                G = rr.to(proj_w.dtype) @ proj_w                                # proj^T (ls * r)
                 if st.supervised:
                     G = G.clamp_min(0)
                 maps.append(_weighted_row_map(a, v, G.reshape(B, H, d), P))
         return self._result(torch.stack(maps, dim=1), targets, logits, features, weights, h, w)
 
     def __repr__(self) -> str:
-        return (f"DAAM({type(self.model).__name__}, method={self.method!r}, blocks={self.layout.depth}, "
+        return (f"DAAM({type(self.model).__name__}, family={self.layout.family!r}, method={self.method!r}, blocks={self.layout.depth}, "
                 f"prefix={self.layout.num_prefix}, pool={self.layout.pool!r})")
 
 

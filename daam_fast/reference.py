@@ -1,7 +1,8 @@
 """The pure-PyTorch reference of DAAM, written straight from SPEC sections 1-4.
 
 Slow on purpose and independent of the fast path's code: explicit (unfused) attention
-with the full N x N softmax, autograd gradients of Y with respect to every block's full
+with the full N x N softmax (q, k, v and the output projection taken from the model's
+adapter, :mod:`daam_fast.adapters`, the only code it shares with the fast path), autograd gradients of Y with respect to every block's full
 T_b, the literal decomposition S_b[n, c] = a_b^{h(c)}[n] v_b[n, c] and the channel sum.
 It is the oracle of every test. Rendering's reference is :func:`daam_fast.render.render`
 (plain torch ops, SPEC section 5).
@@ -14,33 +15,40 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._model import TargetLike, check_images, inspect_vit, resolve_targets, token_grid
+from ._model import TargetLike, check_images, resolve_targets
+from .adapters import Adapter, get_adapter
 from .bank import MemoryBank, dimension_weights, label_free_weights
 from .result import DAAMResult
 
 __all__ = ["daam_reference"]
 
 
-def _explicit_attention(attn: nn.Module, store: list):
-    """A forward for timm ``Attention`` with an explicit softmax that records A, v and T."""
+def _explicit_attention(ad, b, store: Optional[list] = None):
+    """Block b's attention with an explicit softmax (through the adapter) that records A, v and T.
 
-    def forward(x: Tensor, attn_mask=None, is_causal: bool = False) -> Tensor:
-        if attn_mask is not None or is_causal:
-            raise ValueError("daam_reference: attention masks are not supported")
+    Also callable as ``_explicit_attention(timm_attention_module, store)`` (one timm
+    ``Attention`` on its own, as the cross-check tests use it).
+    """
+    if store is None:
+        from .adapters.timm_vit import TimmViTAdapter
+        ad, b, store = TimmViTAdapter.single_attention(ad), 0, b
+    H, d, scale = ad.num_heads, ad.head_dim, ad.scale(b)
+
+    def core(x: Tensor, rows, ctx) -> Tensor:
+        if rows is not None:
+            raise RuntimeError("daam_reference: row reduction is not used by the reference")
         B, N, _ = x.shape
-        H, d = attn.num_heads, attn.head_dim
-        qkv = attn.qkv(x).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = attn.q_norm(q), attn.k_norm(k)
-        A = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)        # (B, H, N, N)
+        q, k, v = ad.qkv(b, x, None, ctx)
+        logits = (q * scale) @ k.transpose(-2, -1)                          # (B, H, N, N)
+        bias = ad.attn_bias(b, ctx)
+        if bias is not None:
+            logits = logits + bias
+        A = logits.softmax(dim=-1)
         T = (A @ v).transpose(1, 2).reshape(B, N, H * d)                    # (B, N, C)
         store.append({"A": A.detach(), "v": v.detach(), "T": T})
-        y = attn.norm(T)
-        if getattr(attn, "gate", None) is not None:
-            y = y * attn.gate(x).sigmoid()
-        return attn.proj_drop(attn.proj(y))
+        return ad.attn_out(b, T, x)
 
-    return forward
+    return ad.attn_forward(b, core, lambda: True)
 
 
 def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
@@ -49,8 +57,8 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
     """DAAM maps computed the slow, literal way (the oracle for every fast path).
 
     Args:
-        model: a timm VisionTransformer (blocks with timm ``Attention``). Not modified:
-            a float64 run works on a deep copy.
+        model: any model :func:`daam_fast.adapters.get_adapter` accepts (timm, Hugging Face,
+            torchvision ViTs). Not modified: a float64 run works on a deep copy.
         images: (B, C, H, W) normalised model input.
         target: None (each image's argmax), an int, or (B,) class indices. Supervised only.
         bank: MemoryBank for a model without a head (SPEC section 4); None uses the
@@ -65,38 +73,35 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
     """
     if method not in ("grad", "direct"):
         raise ValueError(f"method={method!r}: expected 'grad' or 'direct'")
-    layout = inspect_vit(model)
+    layout = get_adapter(model)
     check_images(images, layout)
     if method == "direct":
-        from .explainer import direct_support
-        why = direct_support(layout)
+        why = layout.direct_support()
         if why is not None:
             raise ValueError(f"method='direct' cannot explain this model: {why}")
     if bank is not None and layout.num_classes > 0:
         raise ValueError("bank= is for models without a classifier head (num_classes=0)")
     targets = resolve_targets(target, images.shape[0], layout.num_classes, images.device)
-    h, w = token_grid(model, images)
+    h, w = layout.grid(images)
     B = images.shape[0]
     m = model
     if next(model.parameters()).dtype != dtype:
         m = copy.deepcopy(model).to(dtype)
-    lay = inspect_vit(m)
+    lay = get_adapter(m)
     P, H, d = lay.num_prefix, lay.num_heads, lay.head_dim
     store: list = []
     saved_modes = [(mod, mod.training) for mod in m.modules()]
     m.eval()
     patched = []
     x_last: list = []
-    hook = m.norm.register_forward_pre_hook(lambda _mod, args: x_last.append(args[0]))
+    hook = lay.final_norm().register_forward_pre_hook(lambda _mod, args: x_last.append(args[0]))
     try:
-        for attn in lay.attns:
+        for b, attn in enumerate(lay.attns):
             patched.append((attn, attn.__dict__.get("forward")))
-            attn.forward = _explicit_attention(attn, store)
+            attn.forward = _explicit_attention(lay, b, store)
         with torch.enable_grad():
             x = images.detach().to(dtype).requires_grad_(True)
-            out = m(x)
-            if isinstance(out, tuple):
-                out = out[0]
+            out = lay.run(x)
             logits = features = weights = None
             if lay.num_classes > 0:
                 logits = out
@@ -117,9 +122,10 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
                 (r,) = torch.autograd.grad(Y, x_last)                      # dY/dx_L (B, N, C)
                 r = r[:, 0] if lay.pool == "token" else r[:, P:].sum(dim=1)
                 grads = []
-                for blk in lay.blocks:
-                    gamma = blk.ls1.gamma if hasattr(blk.ls1, "gamma") else torch.ones_like(r[0])
-                    G0 = (gamma * r) @ blk.attn.proj.weight               # proj^T (ls * dY/dx_L[0])
+                for b in range(lay.depth):
+                    proj_w, gamma = lay.residual_weights(b)
+                    gamma = torch.ones_like(r[0]) if gamma is None else gamma
+                    G0 = (gamma * r) @ proj_w                             # proj^T (ls * dY/dx_L[0])
                     G = G0.new_zeros(B, store[0]["T"].shape[1], G0.shape[1])
                     if lay.pool == "token":
                         G[:, 0] = G0

@@ -1,71 +1,23 @@
-"""Turning accumulated maps into pictures (SPEC section 5), as batched torch ops on the maps' device."""
+"""Turning accumulated maps into pictures (SPEC section 5), on the maps' device.
+
+The computation lives in :mod:`daam_fast.ops.render`: one fused kernel (C++ on CPU tensors
+when the extension is built; CUDA extension -> Triton on CUDA tensors) or the batched torch
+ops of ``daam_fast/ops/render/reference.py``, which define the result.
+"""
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .ops.render import colormap_jet, normalize_frames, render_frames
 
 __all__ = ["render", "normalize_frames", "colormap_jet"]
 
-MODES = ("nonlinear", "linear", "raw")
-
-
-def _safe_div(num: Tensor, den: Tensor) -> Tensor:
-    ok = den > 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
-
-
-def normalize_frames(maps: Tensor, mode: str = "nonlinear") -> Tensor:
-    """Per-frame values in [0, 1] from accumulated maps (SPEC section 5).
-
-    Args:
-        maps: (B, L, h, w) accumulated maps D_b (``res.maps``); the last block is D_L.
-        mode: "nonlinear" (authors' default since 2025-03): G = max D_L, y = sigmoid(5 D_b / G) - 0.5,
-            then per-frame min-max; "linear" (legacy; keeps relative brightness across
-            blocks): max(0, (D_b - gmin) / (max D_b - gmin + 1e-10)) * (max D_b - min D_b) / (gmax - gmin);
-            "raw": per-frame min-max of D_b.
-            Where the authors' code divides by zero (a constant frame, an all-zero D_L),
-            the frame is 0, never NaN.
-
-    Returns:
-        (B, L, h, w) float32 in [0, 1].
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
-    if maps.dim() != 4:
-        raise ValueError(f"maps must be (B, L, h, w), got {tuple(maps.shape)}")
-    D = maps.float()
-    D = torch.nan_to_num(D, nan=0.0, posinf=0.0, neginf=0.0)
-    fmin = D.amin(dim=(-2, -1), keepdim=True)
-    fmax = D.amax(dim=(-2, -1), keepdim=True)
-    if mode == "raw":
-        return _safe_div(D - fmin, fmax - fmin).clamp(0, 1)
-    final = D[:, -1:]
-    if mode == "nonlinear":
-        G = final.amax(dim=(-2, -1), keepdim=True)                       # (B, 1, 1, 1)
-        y = torch.where(G > 0, torch.sigmoid(5 * _safe_div(D, G.expand_as(D))) - 0.5, torch.zeros_like(D))
-        ymin, ymax = y.amin(dim=(-2, -1), keepdim=True), y.amax(dim=(-2, -1), keepdim=True)
-        return _safe_div(y - ymin, ymax - ymin).clamp(0, 1)
-    gmin = final.amin(dim=(-2, -1), keepdim=True)
-    gmax = final.amax(dim=(-2, -1), keepdim=True)
-    z = ((D - gmin) / (fmax - gmin + 1e-10)).clamp_min(0)
-    return (z * _safe_div(fmax - fmin, (gmax - gmin).expand_as(fmax))).clamp(0, 1)
-
-
-def colormap_jet(t: Tensor) -> Tensor:
-    """JET-like colour map: t (...) in [0, 1] -> (..., 3) float RGB in [0, 1].
-
-    r = clamp(1.5 - |4t - 3|), g = clamp(1.5 - |4t - 2|), b = clamp(1.5 - |4t - 1|).
-    """
-    t = t.float().clamp(0, 1)[..., None]
-    centres = torch.tensor([3.0, 2.0, 1.0], device=t.device)
-    return (1.5 - (4 * t - centres).abs()).clamp(0, 1)
-
 
 def render(maps: Tensor, images: Optional[Tensor] = None, mode: str = "nonlinear",
-           size: Optional[Tuple[int, int]] = None, alpha: float = 0.4, beta: float = 0.8) -> Tensor:
+           size: Optional[Tuple[int, int]] = None, alpha: float = 0.4, beta: float = 0.8,
+           backend: Optional[str] = None) -> Tensor:
     """Frames of the attention flow: one picture per block, for every image.
 
     Steps (the authors' order): per-frame normalisation (:func:`normalize_frames`), truncation
@@ -80,6 +32,10 @@ def render(maps: Tensor, images: Optional[Tensor] = None, mode: str = "nonlinear
         mode: "nonlinear" (default), "linear" or "raw" (see :func:`normalize_frames`).
         size: output (H, W); default: the images' size, or (h, w) without images.
         alpha, beta: weights of the colour map and of the picture (authors: 0.4, 0.8).
+        backend: None (``DAAM_FAST_BACKEND``, else auto: C++ on CPU tensors when built,
+            CUDA -> Triton -> torch on CUDA tensors), or "torch", "cpp", "triton", "cuda";
+            an explicit backend that is unavailable raises RuntimeError. The kernels agree
+            with the torch path to one level of the heat.
 
     Returns:
         uint8 (B, L, H, W) heat frames without images, or (B, L, H, W, 3) RGB overlays.
@@ -87,26 +43,4 @@ def render(maps: Tensor, images: Optional[Tensor] = None, mode: str = "nonlinear
     Example:
         >>> frames = render(res.maps, images=rgb)    # (B, L, H, W, 3) uint8
     """
-    z = normalize_frames(maps, mode)
-    B, L, h, w = z.shape
-    if images is not None:
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] != B:
-            raise ValueError(f"images must be (B={B}, 3, H, W) RGB, got {tuple(images.shape)}")
-        if size is None:
-            size = tuple(images.shape[-2:])
-    if size is None:
-        size = (h, w)
-    z8 = torch.floor(z * 255.0)                                       # uint8 truncation
-    if tuple(size) != (h, w):
-        z8 = F.interpolate(z8.reshape(B * L, 1, h, w), size=tuple(size), mode="bilinear",
-                           align_corners=False).reshape(B, L, *size)
-    heat = z8.round().clamp(0, 255)
-    if images is None:
-        return heat.to(torch.uint8)
-    img = images.to(z.device)
-    img = img.float() if img.dtype == torch.uint8 else img.float() * 255.0
-    if tuple(img.shape[-2:]) != tuple(size):
-        img = F.interpolate(img, size=tuple(size), mode="bilinear", align_corners=False)
-    color = colormap_jet(heat / 255.0) * 255.0                        # (B, L, H, W, 3)
-    over = alpha * color + beta * img.permute(0, 2, 3, 1)[:, None]
-    return over.round().clamp(0, 255).to(torch.uint8)
+    return render_frames(maps, images, mode=mode, size=size, alpha=alpha, beta=beta, backend=backend)

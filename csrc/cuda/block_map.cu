@@ -7,22 +7,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <sstream>
-#include <stdexcept>
-
 #include "../block_map.h"
+#include "cuda_check.h"
 
-#define DAAM_CUDA_CHECK(expr)                                                             \
-  do {                                                                                    \
-    cudaError_t err__ = (expr);                                                           \
-    if (err__ != cudaSuccess) {                                                           \
-      std::ostringstream os__;                                                            \
-      os__ << "daam_fast._C: CUDA error " << static_cast<int>(err__) << " ("              \
-           << cudaGetErrorName(err__) << ": " << cudaGetErrorString(err__) << ") at "      \
-           << #expr;                                                                      \
-      throw std::runtime_error(os__.str());                                               \
-    }                                                                                     \
-  } while (0)
 
 namespace daam {
 namespace {

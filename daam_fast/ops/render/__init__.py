@@ -1,0 +1,65 @@
+"""``render``: maps -> uint8 frames in one kernel (cumulative sum over blocks, SPEC section 5
+normalisation, uint8 truncation, bilinear resize, JET colour map, overlay), dispatched to
+C++ (CPU) / CUDA -> Triton (GPU) / PyTorch.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _dispatch
+from .reference import MODES, colormap_jet, normalize_frames, render_reference
+
+__all__ = ["render_frames", "render_reference", "normalize_frames", "colormap_jet", "MODES"]
+
+
+def render_frames(maps: Tensor, images: Optional[Tensor] = None, mode: str = "nonlinear",
+                  size: Optional[Tuple[int, int]] = None, alpha: float = 0.4, beta: float = 0.8,
+                  accumulate: bool = False, backend: Optional[str] = None) -> Tensor:
+    """uint8 frames of the attention flow from DAAM maps, one fused kernel where built.
+
+    Args:
+        maps: (B, L, h, w) accumulated maps D_b (``res.maps``), or, with ``accumulate=True``,
+            the per-block maps L_b (``res.block_maps``): the cumulative sum is done in the kernel.
+        images: None or (B, 3, H, W) RGB pictures, uint8 or float in [0, 1].
+        mode: "nonlinear" (default), "linear" or "raw" (``daam_fast.render.normalize_frames``).
+        size: output (H, W); default the images' size, or (h, w) without images.
+        alpha, beta: weights of the colour map and of the picture.
+        accumulate: see ``maps``.
+        backend: None (``DAAM_FAST_BACKEND`` or auto), "torch", "cpp", "triton", "cuda".
+
+    Returns:
+        uint8 (B, L, H, W) heat frames, or (B, L, H, W, 3) overlays with ``images``; on the
+        maps' device. Equal to the torch path to one level of the heat (tests/test_op_render.py).
+
+    Example:
+        >>> frames = render_frames(res.block_maps, rgb, accumulate=True)   # (B, L, H, W, 3)
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
+    if maps.dim() != 4 or min(maps.shape) == 0:
+        raise ValueError(f"maps must be a non-empty (B, L, h, w) tensor, got {tuple(maps.shape)}")
+    if maps.is_complex() or not maps.is_floating_point():
+        raise ValueError(f"maps must be a floating-point tensor, got {maps.dtype}")
+    B, L, h, w = maps.shape
+    if images is not None:
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] != B:
+            raise ValueError(f"images must be (B={B}, 3, H, W) RGB, got {tuple(images.shape)}")
+        if size is None:
+            size = tuple(images.shape[-2:])
+    if size is None:
+        size = (h, w)
+    size = (int(size[0]), int(size[1]))
+    if size[0] <= 0 or size[1] <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    name = _dispatch.resolve("render", maps.device, backend)
+    if name != "torch" and images is not None and tuple(images.shape[-2:]) != size:
+        # the kernels take pictures at the output size: resize them as the torch path does
+        img = images.to(maps.device)
+        img = img.float() if img.dtype == torch.uint8 else img.float() * 255.0
+        images = F.interpolate(img, size=size, mode="bilinear", align_corners=False) / 255.0
+    fn = _dispatch.get_impl("render", name, "render_" + name, render_reference)
+    return fn(maps, images, mode, size, alpha, beta, accumulate)

@@ -1,0 +1,38 @@
+"""Launch function of the CUDA kernels of ``render`` (csrc/cuda/render.cu)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..._ext import ext, ext_error
+from ._prep import MODE_CODE, prepare
+
+
+def available() -> tuple[bool, str]:
+    m = ext()
+    if m is None:
+        return False, ext_error()
+    if not m.has_cuda():
+        return False, "daam_fast._C was built without CUDA (nvcc not found, or DAAM_FAST_SKIP_CUDA_BUILD=1)"
+    if not hasattr(m, "render_cuda"):
+        return False, "daam_fast._C predates the render kernel: rebuild the extension"
+    if not torch.cuda.is_available():
+        return False, "no CUDA device"
+    return True, ""
+
+
+def render_cuda(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],
+                alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False) -> Tensor:
+    """uint8 frames from CUDA tensors (see ``render_frames``)."""
+    ok, why = available()
+    if not ok:
+        raise RuntimeError(f"CUDA backend unavailable: {why}")
+    maps, img, code, out = prepare(maps, images, size)
+    B, L, h, w = maps.shape
+    ws = torch.empty(B * L * 8, dtype=torch.float32, device=maps.device)
+    ext().render_cuda(maps.data_ptr(), img.data_ptr() if img is not None else 0, code, out.data_ptr(),
+                      B, L, h, w, size[0], size[1], MODE_CODE[mode], bool(accumulate), float(alpha), float(beta),
+                      ws.data_ptr(), torch.cuda.current_stream(maps.device).cuda_stream)
+    return out

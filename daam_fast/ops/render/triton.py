@@ -1,0 +1,165 @@
+"""Triton kernel of ``render`` (GPU; on the CPU under ``TRITON_INTERPRET=1`` for tests).
+
+One program per (tile of BLOCK output pixels, frame). Each program loads its frame and the
+image's final frame at map resolution (h * w <= BLOCK_HW values; the cumulative sum over
+blocks formed on the fly), reduces the statistics of SPEC section 5 itself (redundant across
+the tiles of a frame, but only h * w values: no second launch, no workspace), then per pixel
+gathers the four source values, turns them into uint8 levels, resizes bilinearly (torch's
+align_corners=False indices), rounds half to even, colours with JET and blends with the
+picture. Launched with ``enable_fp_fusion=False`` so no FMA changes torch's float32 results.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._prep import MODE_CODE, prepare
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton is optional
+    triton = None
+
+MAX_HW = 1 << 14   # map resolution the one-program statistics handle (128 x 128)
+
+
+def available() -> tuple[bool, str]:
+    if triton is None:
+        return False, "triton is not installed (pip install triton)"
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        return True, ""
+    return False, "Triton needs a CUDA device (or TRITON_INTERPRET=1 for the CPU interpreter)"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _frame(maps_ptr, base, l, hw, offs, mask, ACC: tl.constexpr):
+        if ACC:
+            s = tl.zeros_like(offs).to(tl.float32)
+            for i in range(0, l + 1):
+                s += tl.load(maps_ptr + base + i * hw + offs, mask=mask, other=0.0)
+        else:
+            s = tl.load(maps_ptr + base + l * hw + offs, mask=mask, other=0.0)
+        ok = (s == s) & (s != float("inf")) & (s != float("-inf"))      # nan_to_num
+        return tl.where(ok, s, 0.0)
+
+    @triton.jit
+    def _safe_div(num, den):
+        ok = den > 0
+        return tl.where(ok, num / tl.where(ok, den, 1.0), 0.0)
+
+    @triton.jit
+    def _sig_y(d, G):
+        x = 5.0 * _safe_div(d, G)
+        return tl.where(G > 0, 1.0 / (1.0 + tl.exp(-x)) - 0.5, 0.0)
+
+    @triton.jit
+    def _level(d, gmin, gmax, fmin, fmax, ymin, ymax, MODE: tl.constexpr):
+        if MODE == 2:
+            z = _safe_div(d - fmin, fmax - fmin)
+        elif MODE == 0:
+            z = _safe_div(_sig_y(d, gmax) - ymin, ymax - ymin)
+        else:
+            z0 = tl.maximum((d - gmin) / ((fmax - gmin) + 1e-10), 0.0)
+            z = z0 * _safe_div(fmax - fmin, gmax - gmin)
+        z = tl.minimum(tl.maximum(z, 0.0), 1.0)
+        return tl.floor(z * 255.0)
+
+    @triton.jit
+    def _rint(x):                                   # round half to even (torch.round)
+        f = tl.floor(x)
+        d = x - f
+        odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
+        return tl.where(d > 0.5, f + 1.0, tl.where(d < 0.5, f, tl.where(odd, f + 1.0, f)))
+
+    @triton.jit
+    def _src(dst, n_in, n_out):                     # torch's source index, align_corners=False
+        ratio = n_in.to(tl.float32) / n_out.to(tl.float32)
+        r = tl.maximum(ratio * (dst.to(tl.float32) + 0.5) - 0.5, 0.0)
+        i0 = tl.minimum(tl.floor(r).to(tl.int32), n_in - 1)
+        l1 = tl.minimum(tl.maximum(r - i0.to(tl.float32), 0.0), 1.0)
+        i1 = i0 + tl.where(i0 < n_in - 1, 1, 0)
+        return i0, i1, 1.0 - l1, l1
+
+    @triton.jit
+    def _jet255(heat, centre):
+        t = tl.minimum(tl.maximum(heat / 255.0, 0.0), 1.0)
+        c = 1.5 - tl.abs(4.0 * t - centre)
+        return tl.minimum(tl.maximum(c, 0.0), 1.0) * 255.0
+
+    @triton.jit
+    def _render_kernel(maps_ptr, img_ptr, out_ptr, L, h, w, H, W, alpha, beta,
+                       MODE: tl.constexpr, ACC: tl.constexpr, IMG: tl.constexpr, RESIZE: tl.constexpr,
+                       BLOCK: tl.constexpr, BLOCK_HW: tl.constexpr):
+        pid = tl.program_id(0)
+        f = tl.program_id(1)
+        b = f // L
+        l = f % L
+        hw = h * w
+        base = b * L * hw
+        offs_hw = tl.arange(0, BLOCK_HW)
+        mhw = offs_hw < hw
+        dl = _frame(maps_ptr, base, L - 1, hw, offs_hw, mhw, ACC)
+        gmin = tl.min(tl.where(mhw, dl, float("inf")), axis=0)
+        gmax = tl.max(tl.where(mhw, dl, float("-inf")), axis=0)
+        d = _frame(maps_ptr, base, l, hw, offs_hw, mhw, ACC)
+        fmin = tl.min(tl.where(mhw, d, float("inf")), axis=0)
+        fmax = tl.max(tl.where(mhw, d, float("-inf")), axis=0)
+        y = _sig_y(d, gmax)
+        ymin = tl.min(tl.where(mhw, y, float("inf")), axis=0)
+        ymax = tl.max(tl.where(mhw, y, float("-inf")), axis=0)
+
+        HW = H * W
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < HW
+        if RESIZE:
+            yy = offs // W
+            xx = offs % W
+            y0, y1, h0, h1 = _src(yy, h, H)
+            x0, x1, w0, w1 = _src(xx, w, W)
+            v00 = _level(_frame(maps_ptr, base, l, hw, y0 * w + x0, mask, ACC), gmin, gmax, fmin, fmax, ymin, ymax, MODE)
+            v01 = _level(_frame(maps_ptr, base, l, hw, y0 * w + x1, mask, ACC), gmin, gmax, fmin, fmax, ymin, ymax, MODE)
+            v10 = _level(_frame(maps_ptr, base, l, hw, y1 * w + x0, mask, ACC), gmin, gmax, fmin, fmax, ymin, ymax, MODE)
+            v11 = _level(_frame(maps_ptr, base, l, hw, y1 * w + x1, mask, ACC), gmin, gmax, fmin, fmax, ymin, ymax, MODE)
+            t0 = v00 * w0 + v01 * w1
+            t1 = v10 * w0 + v11 * w1
+            heat = tl.minimum(tl.maximum(_rint(t0 * h0 + t1 * h1), 0.0), 255.0)
+        else:
+            heat = _level(_frame(maps_ptr, base, l, hw, offs, mask, ACC), gmin, gmax, fmin, fmax, ymin, ymax, MODE)
+        o = f * HW + offs
+        if IMG == 0:
+            tl.store(out_ptr + o, heat.to(tl.uint8), mask=mask)
+        else:
+            for c in tl.static_range(3):
+                ip = (b * 3 + c) * HW + offs
+                if IMG == 1:
+                    im = tl.load(img_ptr + ip, mask=mask, other=0).to(tl.float32)
+                else:
+                    im = tl.load(img_ptr + ip, mask=mask, other=0.0) * 255.0
+                v = alpha * _jet255(heat, 3.0 - c) + beta * im
+                v = tl.minimum(tl.maximum(_rint(v), 0.0), 255.0)
+                tl.store(out_ptr + o * 3 + c, v.to(tl.uint8), mask=mask)
+
+
+def render_triton(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],
+                  alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False) -> Tensor:
+    """uint8 frames (see ``render_frames``); map resolution h * w up to 16384."""
+    ok, why = available()
+    if not ok:
+        raise RuntimeError(why)
+    maps, img, code, out = prepare(maps, images, size)
+    B, L, h, w = maps.shape
+    if h * w > MAX_HW:
+        raise ValueError(f"render_triton: maps of {h}x{w} exceed {MAX_HW} values per frame")
+    H, W = size
+    BLOCK = 256
+    grid = (triton.cdiv(H * W, BLOCK), B * L)
+    _render_kernel[grid](maps, img if img is not None else maps, out, L, h, w, H, W, float(alpha), float(beta),
+                         MODE=MODE_CODE[mode], ACC=bool(accumulate), IMG=code, RESIZE=(H, W) != (h, w),
+                         BLOCK=BLOCK, BLOCK_HW=max(16, triton.next_power_of_2(h * w)), enable_fp_fusion=False)
+    return out

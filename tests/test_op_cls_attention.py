@@ -1,0 +1,171 @@
+"""cls_attention: every available backend against the explicit float64 softmax (the oracle),
+forward (out and the [class] row a_cls) and backward (gradients of q, k, v through both).
+
+Inputs are strided views of a qkv tensor laid out like timm's (``qkv.reshape(B, N, 3, H, d)
+.permute(2, 0, 3, 1, 4)``), as the explainer would pass them. Outputs are checked for NaN so an
+element a kernel forgot fails. Backends: torch (SDPA + row), cpp (the same on the CPU, when the
+extension is built), triton (TRITON_INTERPRET=1, small shapes), cuda (needs a GPU: skipped here;
+tests/test_build.py checks its launch code fails cleanly without a driver).
+"""
+import os
+
+import pytest
+import torch
+
+from daam_fast import _ext
+from daam_fast.ops import _dispatch
+from daam_fast.ops.cls_attention import cls_attention, cls_attention_math
+from tolerances import assert_close
+
+# (B, H, M, N, d): M query rows (M < N: the explainer's reduced last block)
+CASES = [
+    (2, 3, 37, 37, 32),    # odd N, head dim 32, several query tiles (BLOCK_M 16/64)
+    (1, 2, 65, 65, 64),    # odd N > one key tile (64), head dim 64
+    (2, 2, 1, 50, 64),     # one query row: the reduced last block, [class] row only
+    (1, 3, 4, 33, 32),     # 4 rows (1 [class] + 3 registers), odd N
+    (2, 1, 17, 17, 40),    # head dim 40: padded to 64 inside the kernels
+]
+IDS = [f"B{b}-H{h}-M{m}-N{n}-d{d}" for b, h, m, n, d in CASES]
+
+
+def _inputs(B, H, M, N, d, seed=0, dtype=torch.float32, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(B, N, 3, H, d, generator=g).to(dtype)   # same values whatever the dtype
+    qkv[:, :, 0] *= 2.0                                  # sharper softmax than a plain randn
+    qkv.requires_grad_(requires_grad)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return q[:, :, :M], k, v, qkv
+
+
+def _skip_unless(name):
+    if name == "triton" and os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1 (make test sets it)")
+    ok, why = _dispatch.backend_status("cls_attention", name)
+    if not ok:
+        pytest.skip(f"{name}: {why}")
+
+
+def _check_forward(name, case, device="cpu"):
+    B, H, M, N, d = case
+    q, k, v, _ = _inputs(*case)
+    q, k, v = (t.to(device) for t in (q, k, v))
+    out, a = cls_attention(q, k, v, backend=name)
+    ref_out, ref_a = cls_attention_math(q.double().cpu(), k.double().cpu(), v.double().cpu(), d ** -0.5)
+    assert out.shape == (B, H, M, d) and out.dtype == q.dtype and out.device == q.device
+    assert a.shape == (B, H, N) and a.dtype == torch.float32
+    assert not torch.isnan(out).any() and not torch.isnan(a).any(), "NaN in an output: an element was not written"
+    assert_close(out, ref_out, name=f"{name} out {case}")
+    assert_close(a, ref_a, name=f"{name} a_cls {case}")
+    assert torch.allclose(a.sum(-1).double().cpu(), torch.ones(B, H, dtype=torch.float64), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["torch", "cpp"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_cpu_backends(case, name):
+    _skip_unless(name)
+    _check_forward(name, case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_triton_backend(case):
+    _skip_unless("triton")
+    _check_forward("triton", case)
+
+
+def test_triton_float16():
+    """float16 inputs: dots in float16 (tensor cores on a GPU), float32 accumulation."""
+    _skip_unless("triton")
+    q, k, v, _ = _inputs(2, 2, 17, 17, 32, dtype=torch.float16)
+    out, a = cls_attention(q, k, v, backend="triton")
+    ref_out, ref_a = cls_attention_math(q.double(), k.double(), v.double(), 32 ** -0.5)
+    assert out.dtype == torch.float16
+    assert_close(out.float(), ref_out, torch.float16, name="triton fp16 out")
+    assert_close(a, ref_a, torch.float16, name="triton fp16 a_cls")
+
+
+@pytest.mark.parametrize("case", CASES[:2], ids=IDS[:2])
+def test_cuda_backend(case):
+    _skip_unless("cuda")
+    _check_forward("cuda", case, device="cuda")
+
+
+@pytest.mark.parametrize("name", ["torch", "cpp", "triton"])
+def test_backward_matches_reference(name):
+    """Gradients of q, k, v (through the qkv tensor, as in the explainer) from both outputs."""
+    _skip_unless(name)
+    case = (2, 2, 9, 13, 32)                       # M < N: rows 9..12 are keys only
+    gen = torch.Generator().manual_seed(1)
+    w_out = torch.randn(2, 2, 9, 32, generator=gen, dtype=torch.float64)
+    w_a = torch.randn(2, 2, 13, generator=gen, dtype=torch.float64)
+    grads = {}
+    for which in ("fast", "oracle"):
+        q, k, v, qkv = _inputs(*case, dtype=torch.float64 if which == "oracle" else torch.float32,
+                               requires_grad=True)
+        if which == "fast":
+            out, a = cls_attention(q, k, v, backend=name)
+        else:
+            out, a = cls_attention_math(q, k, v, 32 ** -0.5)
+        loss = (out.double() * w_out).sum() + (a.double() * w_a).sum()
+        grads[which], = torch.autograd.grad(loss, qkv)
+    assert_close(grads["fast"], grads["oracle"], name=f"{name} d qkv")
+    assert grads["oracle"][:, 9:, 0].abs().max() == 0, "rows >= M of q get no gradient"
+
+
+def test_backward_out_only_and_values_only():
+    """Only out used (a_cls detached, as the explainer's grad mode does); only v needs a gradient."""
+    q, k, v, _ = _inputs(1, 2, 5, 11, 32)
+    v = v.detach().clone().requires_grad_(True)
+    out, a = cls_attention(q, k, v)
+    assert not a.requires_grad or a.grad_fn is not None
+    gv, = torch.autograd.grad(out.sum(), v)
+    vv = v.detach().double().requires_grad_(True)
+    ref, _ = cls_attention_math(q.double(), k.double(), vv, 32 ** -0.5)
+    gref, = torch.autograd.grad(ref.sum(), vv)
+    assert_close(gv, gref, name="dv")
+
+
+def test_dispatch_and_errors(monkeypatch):
+    q, k, v, _ = _inputs(1, 2, 5, 11, 16)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            cls_attention(q, k, v, backend="cuda")
+    monkeypatch.setenv("DAAM_FAST_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="DAAM_FAST_BACKEND"):
+        cls_attention(q, k, v)
+    monkeypatch.delenv("DAAM_FAST_BACKEND")
+    expected = "cpp" if _ext.has_cpp() else "torch"
+    assert _dispatch.resolve("cls_attention", q.device) == expected
+    with pytest.raises(ValueError, match=r"\(B, H, M, d\)"):
+        cls_attention(q[0], k, v)
+    with pytest.raises(ValueError, match="does not match"):
+        cls_attention(q[..., :8], k, v)
+    with pytest.raises(ValueError, match="rows"):
+        cls_attention(torch.randn(1, 2, 12, 16), k, v)
+
+
+def test_cuda_launch_without_driver_raises():
+    """The CUDA kernel's host code as far as a machine without a driver goes: argument checks
+    (ValueError), then the first CUDA call, whose error must come back as a RuntimeError
+    naming it (never a crash)."""
+    if not _ext.has_cuda_build():
+        pytest.skip("daam_fast._C built without CUDA")
+    if torch.cuda.is_available():
+        pytest.skip("a real GPU is present: test_cuda_backend runs the kernel instead")
+    m = _ext.ext()
+    fake = 0x1000  # never dereferenced: cudaGetDevice fails before any launch
+    #      q     sb  sh sm  k     sb  sh sn  v     sb  sh sn  out   a     B  H  M  N   D   scale dtype stream
+    args = [fake, 96, 32, 1, fake, 96, 32, 1, fake, 96, 32, 1, fake, fake, 2, 3, 5, 17, 32, 0.18, 0, 0]
+    with pytest.raises(RuntimeError, match=r"CUDA error \d+ \(cuda\w+"):
+        m.cls_attention_cuda(*args)
+    bad = list(args)
+    bad[13] = 0                                   # null a_cls
+    with pytest.raises(ValueError, match="null pointer"):
+        m.cls_attention_cuda(*bad)
+    bad = list(args)
+    bad[16] = 18                                  # M > N
+    with pytest.raises(ValueError, match="at most N rows"):
+        m.cls_attention_cuda(*bad)
+    bad = list(args)
+    bad[18] = 256                                 # head dim beyond the kernel
+    with pytest.raises(ValueError, match="head_dim"):
+        m.cls_attention_cuda(*bad)

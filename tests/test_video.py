@@ -1,0 +1,304 @@
+"""daam_fast.video: the streaming pipeline, checked on tiny generated videos.
+
+Each test video carries its frame counter drawn as 6 binary blocks (16 x 16 pixels, white = 1)
+along the top edge, so the counter survives H.264 / MPEG-4 compression and the JET overlay
+(white pixels stay >= 0.8 * 255, black ones <= 0.4 * 255) and can be read back from the output.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+
+from daam_fast import DAAM, render  # noqa: E402
+from daam_fast.preprocess import input_spec, prepare  # noqa: E402
+from daam_fast.video import (VideoDecodeError, _Composer, explain_video, iter_video_maps,  # noqa: E402
+                             probe_video)
+from daam_fast.zoo import load_model  # noqa: E402
+from daam_fast.zoo.shapes import make_shapes  # noqa: E402
+from tolerances import assert_close  # noqa: E402
+
+H, W, BITS, CELL = 80, 96, 6, 16
+
+
+def _frame(i: int, background: np.ndarray) -> np.ndarray:
+    f = background.copy()
+    for b in range(BITS):
+        f[:CELL, b * CELL:(b + 1) * CELL] = 255 if (i >> b) & 1 else 0
+    return f
+
+
+def _backgrounds(n: int) -> np.ndarray:
+    imgs = make_shapes(n, seed=3).images.float()                                   # (n, 3, 64, 64)
+    big = torch.nn.functional.interpolate(imgs, size=(H, W), mode="bilinear", align_corners=False)
+    return big.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()   # (n, H, W, 3)
+
+
+def make_video(path, n=24, fps=Fraction(24), codec="libx264", faststart=False) -> np.ndarray:
+    """Write an n-frame counter video; returns the frames written (n, H, W, 3) uint8."""
+    frames = np.stack([_frame(i, bg) for i, bg in enumerate(_backgrounds(n))])
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        if codec == "libx264":
+            s.options = {"crf": "12"}
+        else:
+            s.codec_context.qscale, s.codec_context.global_quality = True, 2 * 118
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return frames
+
+
+def read_video(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+
+
+def read_counters(frames: np.ndarray) -> list:
+    """Frame counters from (T, H, W, 3) frames: mean of each cell's interior, threshold at 153."""
+    out = []
+    for f in frames:
+        bits = [f[4:CELL - 4, b * CELL + 4:(b + 1) * CELL - 4].mean() > 153 for b in range(BITS)]
+        out.append(sum(int(v) << b for b, v in enumerate(bits)))
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread for this module's tiny model: on the shared 2-core machine, 2 OpenMP
+    threads beside other jobs are several times slower, not faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("shapes_vit")
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    p = tmp_path_factory.mktemp("video") / "counter.mp4"
+    make_video(p, n=24)
+    return p
+
+
+def test_counter_reads_back_from_the_input(video):
+    """The helper itself: the counters of the generated input are 0..n-1 (else later tests prove nothing)."""
+    assert read_counters(read_video(video)) == list(range(24))
+
+
+@pytest.mark.parametrize("codec,fps,batch", [("libx264", Fraction(24), 8), ("mpeg4", Fraction(30000, 1001), 5)],
+                         ids=["h264-24fps-B8", "mpeg4-29.97fps-B5-partial-last-batch"])
+def test_round_trip_frames_order_fps_size(tmp_path, model, codec, fps, batch):
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_video(src, n=23, fps=fps, codec=codec)
+    s = explain_video(str(src), str(dst), model, batch_size=batch, codec=codec, progress=False)
+    assert s.frames == 23 and s.codec == codec
+    info = probe_video(str(dst))
+    assert (info.width, info.height) == (W, H) and s.size == (H, W)
+    assert info.fps == fps and info.frames == 23
+    out = read_video(dst)
+    assert out.shape == (23, H, W, 3)
+    assert read_counters(out) == list(range(23))       # every frame once, in order
+
+
+def test_iterator_maps_equal_image_api(video, model):
+    """iter_video_maps == DAAM on the same decoded frames (another batch size: batching must not matter)."""
+    got = list(iter_video_maps(str(video), model, batch_size=5))
+    assert [i for i, _ in got] == list(range(24))
+    frames = torch.from_numpy(read_video(video)).permute(0, 3, 1, 2)
+    x, _ = prepare(frames, input_spec(model))
+    with DAAM(model) as daam:
+        ref = torch.cat([daam(x[s:s + 8]).maps for s in range(0, 24, 8)])
+    assert_close(torch.stack([m for _, m in got]), ref, name="video maps")
+    assert ref.shape[1:] == (6, 8, 8)
+
+
+def test_direct_method_and_target(video, model):
+    got = torch.stack([m for _, m in iter_video_maps(str(video), model, method="direct", batch_size=12, target=2)])
+    frames = torch.from_numpy(read_video(video)).permute(0, 3, 1, 2)
+    x, _ = prepare(frames, input_spec(model))
+    with DAAM(model, method="direct") as daam:
+        ref = daam(x, target=2).maps
+    assert_close(got, ref, name="direct video maps")
+
+
+def test_smoothing_is_the_documented_ema(video, model):
+    s = 0.6
+    raw = [m for _, m in iter_video_maps(str(video), model, batch_size=7)]
+    smooth = [m for _, m in iter_video_maps(str(video), model, batch_size=7, smoothing=s)]
+    state = raw[0]
+    assert_close(smooth[0], raw[0], name="S_0")
+    for t in range(1, len(raw)):
+        state = (1 - s) * raw[t] + s * state
+        assert_close(smooth[t], state, name=f"S_{t}")
+    assert not torch.allclose(smooth[-1], raw[-1])
+
+
+def test_maps_npz_and_layouts(tmp_path, video, model):
+    dst, npz = tmp_path / "flow.mp4", tmp_path / "maps.npz"
+    s = explain_video(str(video), str(dst), model, block="all", batch_size=10, maps_out=str(npz), progress=False)
+    # 6 blocks -> 3 x 2 grid of panels 1/3 of the frame: (2 * 27, 3 * 32)
+    assert s.size == (54, 96) and probe_video(str(dst)).frames == 24
+    z = np.load(npz)
+    ref = torch.stack([m for _, m in iter_video_maps(str(video), model, batch_size=8)])
+    assert_close(torch.from_numpy(z["maps"]), ref, name="npz maps")
+    assert z["frame_index"].tolist() == list(range(24)) and z["targets"].shape == (24,)
+    assert float(z["fps"]) == 24.0 and str(z["method"]) == "grad" and z["grid"].tolist() == [8, 8]
+    s = explain_video(str(video), str(tmp_path / "row.mp4"), model, block=[0, -1], progress=False)
+    assert s.size == (H, 2 * W) and read_counters(read_video(tmp_path / "row.mp4")) == list(range(24))
+
+
+@pytest.mark.parametrize("blocks,layout", [([2], "single"), ([0, 5], "row"), ([0, 1, 2, 3, 4, 5], "grid")])
+def test_composer_equals_render(model, blocks, layout):
+    """Each panel is exactly render()'s overlay of that block (D_L passed last, as render() requires)."""
+    torch.manual_seed(0)
+    maps = torch.rand(3, 6, 8, 8).cumsum(1)
+    rgb = torch.randint(0, 256, (3, 3, 40, 48), dtype=torch.uint8)
+    comp = _Composer(blocks, 6, layout, 1.0, "nonlinear", 40, 48)
+    out = torch.from_numpy(comp(rgb, maps))
+    full = render(maps, images=rgb)                               # (3, 6, 40, 48, 3)
+    for j, b in enumerate(blocks):
+        r, c = divmod(j, comp.cols)
+        assert torch.equal(out[:, r * 40:(r + 1) * 40, c * 48:(c + 1) * 48], full[:, b]), (b, layout)
+
+
+def _check_partial(dst, k):
+    """dst is a complete MP4 holding exactly frames 0..k-1 of the counter video."""
+    info = probe_video(str(dst))
+    out = read_video(dst)
+    assert info.frames == k and out.shape[0] == k
+    assert read_counters(out) == list(range(k))
+
+
+def test_truncated_video_keeps_what_was_explained(tmp_path, model):
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_video(src, n=30, faststart=True)                         # index first: the tail can be cut
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError) as ei:
+        explain_video(str(src), str(dst), model, batch_size=8, progress=False)
+    k = ei.value.frame_index
+    assert 0 < k < 30 and f"frame {k}" in str(ei.value) and str(src) in str(ei.value)
+    _check_partial(dst, k)
+
+
+def test_corrupt_video_keeps_what_was_explained(tmp_path, model):
+    src, dst, npz = tmp_path / "in.mp4", tmp_path / "out.mp4", tmp_path / "m.npz"
+    make_video(src, n=30, faststart=True)
+    data = bytearray(src.read_bytes())
+    m = len(data) // 2
+    data[m:m + 3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    src.write_bytes(bytes(data))
+    with pytest.raises(VideoDecodeError) as ei:
+        explain_video(str(src), str(dst), model, batch_size=4, maps_out=str(npz), progress=False)
+    k = ei.value.frame_index
+    assert 0 < k < 30 and f"frame {k}" in str(ei.value)
+    _check_partial(dst, k)
+    assert np.load(npz)["maps"].shape[0] == k
+
+
+def _concealed_damage(src):
+    """Flip 16 bytes at offsets through the file until the decoder decodes every frame but flags
+    one as corrupt (damage it concealed); return the flagged indices, or skip if no offset does."""
+    base = src.read_bytes()
+    for off in np.linspace(0.3, 0.7, 9):
+        d = bytearray(base)
+        m = int(len(d) * off)
+        d[m:m + 16] = bytes(255 - b for b in d[m:m + 16])
+        src.write_bytes(bytes(d))
+        try:
+            with av.open(str(src)) as c:
+                flags = [f.is_corrupt for f in c.decode(c.streams.video[0])]
+        except av.FFmpegError:
+            continue
+        if len(flags) == 30 and any(flags):
+            return [i for i, f in enumerate(flags) if f]
+    pytest.skip("no offset gave a concealed (flagged) corrupt frame with this FFmpeg build")
+
+
+def test_concealed_corrupt_frame(tmp_path, model):
+    """A frame the decoder flags as corrupt stops the run (default) or is kept (corrupt='keep')."""
+    src = tmp_path / "in.mp4"
+    make_video(src, n=30, faststart=True)
+    flagged = _concealed_damage(src)
+    with pytest.raises(VideoDecodeError, match="corrupt") as ei:
+        explain_video(str(src), str(tmp_path / "a.mp4"), model, batch_size=8, progress=False)
+    assert ei.value.frame_index == flagged[0]
+    if flagged[0]:
+        assert probe_video(str(tmp_path / "a.mp4")).frames == flagged[0]
+    s = explain_video(str(src), str(tmp_path / "b.mp4"), model, batch_size=8, corrupt="keep", progress=False)
+    assert s.frames == 30 and s.corrupt_frames == flagged and probe_video(str(tmp_path / "b.mp4")).frames == 30
+
+
+def test_not_a_video(tmp_path, model):
+    src, dst = tmp_path / "junk.mp4", tmp_path / "out.mp4"
+    src.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoDecodeError, match="frame 0") as ei:
+        explain_video(str(src), str(dst), model, progress=False)
+    assert ei.value.frame_index == 0 and not dst.exists()
+    with pytest.raises(VideoDecodeError, match="no such file"):
+        list(iter_video_maps(str(tmp_path / "missing.mp4"), model))
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(batch_size=0), "batch_size"), (dict(smoothing=1.0), "smoothing"),
+                                    (dict(block=6), "out of range"), (dict(block="some"), "block"),
+                                    (dict(block=[]), "empty"), (dict(mode="log"), "mode"),
+                                    (dict(layout="single", block=[0, 1]), "single"), (dict(crf=80), "crf"),
+                                    (dict(target=1.5), "target"), (dict(maps_out="m.csv"), "npz"),
+                                    (dict(corrupt="skip"), "corrupt"), (dict(preset="turbo"), "preset")])
+def test_bad_arguments(tmp_path, video, model, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        explain_video(str(video), str(tmp_path / "o.mp4"), model, progress=False, **kw)
+    with pytest.raises(ValueError, match="output must be"):
+        explain_video(str(video), str(tmp_path / "o.avi"), model, progress=False)
+    with pytest.raises(ValueError, match="smoothing"):       # raised at the call, before any next()
+        iter_video_maps(str(video), model, smoothing=-0.1)
+
+
+def test_breaking_out_stops_the_reader(video, model):
+    gen = iter_video_maps(str(video), model, batch_size=2, queue_size=1)
+    i, maps = next(gen)
+    assert i == 0 and maps.shape == (6, 8, 8)
+    gen.close()
+    assert not [t for t in threading.enumerate() if t.name == "daam-video-reader" and t.is_alive()]
+
+
+def test_zarr_maps(tmp_path, video, model):
+    zarr = pytest.importorskip("zarr")
+    explain_video(str(video), str(tmp_path / "o.mp4"), model, maps_out=str(tmp_path / "m.zarr"), progress=False)
+    g = zarr.open_group(str(tmp_path / "m.zarr"), mode="r")
+    ref = torch.stack([m for _, m in iter_video_maps(str(video), model)])
+    assert_close(torch.from_numpy(np.asarray(g["maps"][:])), ref, name="zarr maps")
+
+
+def test_cli(tmp_path, video, capsys):
+    from daam_fast.cli import main
+    out, npz = tmp_path / "out.mp4", tmp_path / "maps.npz"
+    assert main(["video", str(video), "--out", str(out), "--quiet", "--batch-size", "8", "--blocks", "0", "-1",
+                 "--maps", str(npz), "--smoothing", "0.3"]) == 0
+    assert "24 frames" in capsys.readouterr().out
+    assert probe_video(str(out)).width == 2 * W and np.load(npz)["maps"].shape == (24, 6, 8, 8)
+    assert main(["video", str(video), "--out", str(out), "--quiet"]) == 2            # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["video", str(video), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert probe_video(str(out)).width == W
+    cut = tmp_path / "cut.mp4"
+    make_video(cut, n=30, faststart=True)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    assert main(["video", str(cut), "--out", str(tmp_path / "p.mp4"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "decoding failed at frame" in err and os.path.exists(tmp_path / "p.mp4")
+    assert main(["video", str(video), "--out", str(tmp_path / "x.mp4"), "--blocks", "x", "--quiet"]) == 2
