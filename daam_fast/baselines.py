@@ -5,13 +5,14 @@
   ratio, one map per block (the rollout through blocks 1..b).
 - :func:`grad_rollout`: gradient-weighted rollout (Chefer, Gur & Wolf, ICCV 2021, "Generic
   attention-model explainability"), one map per block.
-- :func:`gradcam`: Grad-CAM (Selvaraju et al. 2017) on the last block's ``norm1`` output, as
-  pytorch-grad-cam applies it to ViTs (L = 1).
+- :func:`gradcam`: Grad-CAM (Selvaraju et al. 2017) on the last block's attention input (its
+  ``norm1`` output), as pytorch-grad-cam applies it to ViTs (L = 1).
 
-All are batched (each image its own target) and work with timm's fused attention ON: for the
-duration of one call each block's attention forward is replaced by one that runs the same
-ops as timm's (one qkv matmul, q/k norms, SDPA) and hands q, k, v and the attention output T
-to the baseline; everything is restored on exit, also on error. The model is never patched
+All are batched (each image its own target) and work with fused attention ON, on every model
+family of :mod:`daam_fast.adapters` (timm, Hugging Face, torchvision): for the duration of one
+call each block's attention forward is replaced, through the model's adapter, by one that runs
+the family's own q / k / v projection, SDPA (with any attention bias) and output ops and hands
+q, k, v and the attention output T to the baseline; everything is restored on exit, also on error. The model is never patched
 permanently and no parameter gradient is computed.
 
 Memory: the [class] attention needs O(B H N) per block. Rollout and gradient rollout are
@@ -47,15 +48,17 @@ HEAD_FUSIONS = ("mean", "max", "min")
 
 # ---------------------------------------------------------------------------------- capture
 @contextlib.contextmanager
-def _patched_attention(model: nn.Module, layout: ViTLayout, on_block: Callable) -> Iterator[None]:
-    """Replace each block's attention forward by timm's ops (SDPA kept) + ``on_block(b, attn, q, k, v, T)``."""
+def _patched_attention(layout: ViTLayout, on_block: Callable) -> Iterator[None]:
+    """Replace each block's attention forward (through the model's adapter: timm, Hugging Face,
+    torchvision) by the family's own q / k / v, SDPA and output ops, calling
+    ``on_block(b, q, k, v, T, bias, x)`` on the way; restored on exit."""
     patched: List[nn.Module] = []
     try:
         for b, attn in enumerate(layout.attns):
             if "forward" in attn.__dict__:
                 raise RuntimeError(f"blocks[{b}].attn.forward is already patched (a DAAM context or another hook "
                                    "library is active on this model): run the baseline outside it")
-            attn.forward = _make_forward(b, attn, on_block)
+            attn.forward = layout.attn_forward(b, _make_core(layout, b, on_block), lambda: True)
             patched.append(attn)
         yield
     finally:
@@ -63,23 +66,21 @@ def _patched_attention(model: nn.Module, layout: ViTLayout, on_block: Callable) 
             attn.__dict__.pop("forward", None)
 
 
-def _make_forward(b: int, attn: nn.Module, on_block: Callable):
-    H, d = attn.num_heads, attn.head_dim
+def _make_core(layout: ViTLayout, b: int, on_block: Callable):
+    H, d = layout.num_heads, layout.head_dim
+    scale = layout.scale(b)
 
-    def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False) -> Tensor:
-        if attn_mask is not None or is_causal:
-            raise ValueError("baselines: attention masks / causal attention are not supported")
-        B, N, _ = x.shape
-        q, k, v = attn.qkv(x).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = attn.q_norm(q), attn.k_norm(k)
-        T = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, H * d)
-        T = on_block(b, attn, q, k, v, T)
-        y = attn.norm(T)
-        if getattr(attn, "gate", None) is not None:
-            y = y * attn.gate(x).sigmoid()
-        return attn.proj_drop(attn.proj(y))
+    def core(x: Tensor, rows: Optional[int], ctx) -> Tensor:
+        B = x.shape[0]
+        q, k, v = layout.qkv(b, x, rows, ctx)
+        bias = layout.attn_bias(b, ctx)
+        mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)      # fused; (B, H, R, d)
+        T = o.transpose(1, 2).reshape(B, q.shape[2], H * d)
+        T = on_block(b, q, k, v, T, mask, x)
+        return layout.attn_out(b, T, x, rows)
 
-    return forward
+    return core
 
 
 @contextlib.contextmanager
@@ -128,9 +129,12 @@ def _query_row(M: Tensor, layout: ViTLayout) -> Tensor:
     return M[..., layout.num_prefix:, :].mean(dim=-2)
 
 
-def _softmax_attention(attn: nn.Module, q: Tensor, k: Tensor) -> Tensor:
-    """(B, H, N, N) float32 softmax(q k^T scale): the O(N^2) matrix, one block at a time."""
-    return (torch.einsum("bhqd,bhkd->bhqk", q.float(), k.float()) * attn.scale).softmax(dim=-1)
+def _softmax_attention(scale: float, q: Tensor, k: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """(B, H, R, N) float32 softmax(q k^T scale + bias): the O(N^2) matrix, one block at a time."""
+    s = torch.einsum("bhqd,bhkd->bhqk", q.float(), k.float()) * scale
+    if bias is not None:
+        s = s + bias.float()
+    return s.softmax(dim=-1)
 
 
 def _result(rows: List[Tensor], layout: ViTLayout, grid, targets, logits, features, method: str,
@@ -167,16 +171,16 @@ def attention_map(model: nn.Module, images: Tensor, target: TargetLike = None) -
     L, P = layout.depth, layout.num_prefix
     keep: dict = {}
 
-    def on_block(b, attn, q, k, v, T):
+    def on_block(b, q, k, v, T, bias, x):
         if b == L - 1:
             with torch.no_grad():
-                qs = q[:, :, :1] if layout.pool == "token" else q[:, :, P:]
-                a = (torch.einsum("bhqd,bhkd->bhqk", qs.float(), k.float()) * attn.scale).softmax(dim=-1)
+                sel = slice(0, 1) if layout.pool == "token" else slice(P, None)
+                a = _softmax_attention(layout.scale(b), q[:, :, sel], k, None if bias is None else bias[:, :, sel])
                 keep["row"] = a.mean(dim=2).mean(dim=1)                          # (B, N)
         return T
 
-    with _frozen(model), _patched_attention(model, layout, on_block), torch.no_grad():
-        out = model(images)
+    with _frozen(model), _patched_attention(layout, on_block), torch.no_grad():
+        out = layout.run(images)
     _, targets, logits, features = _outputs(out, layout, targets)
     row = keep["row"]
     return _result([row], layout, grid, targets, logits, features, "attention")
@@ -234,9 +238,9 @@ def rollout(model: nn.Module, images: Tensor, target: TargetLike = None, discard
     layout, targets, grid = _setup(model, images, target, need_head=False)
     st: dict = {"R": None, "rows": [], "block_rows": []}
 
-    def on_block(b, attn, q, k, v, T):
+    def on_block(b, q, k, v, T, bias, x):
         with torch.no_grad():
-            A = _discard(_fuse_heads(_softmax_attention(attn, q, k), head_fusion), discard_ratio)
+            A = _discard(_fuse_heads(_softmax_attention(layout.scale(b), q, k, bias), head_fusion), discard_ratio)
             N = A.shape[-1]
             A = (A + torch.eye(N, device=A.device)) / 2
             A = A / A.sum(dim=-1, keepdim=True)
@@ -245,8 +249,8 @@ def rollout(model: nn.Module, images: Tensor, target: TargetLike = None, discard
             st["rows"].append(_query_row(st["R"], layout))
         return T
 
-    with _frozen(model), _patched_attention(model, layout, on_block), torch.no_grad():
-        out = model(images)
+    with _frozen(model), _patched_attention(layout, on_block), torch.no_grad():
+        out = layout.run(images)
     _, targets, logits, features = _outputs(out, layout, targets)
     return _result(st["block_rows"], layout, grid, targets, logits, features, "rollout", maps_rows=st["rows"])
 
@@ -273,22 +277,22 @@ def grad_rollout(model: nn.Module, images: Tensor, target: TargetLike = None) ->
     layout, targets, grid = _setup(model, images, target, need_head=True)
     saved: list = []
 
-    def on_block(b, attn, q, k, v, T):
+    def on_block(b, q, k, v, T, bias, x):
         if not T.requires_grad:          # frozen parameters: the graph starts at block 1's T
             T.requires_grad_(True)
-        saved.append((attn, q.detach(), k.detach(), v.detach(), T))
+        saved.append((layout.scale(b), q.detach(), k.detach(), v.detach(), T, None if bias is None else bias.detach()))
         return T
 
-    with _frozen(model), _patched_attention(model, layout, on_block), torch.enable_grad():
-        out = model(images)
+    with _frozen(model), _patched_attention(layout, on_block), torch.enable_grad():
+        out = layout.run(images)
         Y, targets, logits, features = _outputs(out, layout, targets)
         grads = torch.autograd.grad(Y, [s[4] for s in saved])
     R = None
     rows, block_rows = [], []
     with torch.no_grad():
-        for (attn, q, k, v, _), gT in zip(saved, grads):
+        for (scale, q, k, v, _, bias), gT in zip(saved, grads):
             B, H, N, d = v.shape
-            A = _softmax_attention(attn, q, k)                                     # (B, H, N, N)
+            A = _softmax_attention(scale, q, k, bias)                              # (B, H, N, N)
             gA = gT.float().reshape(B, N, H, d).transpose(1, 2) @ v.float().transpose(-2, -1)
             cam = (gA * A).clamp_min(0).mean(dim=1)                                 # (B, N, N)
             if R is None:
@@ -315,22 +319,24 @@ def gradcam(model: nn.Module, images: Tensor, target: TargetLike = None) -> DAAM
         DAAMResult with block_maps = maps (B, 1, h, w), method "gradcam".
     """
     layout, targets, grid = _setup(model, images, target, need_head=True)
-    P = layout.num_prefix
-    norm1 = getattr(layout.blocks[-1], "norm1", None)
-    if norm1 is None:
-        raise ValueError("gradcam: the last block has no norm1 to take activations from")
+    P, L = layout.num_prefix, layout.depth
     keep: dict = {}
 
-    def hook(_mod, _inp, out):
-        if not out.requires_grad:
-            out.requires_grad_(True)
-        keep["X"] = out
-        return out
+    def on_block(b, q, k, v, T, bias, x):
+        if b == L - 1:
+            keep["X"] = x                # the attention input: the last block's norm1 output
+        return T
 
-    with _frozen(model), torch.enable_grad():
-        handle = norm1.register_forward_hook(hook)
+    # the last block's attention input must start the graph when the parameters are frozen
+    def pre_hook(_mod, args, kwargs):
+        x = args[0] if args else kwargs.get("x", kwargs.get("hidden_states", kwargs.get("query")))
+        if x is not None and not x.requires_grad:
+            x.requires_grad_(True)
+
+    with _frozen(model), _patched_attention(layout, on_block), torch.enable_grad():
+        handle = layout.attns[-1].register_forward_pre_hook(pre_hook, with_kwargs=True)
         try:
-            out = model(images)
+            out = layout.run(images)
         finally:
             handle.remove()
         Y, targets, logits, features = _outputs(out, layout, targets)

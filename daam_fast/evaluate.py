@@ -143,7 +143,7 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+def _predict(model, images: Tensor, batch_size: int) -> Tensor:
     outs = []
     for s in range(0, images.shape[0], batch_size):
         o = model(images[s:s + batch_size])
@@ -181,20 +181,20 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         raise ValueError(f"unknown method(s) {', '.join(bad)}; expected from {', '.join(METHODS)}")
     if not methods:
         raise ValueError("no methods to evaluate")
-    if inspect_vit(model).num_classes == 0:
+    adapter = inspect_vit(model)
+    if adapter.num_classes == 0:
         raise ValueError("evaluation needs a model with a classifier head (deletion / insertion track a class score)")
     n = images.shape[0]
     if masks is not None and (masks.shape[0] != n or tuple(masks.shape[-2:]) != tuple(images.shape[-2:])):
         raise ValueError(f"masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
     model.eval()
-    logits = _predict(model, images, cfg.batch_size)
+    logits = _predict(adapter.run, images, cfg.batch_size)
     preds = logits.argmax(1)
     targets = preds if targets is None else torch.as_tensor(targets, device=images.device).long()
     out = {"per_image": {}, "curves": {}, "blocks": {}, "final": {}, "seconds": {}, "fractions": None,
            "targets": targets, "predictions": preds, "config": asdict(cfg), "methods": methods, "n": n}
 
-    def score_fn(x):
-        return model(x)
+    score_fn = adapter.run                                  # logits (B, K) for every model family
 
     for meth in methods:
         per: Dict[str, List[Tensor]] = {k: [] for k, *_ in ROWS}
@@ -528,7 +528,13 @@ def _run_eval(args) -> int:
     except (ModelLoadError, ValueError, FileNotFoundError) as e:
         print(f"daam-fast eval: {e}", file=sys.stderr)
         return 2
-    if int(getattr(model, "num_classes", 0) or 0) == 0:
+    from ._model import inspect_vit
+    try:
+        headless = inspect_vit(model).num_classes == 0
+    except ValueError as e:
+        print(f"daam-fast eval: {e}", file=sys.stderr)
+        return 2
+    if headless:
         print("daam-fast eval: the model has no classifier head; deletion / insertion need a class score", file=sys.stderr)
         return 2
     spec = input_spec(model)

@@ -232,3 +232,39 @@ def test_headless_and_bad_options():
         baselines.explain(m2, x, "lime")
     with pytest.raises(ValueError, match="out of range"):
         baselines.gradcam(m2, x, target=7)
+
+
+def test_other_families_hf_against_library_attention_and_torchvision_beit_run():
+    """Through the adapters: HF DeiT (SDPA kept) against its own eager attentions and their
+    autograd gradients; torchvision (nn.MultiheadAttention) and BEiT (relative-position bias) run,
+    give finite maps and leave the model as it was."""
+    from test_adapters import HAVE_HF, beit, hf_deit, tv_vit
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([1, 3])
+    if HAVE_HF:
+        model = hf_deit()
+        eager = copy.deepcopy(model)
+        eager.config._attn_implementation = "eager"
+        out = eager(x, output_attentions=True)
+        As = list(out.attentions)                                        # L x (B, H, N, N), in the graph
+        grads = torch.autograd.grad(out.logits.gather(1, t[:, None]).sum(), As)
+        for A, g in zip(As, grads):
+            A.grad = g
+        P = 2
+        assert_close(_flat(baselines.grad_rollout(model, x, target=t)), _ref_grad_rollout(As, P, "token"),
+                     name="hf grad_rollout")
+        assert_close(_flat(baselines.rollout(model, x, discard_ratio=0.5)),
+                     _ref_rollout([A.detach() for A in As], P, "token", 0.5, "mean"), name="hf rollout")
+        for name in ("attention", "gradcam"):
+            assert torch.isfinite(baselines.explain(model, x, name).maps).all()
+    for model in (tv_vit(), beit(use_rel_pos_bias=True, use_abs_pos_emb=False, global_pool="token")):
+        before = _state(model)
+        with torch.no_grad():
+            y0 = model(x)
+        for name in baselines.BASELINES:
+            res = baselines.explain(model, x, name, target=t)
+            assert torch.isfinite(res.maps).all() and res.maps.shape[-2:] == (4, 4)
+            assert torch.equal(res.targets, t)
+        assert _state(model) == before
+        with torch.no_grad():
+            assert torch.equal(model(x), y0)
