@@ -13,7 +13,7 @@ QUIET_PIP := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2
 EXT_SOURCES := setup.py pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-fast bench bench-video bench-gpu clean
+.PHONY: install demo test test-fast bench bench-video bench-gpu eval-report clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ bench: $(STAMP)
 
 bench-video: $(STAMP)
 	$(BIN)/python benchmarks/bench_video.py --frames 200 --batch 16 --threads 1
+
+# The evaluation report in docs/eval/ (shipped model, 500 shapes images; about 10 min on 1 thread).
+eval-report: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/daam-fast eval --model shapes_vit --data shapes --num-images 500 --seed 0 \
+	    --methods daam,direct,rollout,grad_rollout,attention,gradcam,random --threads 1 --out docs/eval --overwrite
 
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu.py
