@@ -53,8 +53,8 @@ def _class_masks(cls: Tensor, cx: Tensor, cy: Tensor, r: Tensor, rot: Tensor, S:
         tri &= (u * torch.cos(a) + v * torch.sin(a)) <= 0.5 * R
     sector = torch.remainder(ang + math.pi / 2, 2 * math.pi / 5) / (2 * math.pi / 5)   # 0..1 per point
     frac = (2 * sector - 1).abs()                          # 1 at the tips, 0 between them
-    star = dist <= R * (0.42 + 0.58 * frac)
-    cross = ((u.abs() <= 0.3 * R) & (v.abs() <= R)) | ((v.abs() <= 0.3 * R) & (u.abs() <= R))
+    star = dist <= R * (0.36 + 0.64 * frac)
+    cross = ((u.abs() <= 0.22 * R) & (v.abs() <= R)) | ((v.abs() <= 0.22 * R) & (u.abs() <= R))
     ring = (dist <= R) & (dist >= 0.55 * R)
     stack = torch.stack([circle, square, tri, star, cross, ring], dim=1)        # (n, K, S, S)
     return stack.gather(1, cls.view(n, 1, 1, 1).expand(n, 1, S, S))[:, 0]
@@ -100,14 +100,14 @@ def make_shapes(n: int, seed: int = 0, size: int = 64, distractors: bool = True)
         col = torch.rand(n, 3, 1, 1, generator=g)
         img = torch.where(line & (torch.rand(n, 1, 1, 1, generator=g) < 0.7), col, img)
     labels = torch.randint(0, K, (n,), generator=g)
-    r_main = S * (0.2 + 0.12 * torch.rand(n, generator=g))
+    r_main = S * (0.22 + 0.12 * torch.rand(n, generator=g))
     cx = r_main + torch.rand(n, generator=g) * (S - 2 * r_main)
     cy = r_main + torch.rand(n, generator=g) * (S - 2 * r_main)
     if distractors:
         n_d = 1 + (torch.rand(n, generator=g) < 0.5).long()
         for j in range(2):
             other = (labels + 1 + torch.randint(0, K - 1, (n,), generator=g)) % K     # never the label
-            rd = S * (0.08 + 0.06 * torch.rand(n, generator=g))
+            rd = S * (0.07 + 0.05 * torch.rand(n, generator=g))
             dx = rd + torch.rand(n, generator=g) * (S - 2 * rd)
             dy = rd + torch.rand(n, generator=g) * (S - 2 * rd)
             m = _class_masks(other, dx, dy, rd, torch.rand(n, generator=g) * 2 * math.pi, S)
