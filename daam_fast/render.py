@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 
 from torch import Tensor
 
-from .ops.render import colormap_jet, normalize_frames, render_frames
+from .ops.render import MODES, colormap_jet, normalize_frames, render_frames
 
 __all__ = ["render", "normalize_frames", "colormap_jet"]
 
