@@ -753,7 +753,7 @@ def add_cli(subparsers) -> None:
     from .cli import add_model_args
     p = subparsers.add_parser("video", help="explain every frame of a video -> MP4 overlay (and maps)",
                               description="Explain every frame of a video; write an MP4 at the input's frame rate "
-                                          "and size (docs/video.md).")
+                                          "and size (README, section Video).")
     p.add_argument("input", help="input video (any format FFmpeg/PyAV reads)")
     p.add_argument("--out", required=True, help="output video (.mp4)")
     add_model_args(p)
