@@ -146,6 +146,20 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _hwm_mb() -> float:
+    """Peak RSS of this process image (VmHWM, MB). Not ru_maxrss: Linux carries the parent's
+    high-water mark across fork + exec into it, so a child of a big benchmark process would
+    report the parent's peak."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # kB -> MB (Linux)
+
+
 def _memory_child(model_name: str, provider: str, batch: int) -> None:
     torch.set_num_threads(2)
     model = make_model(model_name)
@@ -156,7 +170,7 @@ def _memory_child(model_name: str, provider: str, batch: int) -> None:
         return
     base = _rss_mb()
     fns[provider](x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # kB -> MB (Linux)
+    peak = _hwm_mb()
     print(json.dumps({"provider": provider, "peak_mb": peak - base}))
 
 
