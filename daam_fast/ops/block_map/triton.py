@@ -8,24 +8,12 @@ tokens. No N x N matrix.
 """
 from __future__ import annotations
 
-import os
 
 import torch
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - triton is optional
-    triton = None
-
-
-def available() -> tuple[bool, str]:
-    if triton is None:
-        return False, "triton is not installed (pip install triton)"
-    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
-        return True, ""
-    return False, "Triton needs a CUDA device (or TRITON_INTERPRET=1 for the CPU interpreter)"
+from .._backends import tl, triton  # noqa: F401  (triton is None when not installed)
+from .._backends import triton_available as available  # noqa: F401
 
 
 if triton is not None:

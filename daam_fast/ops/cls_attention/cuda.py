@@ -6,20 +6,12 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from ..._ext import ext, ext_error
+from ..._ext import ext
 
-_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+from .._backends import CUDA_DTYPES as _DTYPES
+from .._backends import cuda_available as available  # noqa: F401
 
 
-def available() -> tuple[bool, str]:
-    m = ext()
-    if m is None:
-        return False, ext_error()
-    if not m.has_cuda():
-        return False, "daam_fast._C was built without CUDA (nvcc not found, or DAAM_FAST_SKIP_CUDA_BUILD=1)"
-    if not torch.cuda.is_available():
-        return False, "no CUDA device"
-    return True, ""
 
 
 def launch(m, q: Tensor, k: Tensor, v: Tensor, out: Tensor, a_cls: Tensor, scale: float, stream: int) -> None:

@@ -6,21 +6,13 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..._ext import ext, ext_error
+from ..._ext import ext
+from .._backends import cuda_available
 from ._prep import MODE_CODE, prepare
 
 
 def available() -> tuple[bool, str]:
-    m = ext()
-    if m is None:
-        return False, ext_error()
-    if not m.has_cuda():
-        return False, "daam_fast._C was built without CUDA (nvcc not found, or DAAM_FAST_SKIP_CUDA_BUILD=1)"
-    if not hasattr(m, "render_cuda"):
-        return False, "daam_fast._C predates the render kernel: rebuild the extension"
-    if not torch.cuda.is_available():
-        return False, "no CUDA device"
-    return True, ""
+    return cuda_available("render_cuda")
 
 
 def render_cuda(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],

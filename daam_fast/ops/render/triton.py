@@ -10,29 +10,16 @@ picture. Launched with ``enable_fp_fusion=False`` so no FMA changes torch's floa
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Tuple
 
-import torch
 from torch import Tensor
 
 from ._prep import MODE_CODE, prepare
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - triton is optional
-    triton = None
+from .._backends import tl, triton  # noqa: F401  (triton is None when not installed)
+from .._backends import triton_available as available  # noqa: F401
 
 MAX_HW = 1 << 14   # map resolution the one-program statistics handle (128 x 128)
-
-
-def available() -> tuple[bool, str]:
-    if triton is None:
-        return False, "triton is not installed (pip install triton)"
-    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
-        return True, ""
-    return False, "Triton needs a CUDA device (or TRITON_INTERPRET=1 for the CPU interpreter)"
 
 
 if triton is not None:
