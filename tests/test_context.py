@@ -1,7 +1,4 @@
 """The context manager: restores everything, re-raises, leaves the model usable, memory flat."""
-import gc
-import os
-import warnings
 
 import pytest
 import torch
@@ -76,16 +73,8 @@ def test_reentrant_same_explainer():
     assert "forward" not in model.blocks[0].attn.__dict__
 
 
-def _rss_mb():
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _live_tensors():
-    gc.collect()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+from memory import live_tensors as _live_tensors  # noqa: E402
+from memory import rss_mb as _rss_mb  # noqa: E402
 
 
 def test_memory_flat_over_100_uses():

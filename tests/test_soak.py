@@ -6,9 +6,6 @@ rendered; the live tensors and the resident memory (RSS) must stay flat after wa
 tensor kept per call, no growth of the process beyond allocator noise. Measured: 145 s (direct) and
 409 s (grad) on the shared 2-core machine under a load average of 8; much less when idle.
 """
-import gc
-import os
-import warnings
 
 import pytest
 import torch
@@ -21,16 +18,8 @@ from daam_fast.zoo.shapes import make_shapes
 N_IMAGES, BATCH, WARMUP = 2000, 16, 10
 
 
-def _rss_mb():
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _live_tensors():
-    gc.collect()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+from memory import live_tensors as _live_tensors  # noqa: E402
+from memory import rss_mb as _rss_mb  # noqa: E402
 
 
 @pytest.mark.soak
