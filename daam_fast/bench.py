@@ -25,10 +25,15 @@ from torch import nn
 from .explainer import DAAM
 from .reference import daam_reference
 
-__all__ = ["make_model", "make_inputs", "providers", "side_by_side", "table", "peak_memory"]
+__all__ = ["make_model", "make_inputs", "providers", "side_by_side", "paired_ratio", "table", "peak_memory"]
 
 PROVIDERS = ("inference", "daam_fast grad", "daam_fast direct", "daam_fast.reference", "daam-timm-vit",
              "grad-cam GradCAM")
+# DAAM options measured by `make bench` (and by `daam-fast bench --providers ...`); not in the
+# default table: compile=True spends its first call compiling.
+OPTIONS = {"daam_fast grad checkpoint": dict(checkpoint=True), "daam_fast grad compile": dict(compile=True),
+           "daam_fast direct compile": dict(method="direct", compile=True)}
+KNOWN = PROVIDERS + tuple(OPTIONS)
 
 
 def make_model(name: str = "deit_small_patch16_224", **kw) -> nn.Module:
@@ -72,8 +77,8 @@ def providers(model: nn.Module, names=PROVIDERS) -> Dict[str, Callable[[torch.Te
                 with torch.inference_mode():
                     return model(x)
             out[name] = inference
-        elif name in ("daam_fast grad", "daam_fast direct"):
-            d = DAAM(model, method=name.split()[-1])
+        elif name in ("daam_fast grad", "daam_fast direct") or name in OPTIONS:
+            d = DAAM(model, **OPTIONS.get(name, dict(method=name.split()[-1])))
 
             def run(x, d=d):
                 with d:
@@ -97,7 +102,7 @@ def providers(model: nn.Module, names=PROVIDERS) -> Dict[str, Callable[[torch.Te
             except ImportError:
                 continue
         else:
-            raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDERS)}")
+            raise ValueError(f"unknown provider {name!r}; known: {', '.join(KNOWN)}")
     return out
 
 
@@ -120,10 +125,21 @@ def side_by_side(fns: Dict[str, Callable], x: torch.Tensor, reps: int = 5, warmu
     return times
 
 
+def paired_ratio(ts: List[float], base: List[float]) -> float:
+    """Median over rounds of ts[i] / base[i] (both from one side_by_side run)."""
+    if len(ts) != len(base):
+        return statistics.median(ts) / statistics.median(base)
+    return statistics.median(t / b for t, b in zip(ts, base))
+
+
 def table(times: Dict[str, List[float]], batch: int, baseline: str = "inference",
           memory: Optional[Dict[str, float]] = None) -> str:
-    """Markdown table: median ms / image, images / s, ratio to the baseline (and peak memory)."""
-    base = statistics.median(times[baseline]) if baseline in times else None
+    """Markdown table: median ms / image, images / s, ratio to the baseline (and peak memory).
+
+    The ratio is paired: the median over rounds of each round's time over the baseline's in
+    the same round (side_by_side runs every provider once per round), so slow drifts of
+    the machine's speed cancel."""
+    base = times.get(baseline)
     head = "| provider | median ms / image | images / s | ratio to inference |"
     sep = "|---|---:|---:|---:|"
     if memory:
@@ -132,7 +148,7 @@ def table(times: Dict[str, List[float]], batch: int, baseline: str = "inference"
     rows = [head, sep]
     for k, ts in times.items():
         med = statistics.median(ts)
-        ratio = f"{med / base:.2f}x" if base else "-"
+        ratio = f"{paired_ratio(ts, base):.2f}x" if base else "-"
         row = f"| {k} | {1000 * med / batch:.1f} | {batch / med:.1f} | {ratio} |"
         if memory:
             mem = memory.get(k)
@@ -206,7 +222,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--providers", default=",".join(PROVIDERS), help="comma-separated subset")
+    p.add_argument("--providers", default=",".join(PROVIDERS),
+                   help="comma-separated; known: " + ", ".join(KNOWN).replace("%", "%%"))
     p.add_argument("--memory", action="store_true", help="also measure peak memory per provider (subprocesses)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cli_main)

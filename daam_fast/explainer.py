@@ -20,9 +20,12 @@ How one call works (method="grad"):
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+import functools
+
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -115,7 +118,8 @@ class _CallState:
         self.reduce_rows = reduce_rows
         self.slots: List[Optional[tuple]] = [None] * L
         self.maps: List[Optional[Tensor]] = [None] * L
-        self.T: List[Optional[Tensor]] = [None] * L
+        self.first: Optional[Tensor] = None      # block 1's T: where the backward stops
+        self.deferred = False                    # inside the first pass of a checkpointed block
         self.error: Optional[BaseException] = None
 
 
@@ -142,6 +146,12 @@ class DAAM:
         backend: backend of the fused ops (None: ``DAAM_FAST_BACKEND`` or auto).
         reduce_last_block: compute only the rows the head reads in the last block (exact;
             default on).
+        checkpoint: activation checkpointing ("grad" only): each block keeps only its input
+            (and the (B, H, N, d) k, v its map needs) and is recomputed in the backward, for
+            batches whose activations do not fit; about one extra forward of time (README).
+        compile: run each block through ``torch.compile`` (the attention forward, which
+            captures what the maps need, stays eager); the first call compiles. Measured on
+            the CPU in the README: it does not pay there; meant for GPUs.
 
     Example:
         >>> with DAAM(model) as daam:
@@ -150,9 +160,13 @@ class DAAM:
     """
 
     def __init__(self, model: nn.Module, method: str = "grad", *, normalize: bool = False,
-                 backend: Optional[str] = None, reduce_last_block: bool = True):
+                 backend: Optional[str] = None, reduce_last_block: bool = True, checkpoint: bool = False,
+                 compile: bool = False):
         if method not in METHODS:
             raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+        if checkpoint and method != "grad":
+            raise ValueError("checkpoint=True applies to method='grad' (method='direct' keeps no activations "
+                             "for a backward)")
         self.model = model
         self.layout = get_adapter(model)
         if method == "direct":
@@ -163,6 +177,9 @@ class DAAM:
         self.normalize = bool(normalize)
         self.backend = backend
         self.reduce_last_block = bool(reduce_last_block) and can_reduce_last_block(self.layout)
+        self.checkpoint = bool(checkpoint)
+        self.compile = bool(compile)
+        self._fns: Optional[List[tuple]] = None      # the patched forwards, built once (compiled code is reused)
         self._patched: List[tuple] = []
         self._state: Optional[_CallState] = None
         self._depth = 0
@@ -184,16 +201,56 @@ class DAAM:
         self._patched.append((mod, name, mod.__dict__.get(name, _MISSING)))
         setattr(mod, name, value)
 
+    def _build(self) -> List[tuple]:
+        """(module, attribute, replacement) for every patch; built on the first entry only, so
+        that compiled code (``compile=True``) is reused by later calls."""
+        lay = self.layout
+        fns: List[tuple] = []
+        for b, attn in enumerate(lay.attns):
+            f = self._make_attn_forward(b)
+            if self.compile:                       # side effects (slots, hooks) stay out of the graph
+                f = torch.compiler.disable(f)
+            fns.append((attn, "forward", f))
+        if self.checkpoint or self.compile or self.reduce_last_block:
+            for b, blk in enumerate(lay.blocks):
+                if b == lay.depth - 1 and self.reduce_last_block:
+                    f = lay.last_block_forward(self._reduce_rows)
+                elif self.checkpoint or self.compile:
+                    f = functools.partial(type(blk).forward, blk)
+                else:
+                    continue
+                if self.compile:
+                    f = torch.compile(f)
+                if self.checkpoint:
+                    f = self._checkpointed(f)
+                fns.append((blk, "forward", f))
+        return fns
+
+    def _checkpointed(self, f: Callable) -> Callable:
+        """Block forward under non-reentrant checkpointing: the first pass keeps nothing of the
+        block (not even the k, v its map needs); the recompute, which the backward runs
+        before the gradient reaches the block's T, captures them."""
+        def forward(*args, **kwargs):
+            st = self._state
+            if st is None or st.direct or not torch.is_grad_enabled():
+                return f(*args, **kwargs)
+            st.deferred = True
+            try:
+                return torch.utils.checkpoint.checkpoint(f, *args, use_reentrant=False, **kwargs)
+            finally:
+                st.deferred = False
+        return forward
+
     def _patch(self) -> None:
         try:
             for b, attn in enumerate(self.layout.attns):
                 if "forward" in attn.__dict__:
                     raise RuntimeError(f"blocks[{b}].attn.forward is already patched (another DAAM or hook library "
                                        "is active on this model)")
-                self._set(attn, "forward", self._make_attn_forward(b))
-            if self.reduce_last_block:
-                last = self.layout.blocks[-1]
-                self._set(last, "forward", self.layout.last_block_forward(self._reduce_rows))
+            if self._fns is None:
+                self._fns = self._build()
+            for mod, name, f in self._fns:
+                self._set(mod, name, f)
         except BaseException:
             self._restore()
             raise
@@ -249,7 +306,11 @@ class DAAM:
                 return ad.attn_out(b, T, x, rows)
             if not T.requires_grad:                                      # frozen model: graph starts here
                 T.requires_grad_(True)
-            if pool == "token" and bias is None:                         # row formed by the fused op later
+            if st.first is None:
+                st.first = T
+            if st.deferred:                                              # checkpoint=True: the recompute in
+                pass                                                     # the backward fills the slot
+            elif pool == "token" and bias is None:                       # row formed by the fused op later
                 st.slots[b] = (q[:, :, 0].detach(), k.detach(), v.detach())
             else:                                                        # row (with the bias) formed now
                 with torch.no_grad():
@@ -257,7 +318,6 @@ class DAAM:
                     a = (_cls_row(q.detach(), k.detach(), scale, bd) if pool == "token"
                          else _mean_patch_row(q.detach(), k.detach(), scale, P, bias=bd))
                     st.slots[b] = (a, v.detach())
-            st.T[b] = T
             T.register_hook(self._make_grad_hook(b, scale))
             return ad.attn_out(b, T, x, rows)
 
@@ -266,7 +326,12 @@ class DAAM:
     def _make_grad_hook(self, b: int, scale: float):
         def hook(grad: Tensor) -> None:
             st = self._state
-            if st is None or st.slots[b] is None:
+            if st is None:
+                return None
+            if st.slots[b] is None:
+                st.error = st.error or RuntimeError(
+                    f"DAAM: block {b}'s gradient arrived before its attention inputs were captured"
+                    + (" (checkpoint=True: the block was not recomputed first)" if self.checkpoint else ""))
                 return None
             try:
                 lay = st.layout
@@ -348,8 +413,7 @@ class DAAM:
                         weights = label_free_weights(features)
                         targets = torch.full((B,), -1, dtype=torch.long, device=out.device)
                     Y = (weights.to(out.dtype) * out).sum()
-                first = next(t for t in st.T if t is not None)
-                torch.autograd.grad(Y, [first])
+                torch.autograd.grad(Y, [st.first])
             if st.error is not None:
                 raise st.error
             missing = [i for i, m in enumerate(st.maps) if m is None]

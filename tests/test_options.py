@@ -1,0 +1,126 @@
+"""DAAM options that change how the maps are computed, not what: checkpoint=True (activation
+checkpointing) and compile=True (torch.compile of the blocks). Both against the default path
+and the reference, on odd shapes and every adapter family."""
+import pytest
+import torch
+
+from daam_fast import DAAM, daam_reference
+from models import MODEL_CASES
+from test_adapters import CASES as ADAPTER_CASES
+from test_adapters import _make, _x
+from tolerances import assert_close
+
+CKPT_CASES = ["tiny-N17-P1", "patch8-N785-B3", "distilled-P2", "registers-P5", "qknorm-layerscale",
+              "nonsquare-3x5", "dynamic-4x6", "avgpool"]
+
+
+def _inputs(case, seed=1):
+    factory, shape, batch, _ = MODEL_CASES[case]
+    return factory(), torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("case", CKPT_CASES, ids=CKPT_CASES)
+def test_checkpoint_equals_default_and_reference(case):
+    model, x = _inputs(case)
+    with DAAM(model) as daam:
+        plain = daam(x)
+    with DAAM(model, checkpoint=True) as daam:
+        ck = daam(x)
+        again = daam(x)                                  # the patched forwards are reused
+    ref = daam_reference(model, x, dtype=torch.float64)
+    assert (ref.block_maps > 0).float().mean() > 0.05
+    assert torch.equal(ck.targets, plain.targets)
+    assert_close(ck.block_maps, plain.block_maps, max_rel=1e-6, name=f"{case} checkpoint vs default")
+    assert_close(ck.block_maps, ref.block_maps, name=f"{case} checkpoint vs reference")
+    assert torch.equal(again.block_maps, ck.block_maps)
+
+
+@pytest.mark.parametrize("case", list(ADAPTER_CASES), ids=list(ADAPTER_CASES))
+def test_checkpoint_every_family(case):
+    model, _family = _make(case)
+    x = _x(batch=3)
+    with DAAM(model) as daam:
+        plain = daam(x)
+    with DAAM(model, checkpoint=True, reduce_last_block=False) as daam:
+        ck = daam(x)
+    assert_close(ck.block_maps, plain.block_maps, max_rel=1e-6, name=f"{case} checkpoint")
+
+
+def _saved_bytes(model, x, **kw) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward during one DAAM call,
+    outside checkpointed regions (their own saved tensors are dropped and recomputed)."""
+    seen = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with DAAM(model, **kw) as daam:
+            daam(x)
+    return sum(seen.values())
+
+
+def test_checkpoint_keeps_far_less_for_the_backward():
+    model, x = _inputs("patch8-N785-B3")
+    full = _saved_bytes(model, x)
+    ck = _saved_bytes(model, x, checkpoint=True)
+    assert full > 0 and ck < 0.3 * full, (ck, full)
+
+
+def test_checkpoint_restores_and_refuses_direct():
+    model, x = _inputs("tiny-N17-P1")
+    with pytest.raises(ValueError, match="checkpoint=True applies to method='grad'"):
+        DAAM(model, method="direct", checkpoint=True)
+    with torch.no_grad():
+        before = model(x)
+    with DAAM(model, checkpoint=True) as daam:
+        daam(x)
+        with torch.no_grad():                            # the model as usual inside the context
+            inside = model(x)
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    with torch.no_grad():
+        after = model(x)
+    assert torch.equal(before, inside) and torch.equal(before, after)
+
+
+def test_checkpoint_missing_recompute_is_an_error_not_a_wrong_map(monkeypatch):
+    """If the backward ever reached a block's T before its recompute, the map would be
+    missing: that must raise."""
+    model, x = _inputs("tiny-N17-P1")
+    daam = DAAM(model, checkpoint=True)
+    real = torch.utils.checkpoint.checkpoint
+
+    def no_recompute(f, *args, **kw):                   # keeps everything: nothing is recomputed
+        kw.pop("use_reentrant", None)
+        return f(*args, **kw)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", no_recompute)
+    with pytest.raises(RuntimeError, match="checkpoint=True"):
+        daam(x)
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", real)
+    assert daam(x).block_maps.shape[1] == len(model.blocks)
+
+
+@pytest.mark.parametrize("method", ["grad", "direct"])
+def test_compile_equals_eager(method):
+    model, x = _inputs("registers-P5")
+    with DAAM(model, method=method) as daam:
+        eager = daam(x)
+    from torch._dynamo.utils import counters
+    graphs = counters["stats"]["unique_graphs"]
+    d = DAAM(model, method=method, compile=True)
+    with d:
+        first = d(x)
+    assert counters["stats"]["unique_graphs"] > graphs        # really compiled, not silently eager
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    with d:                                              # re-entry reuses the compiled code
+        x2 = torch.randn_like(x)
+        second = d(x2)
+    with DAAM(model, method=method) as daam:
+        eager2 = daam(x2)
+    assert torch.equal(first.targets, eager.targets)
+    assert_close(first.block_maps, eager.block_maps, name=f"compile {method}")
+    assert_close(first.logits, eager.logits, name="compile logits")
+    assert_close(second.block_maps, eager2.block_maps, name=f"compile {method}, new inputs")
