@@ -33,7 +33,10 @@ PROVIDERS = ("inference", "daam_fast grad", "daam_fast direct", "daam_fast.refer
 # default table: compile=True spends its first call compiling.
 OPTIONS = {"daam_fast grad checkpoint": dict(checkpoint=True), "daam_fast grad compile": dict(compile=True),
            "daam_fast direct compile": dict(method="direct", compile=True)}
-KNOWN = PROVIDERS + tuple(OPTIONS)
+# The floor the issue names for "grad": one plain forward plus one input-only backward that
+# stops at block 1's T (the input of blocks[0].attn.proj), frozen weights, no maps.
+LIMIT = "forward + input-only backward"
+KNOWN = PROVIDERS + tuple(OPTIONS) + (LIMIT,)
 
 
 def make_model(name: str = "deit_small_patch16_224", **kw) -> nn.Module:
@@ -68,6 +71,32 @@ def _gradcam(model: nn.Module) -> Callable:
     return run
 
 
+def _forward_input_backward(model: nn.Module) -> Callable:
+    first = model.blocks[0].attn.proj
+    held = {}
+
+    def grab(_mod, args):
+        held["T"] = args[0].detach().requires_grad_(True)
+        return (held["T"],)
+
+    def run(x):
+        frozen = [p for p in model.parameters() if p.requires_grad]
+        handle = first.register_forward_pre_hook(grab)
+        try:
+            for p in frozen:
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                out = model(x)
+                Y = out.gather(1, out.argmax(dim=1, keepdim=True)).sum()
+                return torch.autograd.grad(Y, [held.pop("T")])
+        finally:
+            handle.remove()
+            for p in frozen:
+                p.requires_grad_(True)
+
+    return run
+
+
 def providers(model: nn.Module, names=PROVIDERS) -> Dict[str, Callable[[torch.Tensor], object]]:
     """name -> function(images); providers whose package is missing are left out (see `missing`)."""
     out: Dict[str, Callable] = {}
@@ -84,6 +113,8 @@ def providers(model: nn.Module, names=PROVIDERS) -> Dict[str, Callable[[torch.Te
                 with d:
                     return d(x)
             out[name] = run
+        elif name == LIMIT:
+            out[name] = _forward_input_backward(model)
         elif name == "daam_fast.reference":
             out[name] = lambda x: daam_reference(model, x)
         elif name == "daam-timm-vit":

@@ -120,6 +120,7 @@ class _CallState:
         self.maps: List[Optional[Tensor]] = [None] * L
         self.first: Optional[Tensor] = None      # block 1's T: where the backward stops
         self.deferred = False                    # inside the first pass of a checkpointed block
+        self.split_first = False                 # block 1: graph on the [class] row of T_1 only
         self.error: Optional[BaseException] = None
 
 
@@ -146,6 +147,8 @@ class DAAM:
         backend: backend of the fused ops (None: ``DAAM_FAST_BACKEND`` or auto).
         reduce_last_block: compute only the rows the head reads in the last block (exact;
             default on).
+        reduce_first_block: "grad" only needs dY/dT_1[0] in block 1, so block 1's residual +
+            MLP path keeps a graph on the [class] row only (exact; default on; timm ViT/DeiT).
         checkpoint: activation checkpointing ("grad" only): each block keeps only its input
             (and the (B, H, N, d) k, v its map needs) and is recomputed in the backward, for
             batches whose activations do not fit; about one extra forward of time (README).
@@ -160,7 +163,8 @@ class DAAM:
     """
 
     def __init__(self, model: nn.Module, method: str = "grad", *, normalize: bool = False,
-                 backend: Optional[str] = None, reduce_last_block: bool = True, checkpoint: bool = False,
+                 backend: Optional[str] = None, reduce_last_block: bool = True, reduce_first_block: bool = True,
+                 checkpoint: bool = False,
                  compile: bool = False):
         if method not in METHODS:
             raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
@@ -177,6 +181,8 @@ class DAAM:
         self.normalize = bool(normalize)
         self.backend = backend
         self.reduce_last_block = bool(reduce_last_block) and can_reduce_last_block(self.layout)
+        self.reduce_first_block = (bool(reduce_first_block) and method == "grad"
+                                   and self.layout.can_reduce_first_block())
         self.checkpoint = bool(checkpoint)
         self.compile = bool(compile)
         self._fns: Optional[List[tuple]] = None      # the patched forwards, built once (compiled code is reused)
@@ -211,10 +217,12 @@ class DAAM:
             if self.compile:                       # side effects (slots, hooks) stay out of the graph
                 f = torch.compiler.disable(f)
             fns.append((attn, "forward", f))
-        if self.checkpoint or self.compile or self.reduce_last_block:
+        if self.checkpoint or self.compile or self.reduce_last_block or self.reduce_first_block:
             for b, blk in enumerate(lay.blocks):
                 if b == lay.depth - 1 and self.reduce_last_block:
                     f = lay.last_block_forward(self._reduce_rows)
+                elif b == 0 and self.reduce_first_block:
+                    f = lay.first_block_forward(self._split_first)
                 elif self.checkpoint or self.compile:
                     f = functools.partial(type(blk).forward, blk)
                 else:
@@ -272,6 +280,10 @@ class DAAM:
         st = self._state
         return None if st is None else st.reduce_rows
 
+    def _split_first(self) -> bool:
+        st = self._state
+        return st is not None and st.split_first and torch.is_grad_enabled()
+
     def _make_attn_forward(self, b: int):
         ad = self.layout
         H, d = ad.num_heads, ad.head_dim
@@ -304,7 +316,13 @@ class DAAM:
                         a = _mean_patch_row(q, k, scale, P, bias=bias)
                     st.slots[b] = (a, v.contiguous())                     # q, k and the qkv buffer can go
                 return ad.attn_out(b, T, x, rows)
-            if not T.requires_grad:                                      # frozen model: graph starts here
+            out = None
+            if b == 0 and st.split_first:                                # G_1 needs dY/dT_1[0] only: the
+                with torch.no_grad():                                    # other rows carry no graph
+                    rest = ad.attn_out(b, T[:, 1:], x[:, 1:])
+                T = T[:, :1].detach().requires_grad_(True)
+                out = torch.cat([ad.attn_out(b, T, x, 1), rest], dim=1)
+            elif not T.requires_grad:                                    # frozen model: graph starts here
                 T.requires_grad_(True)
             if st.first is None:
                 st.first = T
@@ -319,7 +337,7 @@ class DAAM:
                          else _mean_patch_row(q.detach(), k.detach(), scale, P, bias=bd))
                     st.slots[b] = (a, v.detach())
             T.register_hook(self._make_grad_hook(b, scale))
-            return ad.attn_out(b, T, x, rows)
+            return ad.attn_out(b, T, x, rows) if out is None else out
 
         return ad.attn_forward(b, core, self._active)
 
@@ -384,6 +402,7 @@ class DAAM:
         h, w = lay.grid(images)
         reduce_rows = lay.head_rows if self.reduce_last_block else None
         st = _CallState(lay, supervised, self.backend, reduce_rows, direct=self.method == "direct")
+        st.split_first = self.reduce_first_block
         modes = [(m, m.training) for m in self.model.modules()]
         # Parameters are constants for the explanation: with requires_grad off for the call,
         # autograd saves no layer inputs for weight gradients (about 40 % less memory); the

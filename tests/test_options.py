@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from daam_fast import DAAM, daam_reference
-from models import MODEL_CASES
+from models import MODEL_CASES, tiny_vit
 from test_adapters import CASES as ADAPTER_CASES
 from test_adapters import _make, _x
 from tolerances import assert_close
@@ -63,7 +63,8 @@ def _saved_bytes(model, x, **kw) -> int:
 
 
 def test_checkpoint_keeps_far_less_for_the_backward():
-    model, x = _inputs("patch8-N785-B3")
+    model = tiny_vit(img_size=224, patch_size=8, embed_dim=64, depth=6, num_heads=2)     # 785 tokens
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     full = _saved_bytes(model, x)
     ck = _saved_bytes(model, x, checkpoint=True)
     assert full > 0 and ck < 0.3 * full, (ck, full)
@@ -124,3 +125,22 @@ def test_compile_equals_eager(method):
     assert_close(first.block_maps, eager.block_maps, name=f"compile {method}")
     assert_close(first.logits, eager.logits, name="compile logits")
     assert_close(second.block_maps, eager2.block_maps, name=f"compile {method}, new inputs")
+
+
+@pytest.mark.parametrize("case", ["tiny-N17-P1", "distilled-P2", "registers-P5", "qknorm-layerscale",
+                                  "nonsquare-3x5"])
+def test_reduce_first_block_is_exact_and_keeps_less(case):
+    """Block 1 only needs dY/dT_1[0]: its residual + MLP path keeps a graph on row 0 only."""
+    model, x = _inputs(case)
+    on, off = DAAM(model), DAAM(model, reduce_first_block=False)
+    assert on.reduce_first_block and not off.reduce_first_block
+    a, b = on(x), off(x)
+    assert_close(a.block_maps, b.block_maps, name=f"{case} first-block reduction")
+    assert_close(a.logits, b.logits, name="logits")
+    assert _saved_bytes(model, x) < _saved_bytes(model, x, reduce_first_block=False)
+
+
+def test_reduce_first_block_only_where_it_applies():
+    assert not DAAM(MODEL_CASES["avgpool"][0]()).reduce_first_block           # G_1 needs every patch row
+    assert not DAAM(MODEL_CASES["tiny-N17-P1"][0](), method="direct").reduce_first_block
+    assert not DAAM(tiny_vit(depth=1)).reduce_first_block                      # block 1 is the last block

@@ -116,6 +116,17 @@ class Adapter:
         (its attention called with ``rows=``), or the block's own forward when ``rows()`` is None."""
         raise NotImplementedError
 
+    def can_reduce_first_block(self) -> bool:
+        """True if block 1's residual + MLP path can be split into the [class] row (with the
+        autograd graph) and the other rows (without): G_1 only needs dY/dT_1[0]."""
+        return False
+
+    def first_block_forward(self, split: Callable[[], bool]) -> Callable:
+        """Replacement for ``blocks[0].forward``: when ``split()``, the block's attention
+        (whose output only carries a graph in row 0) and then the residual + MLP path on row 0
+        with the graph and on the other rows without; else the block's own forward."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ method="direct" (SPEC 7)
     def direct_support(self) -> Optional[str]:
         """None if method="direct" applies (each block's residual is x + ls * proj(T)), else why not."""

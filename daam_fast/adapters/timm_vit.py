@@ -245,6 +245,25 @@ class TimmViTAdapter(Adapter):
 
         return forward
 
+    def can_reduce_first_block(self) -> bool:
+        return self.pool == "token" and len(self.blocks) > 1 and type(self.blocks[0]) is TimmBlock
+
+    def first_block_forward(self, split: Callable[[], bool]) -> Callable:
+        blk = self.blocks[0]
+
+        def forward(x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False) -> Tensor:
+            if not split():
+                return type(blk).forward(blk, x, attn_mask=attn_mask, is_causal=is_causal)
+            xm = x + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(x), attn_mask=attn_mask, is_causal=is_causal)))
+            head = xm[:, :1]                                   # the only row with a graph
+            y0 = head + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(head))))
+            with torch.no_grad():
+                rest = xm[:, 1:]
+                y1 = rest + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(rest))))
+            return torch.cat([y0, y1], dim=1)
+
+        return forward
+
     # ------------------------------------------------------------------ direct
     def direct_support(self) -> Optional[str]:
         for i, blk in enumerate(self.blocks):
