@@ -139,6 +139,7 @@ def bench_e2e(device: torch.device, reps: int, models: Sequence[str], batch: int
     import timm
 
     from daam_fast import DAAM
+    from daam_fast.bench import LIMIT, _forward_input_backward
     from daam_fast.reference import daam_reference
 
     print("\n| model | provider | median ms / image | images / s | ratio to inference |\n|---|---|---:|---:|---:|")
@@ -160,18 +161,31 @@ def bench_e2e(device: torch.device, reps: int, models: Sequence[str], batch: int
                     continue
                 explainer = DAAM(model, method=method, backend=b)
                 provs[f"daam_fast {method} ({b})"] = (lambda e=explainer: e(x))   # patches and restores per call
+        for label, kw in (("grad checkpoint", dict(checkpoint=True)), ("grad compile", dict(compile=True)),
+                          ("direct compile", dict(method="direct", compile=True))):
+            explainer = DAAM(model, **kw)                  # the default backend of the device
+            provs[f"daam_fast {label}"] = (lambda e=explainer: e(x))
+        provs[LIMIT] = lambda f=_forward_input_backward(model): f(x)
         provs["daam_fast.reference"] = lambda: daam_reference(model, x)
-        times = {}
+        times, peak = {}, {}
         for p, fn in provs.items():
             try:
-                times[p] = time_ms(fn, device, reps, warmup=2)
+                times[p] = time_ms(fn, device, reps, warmup=2)     # warm-up includes compile=True's compile
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                    torch.cuda.reset_peak_memory_stats(device)
+                    base_mb = torch.cuda.memory_allocated(device) / 2**20
+                    fn()
+                    torch.cuda.synchronize(device)
+                    peak[p] = torch.cuda.max_memory_allocated(device) / 2**20 - base_mb
             except Exception as e:  # noqa: BLE001 - report and go on: one failure must not hide the rest
                 print(f"  ({name}: {p} failed: {type(e).__name__}: {e})")
         base = times.get("inference")
         for p, ms in times.items():
             per = ms / batch
             ratio = f"{ms / base:.2f}x" if base else "-"
-            print(f"| {name} | {p} | {per:.2f} | {1e3 / per:.1f} | {ratio} |")
+            mem = f" (peak +{peak[p]:.0f} MB)" if p in peak else ""
+            print(f"| {name} | {p}{mem} | {per:.2f} | {1e3 / per:.1f} | {ratio} |")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -169,7 +169,8 @@ class _Explainer:
     """Ray Data class-based UDF: one model per actor; one call = one shard written to disk."""
 
     def __init__(self, spec: ModelSpec, out_dir: str, method: str, target: Optional[int], batch_size: int,
-                 device: str, threads: int, skip_ids: Optional[frozenset] = None, shard_delay: float = 0.0):
+                 device: str, threads: int, skip_ids: Optional[frozenset] = None, shard_delay: float = 0.0,
+                 daam_options: Optional[dict] = None):
         import torch
         from . import DAAM
         from .preprocess import input_spec
@@ -178,7 +179,7 @@ class _Explainer:
         self.model, self.bank = spec.load(device)
         self.device = device
         self.spec = input_spec(self.model)
-        self.daam = DAAM(self.model, method=method)
+        self.daam = DAAM(self.model, method=method, **(daam_options or {}))
         self.daam.__enter__()               # patched for the actor's lifetime (one model per actor)
         self.target = target
         self.batch_size = max(1, int(batch_size))
@@ -368,7 +369,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _run_config(spec: ModelSpec, method: str, target: Optional[int]) -> dict:
+def _run_config(spec: ModelSpec, method: str, target: Optional[int], daam_options: Optional[dict] = None) -> dict:
     """Settings that determine the maps, and the map shape, from a model loaded on the driver."""
     import torch
     from . import DAAM
@@ -376,7 +377,7 @@ def _run_config(spec: ModelSpec, method: str, target: Optional[int]) -> dict:
     from .models import class_names
     from .preprocess import input_spec
     model, _ = spec.load("cpu")
-    daam = DAAM(model, method=method)            # ValueError here if the model cannot be explained
+    daam = DAAM(model, method=method, **(daam_options or {}))    # ValueError here if it cannot be explained
     size = input_spec(model).size
     h, w = token_grid(model, torch.zeros(1, 3, *size))
     cfg = {"format": FORMAT_VERSION, "model": dataclasses.asdict(spec), "method": method, "target": target,
@@ -439,11 +440,15 @@ def _finalize(out_dir: str, cfg: dict, expected: Optional[List[str]], expected_c
 
 
 # ---------------------------------------------------------------------------------------- public API
+_DAAM_OPTIONS = {"checkpoint", "compile", "reduce_last_block", "reduce_first_block", "backend"}
+
+
 def explain_dataset(source, out_dir: str, model_spec: Union[ModelSpec, str, dict, None] = None, *,
                     method: str = "grad", target: Optional[int] = None, num_actors: int = 1,
                     num_cpus_per_actor: float = 1.0, num_gpus_per_actor: float = 0.0, shard_size: int = 64,
                     batch_size: int = 16, overwrite: bool = False, ray_address: Optional[str] = None,
-                    num_cpus: Optional[int] = None, progress: bool = False, _shard_delay: float = 0.0) -> dict:
+                    num_cpus: Optional[int] = None, progress: bool = False, daam_options: Optional[dict] = None,
+                    _shard_delay: float = 0.0) -> dict:
     """Explain every image of ``source`` with Ray Data and write Parquet shards plus a manifest.
 
     Args:
@@ -467,6 +472,8 @@ def explain_dataset(source, out_dir: str, model_spec: Union[ModelSpec, str, dict
             local instance is started (``num_cpus``) and shut down at the end. When Ray is
             already initialised in this process, that instance is used and both are ignored.
         progress: show Ray Data's progress bars.
+        daam_options: extra :class:`daam_fast.DAAM` keywords for every actor (``checkpoint``,
+            ``compile``); they change the cost, not the maps, so a resumed run may differ in them.
 
     Returns:
         The manifest (dict): ``inputs``, ``results``, ``errors``, ``missing``, ``complete``,
@@ -490,6 +497,12 @@ def explain_dataset(source, out_dir: str, model_spec: Union[ModelSpec, str, dict
         raise ValueError("num_cpus_per_actor must be > 0 and num_gpus_per_actor >= 0")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool)):
         raise ValueError(f"target must be None or an int, got {target!r}")
+    opts = dict(daam_options or {})
+    unknown = set(opts) - _DAAM_OPTIONS
+    if unknown:
+        raise ValueError(f"daam_options: unknown {sorted(unknown)}; known: {sorted(_DAAM_OPTIONS)}")
+    if opts.get("checkpoint") and method != "grad":
+        raise ValueError("daam_options checkpoint=True applies to method='grad'")
     spec = ModelSpec.coerce(model_spec)
     import ray
     started = False
@@ -501,14 +514,15 @@ def explain_dataset(source, out_dir: str, model_spec: Union[ModelSpec, str, dict
         started = True
     try:
         return _run(ray, source, out_dir, spec, method, target, num_actors, num_cpus_per_actor,
-                    num_gpus_per_actor, shard_size, batch_size, overwrite, progress, _shard_delay)
+                    num_gpus_per_actor, shard_size, batch_size, overwrite, progress, _shard_delay,
+                    dict(daam_options or {}))
     finally:
         if started:
             ray.shutdown()
 
 
 def _run(ray, source, out_dir, spec, method, target, num_actors, num_cpus_per_actor, num_gpus_per_actor,
-         shard_size, batch_size, overwrite, progress, shard_delay) -> dict:
+         shard_size, batch_size, overwrite, progress, shard_delay, daam_options=None) -> dict:
     import shutil
     t0 = time.time()
     is_dataset = isinstance(source, ray.data.Dataset)
@@ -522,7 +536,7 @@ def _run(ray, source, out_dir, spec, method, target, num_actors, num_cpus_per_ac
         expected = None
     else:
         expected, paths = _path_inputs(source)
-    cfg = _run_config(spec, method, target)
+    cfg = _run_config(spec, method, target, daam_options)
     os.makedirs(out_dir, exist_ok=True)
     with _Lock(out_dir):
         run_file = os.path.join(out_dir, "run.json")
@@ -560,7 +574,7 @@ def _run(ray, source, out_dir, spec, method, target, num_actors, num_cpus_per_ac
                 fn_constructor_kwargs=dict(spec=spec, out_dir=os.path.abspath(out_dir), method=method, target=target,
                                            batch_size=batch_size, device=device, threads=threads,
                                            skip_ids=frozenset(done) if is_dataset else None,
-                                           shard_delay=shard_delay),
+                                           shard_delay=shard_delay, daam_options=daam_options),
                 num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor or None)
             out.context.enable_progress_bars = bool(progress)
             try:
@@ -648,6 +662,7 @@ def _cmd_batch(args) -> int:
     except ImportError:
         print("daam-fast batch needs Ray: pip install 'daam-fast[ray]'", file=sys.stderr)
         return 2
+    from .cli import daam_options
     from .models import ModelLoadError
     src = args.src[0] if len(args.src) == 1 else list(args.src)
     problems = []
@@ -665,11 +680,12 @@ def _cmd_batch(args) -> int:
     if args.device == "cuda" and args.gpus_per_actor <= 0:
         args.gpus_per_actor = 1.0
     try:
+        opts = daam_options(args)
         m = explain_dataset(src, args.out, spec, method=args.method, target=args.target,
                             num_actors=args.num_actors, num_cpus_per_actor=args.cpus_per_actor,
                             num_gpus_per_actor=args.gpus_per_actor, shard_size=args.shard_size,
                             batch_size=args.batch_size, overwrite=args.overwrite, ray_address=args.ray_address,
-                            num_cpus=args.num_cpus, progress=not args.quiet)
+                            num_cpus=args.num_cpus, progress=not args.quiet, daam_options=opts)
     except (ValueError, ModelLoadError, FileNotFoundError, RuntimeError) as e:
         print(f"daam-fast: {e}", file=sys.stderr)
         return 2

@@ -152,7 +152,8 @@ def _predict(model, images: Tensor, batch_size: int) -> Tensor:
 
 
 def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, methods: Sequence[str] = DEFAULT_METHODS,
-             targets: Optional[Tensor] = None, config: Optional[EvalConfig] = None, progress: bool = True) -> dict:
+             targets: Optional[Tensor] = None, config: Optional[EvalConfig] = None, progress: bool = True,
+             daam_options: Optional[dict] = None) -> dict:
     """Explain ``images`` with every method and score every final map.
 
     Args:
@@ -163,6 +164,8 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         targets: (n,) classes to explain, or None for each image's prediction.
         config: :class:`EvalConfig`.
         progress: tqdm progress bars.
+        daam_options: extra :class:`daam_fast.DAAM` keywords for "daam" / "direct" (``compile``;
+            ``checkpoint`` for "daam" only). They change the cost, not the maps.
 
     Returns:
         dict with "per_image" {method: {metric: (n,) tensor}}, "curves" {method: {"deletion",
@@ -201,7 +204,10 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         curves: Dict[str, List[Tensor]] = {"deletion": [], "insertion": []}
         blocks: Dict[str, List[Tensor]] = {"accumulated": [], "per_block": []}
         finals, secs = [], 0.0
-        daam = DAAM(model, method="grad" if meth == "daam" else "direct") if meth in ("daam", "direct") else None
+        opts = dict(daam_options or {})
+        if meth == "direct":
+            opts.pop("checkpoint", None)                            # a grad-only option
+        daam = DAAM(model, method="grad" if meth == "daam" else "direct", **opts) if meth in ("daam", "direct") else None
         gen = torch.Generator().manual_seed(cfg.seed)               # "random": one stream over all images
         bar = tqdm(total=n, desc=f"{meth:>12}", unit="img", disable=not progress, leave=True)
         try:
@@ -501,7 +507,7 @@ def _cmd_eval(args) -> int:
 
 
 def _run_eval(args) -> int:
-    from .cli import model_from_args
+    from .cli import daam_options, model_from_args
     from .models import ModelLoadError
     from .preprocess import input_spec, prepare
     if args.threads:
@@ -570,7 +576,7 @@ def _run_eval(args) -> int:
     t0 = time.time()
     try:
         res = evaluate(model, x, masks, methods, targets=labels if args.target == "label" else None, config=cfg,
-                       progress=not args.quiet)
+                       progress=not args.quiet, daam_options=daam_options(args))
     except ValueError as e:
         print(f"daam-fast eval: {e}", file=sys.stderr)
         return 2

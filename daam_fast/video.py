@@ -253,7 +253,7 @@ def _check_common(batch_size: int, smoothing: float, queue_size: int, method: st
 
 
 def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Optional[int], bank,
-            smoothing: float, queue_size: int, corrupt: str, progress: bool
+            smoothing: float, queue_size: int, corrupt: str, progress: bool, daam_options: Optional[dict] = None
             ) -> Iterator[Tuple[int, Tensor, Tensor, Tensor, List[int]]]:
     """Yield (start, rgb (B, 3, H, W) uint8 CPU, maps (B, L, h, w), targets (B,), corrupt indices) in order."""
     from tqdm import tqdm
@@ -270,7 +270,7 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
     state: Optional[Tensor] = None
     reader.start()
     try:
-        with DAAM(model, method=method) as daam:
+        with DAAM(model, method=method, **(daam_options or {})) as daam:
             while True:
                 try:
                     item = q.get(timeout=_POLL)
@@ -305,7 +305,8 @@ def _default_model(model: Optional[nn.Module]) -> nn.Module:
 
 def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str = "grad", batch_size: int = 16,
                     target: Optional[int] = None, bank=None, smoothing: float = 0.0, queue_size: int = 2,
-                    corrupt: str = "error", progress: bool = False) -> Iterator[Tuple[int, Tensor]]:
+                    corrupt: str = "error", progress: bool = False,
+                    daam_options: Optional[dict] = None) -> Iterator[Tuple[int, Tensor]]:
     """Explain every frame of a video and yield its maps, for users who only want tensors.
 
     Decoding and preprocessing run in a background thread (bounded queue); the model runs in
@@ -324,6 +325,7 @@ def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str 
         queue_size: batches decoded ahead at most.
         corrupt: "error" (default): a frame the decoder flags as corrupt raises; "keep": explain it.
         progress: show a tqdm bar (frames, frames/s, ETA).
+        daam_options: extra :class:`daam_fast.DAAM` keywords (``checkpoint``, ``compile``).
 
     Yields:
         (frame_index, maps): maps (L, h, w) float32, the accumulated maps D_1 .. D_L of the
@@ -338,7 +340,7 @@ def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str 
 
     def frames() -> Iterator[Tuple[int, Tensor]]:
         for start, _rgb, maps, _t, _c in _stream(src, model, method, batch_size, target, bank, smoothing,
-                                                  queue_size, corrupt, progress):
+                                                  queue_size, corrupt, progress, daam_options):
             for i in range(maps.shape[0]):
                 yield start + i, maps[i]
 
@@ -579,7 +581,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
                   smoothing: float = 0.0, maps_out: Optional[str] = None, maps_dtype=np.float32,
                   codec: str = "auto", crf: int = 18, preset: str = "veryfast", queue_size: int = 2,
                   corrupt: str = "error",
-                  progress: bool = True) -> VideoSummary:
+                  progress: bool = True, daam_options: Optional[dict] = None) -> VideoSummary:
     """Explain every frame of ``src`` and write the overlays to ``dst`` (MP4, same frame rate and size).
 
     Pipeline: decode (PyAV, reader thread) -> batch -> preprocess per the model's input spec ->
@@ -617,6 +619,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
         corrupt: "error" (default): a frame the decoder flags as corrupt stops the run like a
             decoding error; "keep": explain it anyway (listed in the summary).
         progress: tqdm bar with frames, frames/s and ETA.
+        daam_options: extra :class:`daam_fast.DAAM` keywords (``checkpoint``, ``compile``).
 
     Returns:
         :class:`VideoSummary`.
@@ -670,7 +673,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     writer.start()
     try:
         for start, rgb, maps, targets, flagged in _stream(src, model, method, batch_size, target, bank, smoothing,
-                                                          queue_size, corrupt, progress):
+                                                          queue_size, corrupt, progress, daam_options):
             if writer.failed.is_set():
                 break
             grid = tuple(maps.shape[-2:])
@@ -712,7 +715,7 @@ def _parse_blocks(items: Optional[List[str]]) -> BlockSpec:
 
 def _cmd_video(args) -> int:
     import sys
-    from .cli import _bank_from_args, model_from_args
+    from .cli import _bank_from_args, daam_options, model_from_args
     from .models import ModelLoadError
     if not os.path.isfile(args.input):
         print(f"daam-fast video: {args.input}: no such file", file=sys.stderr)
@@ -722,6 +725,7 @@ def _cmd_video(args) -> int:
         return 2
     try:
         blocks = _parse_blocks(args.blocks)
+        opts = daam_options(args)
         model = model_from_args(args)
     except (ModelLoadError, ValueError, FileNotFoundError) as e:
         print(f"daam-fast video: {e}", file=sys.stderr)
@@ -732,7 +736,8 @@ def _cmd_video(args) -> int:
                           scale=args.scale, mode=args.mode, batch_size=args.batch_size, target=args.target,
                           bank=bank, smoothing=args.smoothing, maps_out=args.maps,
                           maps_dtype=np.float16 if args.maps_float16 else np.float32, codec=args.codec,
-                          crf=args.crf, preset=args.preset, corrupt="keep" if args.keep_corrupt else "error", progress=not args.quiet)
+                          crf=args.crf, preset=args.preset, corrupt="keep" if args.keep_corrupt else "error",
+                          progress=not args.quiet, daam_options=opts)
     except VideoDecodeError as e:
         kept = (f"; the {e.frame_index} frames before it are in {args.out}" if e.frame_index else "")
         print(f"daam-fast video: {e}{kept}", file=sys.stderr)

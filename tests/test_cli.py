@@ -128,3 +128,17 @@ def test_demo(tmp_path, capsys):
     assert (tmp_path / "d" / "demo.png").exists()
     assert len(list((tmp_path / "d" / "supervised").iterdir())) == 3       # 2 images + summary.json
     assert "overview figure" in capsys.readouterr().out
+
+
+def test_activation_checkpointing_option_same_maps(images, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["explain", str(images), "--out", str(a), "--quiet", "--no-video"]) == 0
+    assert main(["explain", str(images), "--out", str(b), "--quiet", "--no-video", "--activation-checkpointing"]) == 0
+    for d in sorted(p for p in a.iterdir() if p.is_dir()):
+        za, zb = np.load(d / "maps.npz"), np.load(b / d.name / "maps.npz")
+        assert za.files == zb.files
+        np.testing.assert_allclose(zb["maps"], za["maps"], rtol=0, atol=1e-6 * np.abs(za["maps"]).max())
+    capsys.readouterr()
+    assert main(["explain", str(images), "--out", str(tmp_path / "c"), "--quiet", "--method", "direct",
+                 "--activation-checkpointing"]) == 2
+    assert "--activation-checkpointing applies to --method grad" in capsys.readouterr().err

@@ -223,3 +223,18 @@ def test_udf_without_ray_writes_complete_shard(tmp_path):
     assert errs["a"] is None and "wrong mode" in errs["b"] and "wrong mode" in errs["d"]
     assert all(len(r["maps"]) == 6 * 8 * 8 for r in t if r["error"] is None)
     assert all(r["maps"] is None and r["target"] is None for r in t if r["error"] is not None)
+
+
+def test_udf_daam_options_reach_the_actor_and_bad_ones_refused(tmp_path):
+    udf = _Explainer(ModelSpec(), str(tmp_path), "grad", None, 2, "cpu", 1, daam_options={"checkpoint": True})
+    assert udf.daam.checkpoint
+    imgs = make_shapes(2, seed=3).images.permute(0, 2, 3, 1).numpy()
+    col = np.empty(2, dtype=object)
+    col[0], col[1] = imgs[0], imgs[1]
+    out = udf({"id": np.array(["a", "b"], dtype=object), "image": col})
+    assert out["results"].tolist() == [2], out
+    with pytest.raises(ValueError, match="unknown"):
+        explain_dataset(str(tmp_path), str(tmp_path / "o"), "shapes_vit", daam_options={"checkpointing": True})
+    with pytest.raises(ValueError, match="method='grad'"):
+        explain_dataset(str(tmp_path), str(tmp_path / "o"), "shapes_vit", method="direct",
+                        daam_options={"checkpoint": True})

@@ -30,6 +30,8 @@ def test_cpu_smoke_runs_every_section(gpu_bench, capsys):
     assert gpu_bench.main(["--cpu-smoke", "--reps", "1"]) == 0
     out = capsys.readouterr().out
     for needle in ("| block_map |", "| cls_attention |", "| render |", "| inference |",
-                   "daam_fast grad (torch)", "daam_fast direct (torch)", "daam_fast.reference"):
+                   "daam_fast grad (torch)", "daam_fast direct (torch)", "daam_fast.reference",
+                   "daam_fast grad checkpoint", "daam_fast grad compile", "daam_fast direct compile",
+                   "forward + input-only backward"):
         assert needle in out, f"{needle!r} missing from:\n{out}"
     assert "failed" not in out, out
