@@ -83,10 +83,15 @@ class VideoInfo:
     """What the container says about its first video stream.
 
     Attributes:
-        width, height: frame size in pixels.
+        width, height: frame size in pixels as shown, i.e. after the container's rotation
+            (a portrait phone video stored landscape with a 90 degree display rotation has
+            width < height here; frames are read upright).
         fps: average frame rate (a Fraction, e.g. 30000/1001), or None if unknown.
         frames: declared number of frames (0 if the container does not say).
         codec: the stream's codec name.
+        rotation: the display rotation of the stream, degrees counter-clockwise, rounded to a
+            multiple of 90 (0, 90, 180, 270); mirroring in the display matrix is ignored.
+        audio: the codec of the first audio stream, or None.
     """
 
     width: int
@@ -94,6 +99,8 @@ class VideoInfo:
     fps: Optional[Fraction]
     frames: int
     codec: str
+    rotation: int = 0
+    audio: Optional[str] = None
 
 
 @dataclass
@@ -108,6 +115,9 @@ class VideoSummary:
         out: the output video; maps_out: the maps file or None.
         codec: the encoder used; corrupt_frames: indices of frames the decoder flagged as
             corrupt (concealed) and that were kept (``corrupt="keep"``).
+        audio: what happened to the input's audio: "copied aac", "re-encoded pcm_s16le to
+            aac", "none in the input", "left out (audio=False)", or "failed: <reason>" (the
+            video is still complete; a warning is issued).
     """
 
     frames: int
@@ -118,6 +128,7 @@ class VideoSummary:
     maps_out: Optional[str] = None
     codec: str = ""
     corrupt_frames: List[int] = field(default_factory=list)
+    audio: str = ""
 
     @property
     def frames_per_second(self) -> float:
@@ -139,10 +150,31 @@ def probe_video(src: str) -> VideoInfo:
                 raise VideoDecodeError(src, 0, "the file holds no video stream")
             s = c.streams.video[0]
             rate = s.average_rate or s.guessed_rate
-            return VideoInfo(int(s.codec_context.width), int(s.codec_context.height),
-                             Fraction(rate) if rate else None, int(s.frames or 0), s.codec_context.name)
+            w, h = int(s.codec_context.width), int(s.codec_context.height)
+            rotation = 0
+            try:                                # the display matrix travels with the frames
+                first = next(iter(c.decode(s)), None)
+                rotation = _quarter_turns(getattr(first, "rotation", 0) or 0) * 90 if first is not None else 0
+            except av.FFmpegError:
+                pass                            # the reader reports what cannot be decoded
+            if rotation in (90, 270):
+                w, h = h, w
+            audio = _audio_codec(c.streams.audio[0]) if c.streams.audio else None
+            return VideoInfo(w, h, Fraction(rate) if rate else None, int(s.frames or 0), s.codec_context.name,
+                             rotation, audio)
     except av.FFmpegError as e:
         raise VideoDecodeError(src, 0, str(e)) from None
+
+
+def _audio_codec(stream) -> str:
+    """The codec's canonical name ("mp3", not the decoder's "mp3float")."""
+    codec = stream.codec_context.codec
+    return getattr(codec, "canonical_name", None) or codec.name
+
+
+def _quarter_turns(degrees: float) -> int:
+    """Counter-clockwise display rotation in degrees -> quarter turns 0..3 (nearest)."""
+    return int(round(float(degrees) / 90.0)) % 4
 
 
 # ---------------------------------------------------------------------------- reader
@@ -186,6 +218,7 @@ class _Reader(threading.Thread):
         n = 0
         try:
             info = probe_video(self.src)
+            turns = info.rotation // 90
             pics: List[np.ndarray] = []
             flagged: List[int] = []
             try:
@@ -197,7 +230,10 @@ class _Reader(threading.Thread):
                                 raise VideoDecodeError(self.src, n, "the decoder flagged the frame as corrupt "
                                                                     "(pass corrupt='keep' / --keep-corrupt to keep such frames)")
                             flagged.append(n)
-                        pics.append(frame.to_ndarray(format="rgb24"))
+                        pic = frame.to_ndarray(format="rgb24")
+                        if turns:                           # upright, as players show it
+                            pic = np.ascontiguousarray(np.rot90(pic, turns))
+                        pics.append(pic)
                         n += 1
                         if len(pics) == self.batch_size:
                             if not self._flush(n - len(pics), pics, flagged):
@@ -512,14 +548,93 @@ def _pick_codec(codec: str) -> str:
     raise ValueError(f"codec={codec!r}: no such video encoder in this FFmpeg build (PyAV)")
 
 
+# ---------------------------------------------------------------------------- audio
+# Audio codecs the MP4 muxer takes as they are; anything else (PCM, Vorbis, ...) is re-encoded to AAC.
+MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
+
+
+class _Audio:
+    """The input's first audio stream, muxed into the output as the video is written: copied
+    packet by packet when MP4 can hold the codec, else decoded and re-encoded to AAC. Times
+    are taken relative to the input's first video frame, and audio past the last written
+    video frame is dropped, so picture and sound stay in step."""
+
+    def __init__(self, src: str, out):
+        import av
+        self.inp = av.open(src)
+        self.ain = self.inp.streams.audio[0]
+        v = self.inp.streams.video[0]
+        self.t0 = float(v.start_time * v.time_base) if v.start_time is not None and v.time_base else 0.0
+        name = _audio_codec(self.ain)
+        self.copy = name in MP4_AUDIO
+        if self.copy:
+            self.aout = out.add_stream_from_template(self.ain)
+            self.what = f"copied {name}"
+        else:
+            rate = self.ain.codec_context.sample_rate or 48000
+            self.aout = out.add_stream("aac", rate=rate)
+            self.aout.codec_context.layout = self.ain.codec_context.layout.name if self.ain.codec_context.layout else "stereo"
+            self.what = f"re-encoded {name} to aac"
+        self.packets = self.inp.demux(self.ain)
+        self.pending = None
+        self.exhausted = False
+
+    def until(self, out, t_end: float) -> None:
+        """Mux the audio whose time (from the first video frame) is below ``t_end`` seconds."""
+        from fractions import Fraction as _F
+        while not self.exhausted:
+            p = self.pending if self.pending is not None else next(self.packets, None)
+            self.pending = None
+            if p is None:
+                self.exhausted = True
+                break
+            if p.pts is None or p.size == 0:              # the demuxer's end-of-stream packet
+                continue
+            ts = float(p.pts * p.time_base) - self.t0
+            if ts >= t_end:
+                self.pending = p
+                break
+            dur = float(p.duration * p.time_base) if p.duration else 0.0
+            if ts + dur < -1e-6:                          # ends before the first video frame (a packet
+                continue                                  # ending right at it, e.g. AAC priming, stays)
+            if self.copy:
+                shift = int(round(self.t0 / p.time_base))
+                p.pts -= shift
+                if p.dts is not None:
+                    p.dts -= shift
+                p.stream = self.aout
+                out.mux(p)
+            else:
+                for fr in p.decode():
+                    rate = fr.sample_rate
+                    fr.pts = int(round((float(fr.pts * fr.time_base) - self.t0) * rate)) if fr.pts is not None else None
+                    fr.time_base = _F(1, rate)
+                    if fr.pts is not None and fr.pts < 0:
+                        continue
+                    for q in self.aout.encode(fr):
+                        out.mux(q)
+
+    def finish(self, out) -> None:
+        if not self.copy:
+            for q in self.aout.encode(None):
+                out.mux(q)
+
+    def close(self) -> None:
+        self.inp.close()
+
+
+
 class _Writer(threading.Thread):
     """Renders and encodes batches from a bounded queue; opens the output on the first batch."""
 
     def __init__(self, dst: str, fps: Fraction, codec: str, crf: int, preset: str, compose: _Composer, maps,
-                 q: "queue.Queue"):
+                 q: "queue.Queue", audio_src: Optional[str] = None):
         super().__init__(name="daam-video-writer", daemon=True)
         self.dst, self.fps, self.codec, self.crf, self.preset = dst, fps, codec, crf, preset
         self.compose, self.maps, self.q = compose, maps, q
+        self.audio_src = audio_src
+        self.audio: Optional[_Audio] = None
+        self.audio_note = ""
         self.error: Optional[BaseException] = None
         self.frames = 0
         self.failed = threading.Event()
@@ -536,7 +651,37 @@ class _Writer(threading.Thread):
             q = max(2, min(31, round(2 + self.crf * 29 / 51)))
             stream.codec_context.qscale = True                   # AV_CODEC_FLAG_QSCALE
             stream.codec_context.global_quality = q * 118        # FF_QP2LAMBDA, as ffmpeg -q:v
+        if self.audio_src is not None:
+            try:
+                self.audio = _Audio(self.audio_src, out)
+            except Exception as e:  # noqa: BLE001 - the video goes on without sound, said in the summary
+                self._audio_failed(e)
         return out, stream
+
+    def _audio_failed(self, e: BaseException) -> None:
+        import warnings
+        self.audio_note = f"failed: {type(e).__name__}: {e}"
+        warnings.warn(f"{self.dst}: the audio was left out ({self.audio_note}); the video is complete",
+                      RuntimeWarning, stacklevel=2)
+        if self.audio is not None:
+            try:
+                self.audio.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.audio = None
+
+    def _mux_audio(self, out, final: bool = False) -> None:
+        if self.audio is None:
+            return
+        try:
+            self.audio.until(out, self.frames / float(self.fps))
+            if final:
+                self.audio.finish(out)
+                self.audio_note = self.audio.what
+                self.audio.close()
+                self.audio = None
+        except Exception as e:  # noqa: BLE001
+            self._audio_failed(e)
 
     def run(self) -> None:
         import av
@@ -561,6 +706,7 @@ class _Writer(threading.Thread):
                     for packet in stream.encode(vf):
                         out.mux(packet)
                     self.frames += 1
+                self._mux_audio(out)
         except BaseException as e:  # noqa: BLE001 - surfaced by explain_video
             self.error = e
             self.failed.set()
@@ -571,6 +717,7 @@ class _Writer(threading.Thread):
                 try:
                     for packet in stream.encode():  # flush delayed frames, then the MP4 index
                         out.mux(packet)
+                    self._mux_audio(out, final=True)
                 finally:
                     out.close()
 
@@ -581,7 +728,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
                   smoothing: float = 0.0, maps_out: Optional[str] = None, maps_dtype=np.float32,
                   codec: str = "auto", crf: int = 18, preset: str = "veryfast", queue_size: int = 2,
                   corrupt: str = "error",
-                  progress: bool = True, daam_options: Optional[dict] = None) -> VideoSummary:
+                  progress: bool = True, daam_options: Optional[dict] = None, audio: bool = True) -> VideoSummary:
     """Explain every frame of ``src`` and write the overlays to ``dst`` (MP4, same frame rate and size).
 
     Pipeline: decode (PyAV, reader thread) -> batch -> preprocess per the model's input spec ->
@@ -620,6 +767,9 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
             decoding error; "keep": explain it anyway (listed in the summary).
         progress: tqdm bar with frames, frames/s and ETA.
         daam_options: extra :class:`daam_fast.DAAM` keywords (``checkpoint``, ``compile``).
+        audio: keep the input's first audio stream (default): copied when MP4 can hold its
+            codec, else re-encoded to AAC; aligned to the first video frame and cut at the
+            last written one. ``VideoSummary.audio`` says what happened.
 
     Returns:
         :class:`VideoSummary`.
@@ -666,7 +816,8 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     compose = _Composer(blocks, depth, layout, float(scale), mode, info.height, info.width)
     maps_file = _maps_writer(maps_out, maps_dtype)
     wq: "queue.Queue" = queue.Queue(maxsize=queue_size)
-    writer = _Writer(dst, fps, codec_name, crf, preset, compose, maps_file, wq)
+    writer = _Writer(dst, fps, codec_name, crf, preset, compose, maps_file, wq,
+                     audio_src=src if (audio and info.audio) else None)
     t0 = time.perf_counter()
     corrupt_frames: List[int] = []
     grid = None
@@ -689,8 +840,9 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     if writer.error is not None:
         raise RuntimeError(f"writing {dst} failed after {writer.frames} frames: "
                            f"{type(writer.error).__name__}: {writer.error}") from writer.error
+    sound = writer.audio_note or ("left out (audio=False)" if info.audio and not audio else "none in the input")
     return VideoSummary(frames=writer.frames, seconds=time.perf_counter() - t0, fps=fps, size=compose.size,
-                        out=dst, maps_out=maps_out, codec=codec_name, corrupt_frames=corrupt_frames)
+                        out=dst, maps_out=maps_out, codec=codec_name, corrupt_frames=corrupt_frames, audio=sound)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -737,7 +889,7 @@ def _cmd_video(args) -> int:
                           bank=bank, smoothing=args.smoothing, maps_out=args.maps,
                           maps_dtype=np.float16 if args.maps_float16 else np.float32, codec=args.codec,
                           crf=args.crf, preset=args.preset, corrupt="keep" if args.keep_corrupt else "error",
-                          progress=not args.quiet, daam_options=opts)
+                          progress=not args.quiet, daam_options=opts, audio=not args.no_audio)
     except VideoDecodeError as e:
         kept = (f"; the {e.frame_index} frames before it are in {args.out}" if e.frame_index else "")
         print(f"daam-fast video: {e}{kept}", file=sys.stderr)
@@ -746,6 +898,7 @@ def _cmd_video(args) -> int:
         print(f"daam-fast video: {e}", file=sys.stderr)
         return 2
     extra = f", maps -> {s.maps_out}" if s.maps_out else ""
+    extra += f"; audio: {s.audio}"
     if s.corrupt_frames:
         extra += f"; {len(s.corrupt_frames)} corrupt frames kept: {s.corrupt_frames[:10]}"
     print(f"video: {s.frames} frames, {s.size[1]}x{s.size[0]} at {float(s.fps):.3g} fps ({s.codec}), "
@@ -777,6 +930,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--crf", type=int, default=18, help="quality 0 (best) .. 51")
     p.add_argument("--preset", default="veryfast", choices=X264_PRESETS, help="libx264 speed preset")
     p.add_argument("--keep-corrupt", action="store_true", help="explain frames the decoder flags as corrupt")
+    p.add_argument("--no-audio", action="store_true", help="leave out the input's sound (default: kept)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_video)

@@ -289,7 +289,8 @@ def test_cli(tmp_path, video, capsys):
     out, npz = tmp_path / "out.mp4", tmp_path / "maps.npz"
     assert main(["video", str(video), "--out", str(out), "--quiet", "--batch-size", "8", "--blocks", "0", "-1",
                  "--maps", str(npz), "--smoothing", "0.3"]) == 0
-    assert "24 frames" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "24 frames" in printed and "audio: none in the input" in printed
     assert probe_video(str(out)).width == 2 * W and np.load(npz)["maps"].shape == (24, 6, 8, 8)
     assert main(["video", str(video), "--out", str(out), "--quiet"]) == 2            # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
@@ -302,3 +303,159 @@ def test_cli(tmp_path, video, capsys):
     err = capsys.readouterr().err
     assert "decoding failed at frame" in err and os.path.exists(tmp_path / "p.mp4")
     assert main(["video", str(video), "--out", str(tmp_path / "x.mp4"), "--blocks", "x", "--quiet"]) == 2
+
+
+# ---------------------------------------------------------------------------- sound and rotation
+SR = 16000
+
+
+def _tone(n: int, start: int = 0, hz: float = 440.0) -> np.ndarray:
+    return (0.3 * np.sin(2 * np.pi * hz * np.arange(start, start + n) / SR)).astype(np.float32)
+
+
+def make_av_video(path, acodec=None, n=30, fps=10, audio_seconds=None, rotation=0) -> None:
+    """n frames of 64 x 48 (a white 12 x 12 square at the stored top-left) and, with ``acodec``,
+    a 440 Hz mono tone at 16 kHz lasting ``audio_seconds`` (default: as long as the video)."""
+    total = int(round((audio_seconds if audio_seconds is not None else n / fps) * SR))
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        if rotation:
+            v.set_display_rotation(rotation)
+        a = None
+        if acodec:
+            a = c.add_stream(acodec, rate=SR)
+            a.codec_context.layout = "mono"
+        chunk, done = SR // fps, 0
+        for i in range(max(n, -(-total // chunk))):
+            if i < n:
+                img = np.zeros((48, 64, 3), np.uint8)
+                img[:12, :12] = 255
+                f = av.VideoFrame.from_ndarray(img, format="rgb24")
+                f.pts = i
+                for p in v.encode(f):
+                    c.mux(p)
+            if a is not None and done < total:
+                k = min(chunk, total - done)
+                tone = _tone(k, done)
+                data, fmt = (tone[None], "fltp") if acodec == "aac" else ((tone * 32767).astype(np.int16)[None], "s16")
+                af = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
+                af.sample_rate, af.pts = SR, done
+                done += k
+                for p in a.encode(af):
+                    c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        if a is not None:
+            for p in a.encode(None):
+                c.mux(p)
+
+
+def _streams(path):
+    with av.open(str(path)) as c:
+        return {s.type: (s.codec_context.name, float(s.duration * s.time_base) if s.duration else None)
+                for s in c.streams}
+
+
+def _decoded_audio(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(c.streams.audio[0])])
+
+
+def test_audio_copied_in_step(tmp_path, model):
+    src, dst = tmp_path / "a.mp4", tmp_path / "o.mp4"
+    make_av_video(src, "aac")
+    assert probe_video(str(src)).audio == "aac"
+    s = explain_video(str(src), str(dst), model, progress=False)
+    assert s.audio == "copied aac" and s.frames == 30
+    st = _streams(dst)
+    assert st["audio"][0] == "aac" and abs(st["audio"][1] - st["video"][1]) < 0.07, st
+    a, b = _decoded_audio(src), _decoded_audio(dst)
+    n = min(len(a), len(b))
+    assert n > 0.9 * len(a)
+    np.testing.assert_array_equal(b[:n], a[:n])                  # packets copied, not re-encoded
+
+
+def test_audio_reencoded_when_mp4_cannot_hold_it(tmp_path, model):
+    src, dst = tmp_path / "a.mov", tmp_path / "o.mp4"
+    make_av_video(src, "pcm_s16le")
+    s = explain_video(str(src), str(dst), model, progress=False)
+    assert s.audio == "re-encoded pcm_s16le to aac"
+    b = _decoded_audio(dst)
+    assert abs(len(b) / SR - 3.0) < 0.15
+    spec = np.abs(np.fft.rfft(b[2048:2048 + 16384]))
+    assert abs(np.argmax(spec) * SR / 16384 - 440) < 5           # the same tone
+
+
+def test_audio_cut_at_the_last_frame_and_left_out_on_request(tmp_path, model):
+    src = tmp_path / "long.mp4"
+    make_av_video(src, "aac", n=20, audio_seconds=5.0)              # 2 s of video, 5 s of sound
+    s = explain_video(str(src), str(tmp_path / "o.mp4"), model, progress=False)
+    st = _streams(tmp_path / "o.mp4")
+    assert s.frames == 20 and st["audio"][1] <= 2.0 + 1024 / SR + 1e-6, st
+    s = explain_video(str(src), str(tmp_path / "n.mp4"), model, progress=False, audio=False)
+    assert s.audio == "left out (audio=False)" and "audio" not in _streams(tmp_path / "n.mp4")
+    s = explain_video(str(_silent_video(tmp_path)), str(tmp_path / "m.mp4"), model, progress=False)
+    assert s.audio == "none in the input"
+
+
+def _silent_video(tmp_path):
+    p = tmp_path / "silent.mp4"
+    make_av_video(p)
+    return p
+
+
+def test_audio_failure_keeps_the_video(tmp_path, model, monkeypatch):
+    import daam_fast.video as V
+    src = tmp_path / "a.mp4"
+    make_av_video(src, "aac")
+
+    def broken(self, out, t_end):
+        raise RuntimeError("demuxer exploded")
+
+    monkeypatch.setattr(V._Audio, "until", broken)
+    with pytest.warns(RuntimeWarning, match="audio was left out"):
+        s = explain_video(str(src), str(tmp_path / "o.mp4"), model, progress=False)
+    assert s.frames == 30 and s.audio.startswith("failed: RuntimeError: demuxer exploded")
+    assert len(read_video(tmp_path / "o.mp4")) == 30
+
+
+@pytest.mark.parametrize("rotation,corner", [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right")])
+def test_rotated_video_read_upright(tmp_path, rotation, corner):
+    """A stored top-left square, shown after a counter-clockwise display rotation."""
+    import queue as _q
+    from daam_fast.video import _Reader
+    src = tmp_path / "r.mp4"
+    make_av_video(src, n=3, rotation=rotation)
+    info = probe_video(str(src))
+    assert info.rotation == rotation % 360
+    assert (info.height, info.width) == ((48, 64) if rotation == 180 else (64, 48))
+    q: "_q.Queue" = _q.Queue()
+    _Reader(str(src), input_spec(load_model("shapes_vit")), 3, q, threading.Event(), "error").run()
+    rgb = q.get()[1][0].permute(1, 2, 0).numpy().astype(float)      # (H, W, 3) of frame 0
+    Hh, Ww = rgb.shape[:2]
+    corners = {"top-left": rgb[:8, :8], "top-right": rgb[:8, Ww - 8:], "bottom-left": rgb[Hh - 8:, :8],
+               "bottom-right": rgb[Hh - 8:, Ww - 8:]}
+    assert (Hh, Ww) == (info.height, info.width)
+    assert corners[corner].mean() > 200 and all(v.mean() < 50 for k, v in corners.items() if k != corner)
+
+
+def test_cli_no_audio(tmp_path, capsys):
+    from daam_fast.cli import main
+    src = tmp_path / "a.mp4"
+    make_av_video(src, "aac")
+    assert main(["video", str(src), "--out", str(tmp_path / "o.mp4"), "--quiet"]) == 0
+    assert "audio: copied aac" in capsys.readouterr().out
+    assert main(["video", str(src), "--out", str(tmp_path / "n.mp4"), "--quiet", "--no-audio"]) == 0
+    assert "audio: left out" in capsys.readouterr().out and "audio" not in _streams(tmp_path / "n.mp4")
+
+
+@pytest.mark.parametrize("encoder,name", [("flac", "flac"), ("libmp3lame", "mp3")])
+def test_audio_copied_from_other_containers(tmp_path, model, encoder, name):
+    if encoder not in av.codecs_available:
+        pytest.skip(f"this FFmpeg build has no {encoder} encoder")
+    src = tmp_path / "a.mkv"
+    make_av_video(src, encoder)
+    s = explain_video(str(src), str(tmp_path / "o.mp4"), model, progress=False)
+    assert s.audio == f"copied {name}"
+    assert abs(len(_decoded_audio(tmp_path / "o.mp4")) / SR - 3.0) < 0.1
