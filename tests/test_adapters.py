@@ -155,7 +155,8 @@ def test_targets_and_batch_consistency(case):
     assert (other.block_maps - res.block_maps).abs().max() > 1e-4, "the target must change the maps"
 
 
-@pytest.mark.parametrize("case", ["hf-vit-cls", "hf-deit-teacher", "hf-vit-model", "tv-vit"])
+@pytest.mark.parametrize("case", ["hf-vit-cls", "hf-deit-teacher", "hf-vit-model", "tv-vit", "timm-eva-rope",
+                                  "timm-eva-avg", "timm-beit-relpos", "timm-beit-shared-avg"])
 def test_direct_equals_literal_reference(case):
     model, _ = _make(case)
     x = _x(2, seed=3)
@@ -435,3 +436,26 @@ def test_families_registered():
                                         "dino_to_timm", "families"])
     assert "(B, C)" in (load_dino.__doc__ or "")
     assert math.isclose(get_adapter(tv_vit()).scale(0), 16 ** -0.5)
+
+
+@pytest.mark.parametrize("factory", [lambda: eva(use_rot_pos_emb=True, global_pool="token", init_values=0.4),
+                                     lambda: beit(use_rel_pos_bias=True, use_abs_pos_emb=False, global_pool="token",
+                                                  init_values=0.4)], ids=["eva-layerscale", "beit-layerscale"])
+def test_direct_exact_when_residual_path_is_the_only_path_eva_beit(factory):
+    """A known answer independent of the adapter's residual weights: with the last block's MLP
+    zeroed, T_L[0] reaches x_L[0] only through gamma_1 * proj(T), so direct's last map is
+    grad's (autograd through the real block)."""
+    model = factory()
+    with torch.no_grad():
+        model.blocks[-1].mlp.fc2.weight.zero_()
+        model.blocks[-1].mlp.fc2.bias.zero_()
+    x = _x(3, seed=4)
+    g, d = DAAM(model)(x), DAAM(model, method="direct")(x)
+    assert (g.block_maps[:, -1] > 0).float().mean() > 0.05
+    assert_close(d.block_maps[:, -1], g.block_maps[:, -1], name="last block, direct vs grad")
+    assert (d.block_maps[:, 0] - g.block_maps[:, 0]).abs().max() > 1e-5     # earlier blocks: an approximation
+
+
+def test_direct_refuses_eva_scale_norm_and_post_norm():
+    with pytest.raises(ValueError, match="scale-norm or gate"):
+        DAAM(eva(scale_attn_inner=True), method="direct")

@@ -31,8 +31,9 @@ except ImportError:  # pragma: no cover - older timm
 
 try:
     from timm.models.beit import Attention as BeitAttention
+    from timm.models.beit import Block as BeitBlock
 except ImportError:  # pragma: no cover
-    BeitAttention = None
+    BeitAttention = BeitBlock = None
 
 __all__ = ["TimmViTAdapter"]
 
@@ -266,11 +267,15 @@ class TimmViTAdapter(Adapter):
 
     # ------------------------------------------------------------------ direct
     def direct_support(self) -> Optional[str]:
+        # Blocks whose attention residual is x + gamma * proj(T) (timm's Block with ls1, EVA's and
+        # BEiT's blocks with gamma_1, or no scale at all); post-norm and other blocks are refused.
+        residual = tuple(c for c in (TimmBlock, EvaBlock, BeitBlock) if c is not None)
         for i, blk in enumerate(self.blocks):
-            if type(blk) is not TimmBlock:
-                return (f"blocks[{i}] is {type(blk).__name__}, not timm's Block "
-                        "(the residual path is not x + ls1(proj(T)))")
-            if not isinstance(blk.attn.norm, nn.Identity) or getattr(blk.attn, "gate", None) is not None:
+            if type(blk) not in residual:
+                return (f"blocks[{i}] is {type(blk).__name__}, not timm's Block, EvaBlock or BEiT's Block "
+                        "(the residual path is not x + gamma * proj(T))")
+            norm = getattr(blk.attn, "norm", None)
+            if (norm is not None and not isinstance(norm, nn.Identity)) or getattr(blk.attn, "gate", None) is not None:
                 return f"blocks[{i}].attn has a scale-norm or gate between T and proj: G_b is not proj^T(ls * dY/dx_L)"
         return None
 
@@ -283,6 +288,8 @@ class TimmViTAdapter(Adapter):
 
     def residual_weights(self, b: int) -> Tuple[Tensor, Optional[Tensor]]:
         blk = self.blocks[b]
+        if type(blk) is not TimmBlock:                       # EVA / BEiT: x + gamma_1 * attn(...)
+            return blk.attn.proj.weight, getattr(blk, "gamma_1", None)
         ls = blk.ls1
         if isinstance(ls, nn.Identity):
             gamma = None
