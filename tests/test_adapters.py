@@ -425,8 +425,25 @@ def test_hf_unsupported_class_and_size():
     m = tf.ViTForMaskedImageModeling(_hf_cfg(tf.ViTConfig))
     with pytest.raises(ValueError, match="ViTForMaskedImageModeling is not supported"):
         DAAM(m)
-    with pytest.raises(ValueError, match="image_size"):
-        DAAM(hf_vit())(torch.randn(1, 3, 40, 40))
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
+        DAAM(hf_vit())(torch.randn(1, 3, 40, 44))
+
+
+@pytest.mark.parametrize("case", ["hf-vit-cls", "hf-deit-cls", "hf-vit-model"])
+def test_hf_other_image_sizes_interpolated(case):
+    """Non-square 40 x 56 (5 x 7 patches) on models configured for 32 x 32."""
+    model, _ = _make(case)
+    x = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(5))
+    res = DAAM(model)(x)
+    ref = daam_reference(model, x, dtype=torch.float64)
+    assert res.block_maps.shape[-2:] == (5, 7)
+    assert_close(res.block_maps, ref.block_maps, name=f"{case} 40x56")
+    with torch.no_grad():
+        own = model(x, interpolate_pos_encoding=True)
+    own = own.logits if hasattr(own, "logits") else own.last_hidden_state[:, 0]
+    assert_close(res.logits if res.logits is not None else res.features, own, name="output")
+    d = DAAM(model, method="direct")(x)
+    assert_close(d.block_maps, daam_reference(model, x, dtype=torch.float64, method="direct").block_maps)
 
 
 def test_families_registered():

@@ -114,19 +114,27 @@ class HFViTAdapter(Adapter):
 
     # ------------------------------------------------------------------ model level
     def run(self, images: Tensor) -> Tensor:
-        out = self.model(images)
+        if tuple(images.shape[-2:]) != self._image_size():      # other sizes: the library's interpolation
+            out = self.model(images, interpolate_pos_encoding=True)
+        else:
+            out = self.model(images)
         if self.num_classes == 0 and hasattr(out, "last_hidden_state"):
             return out.last_hidden_state[:, 0]
         return out.logits
 
+    def _image_size(self) -> Tuple[int, int]:
+        im = self.base.embeddings.patch_embeddings.image_size
+        return tuple(im) if isinstance(im, (tuple, list)) else (im, im)
+
     def grid(self, images: Tensor) -> Tuple[int, int]:
+        """The patch grid; a size other than the configured one is run with the library's
+        ``interpolate_pos_encoding=True`` (bicubic position embeddings), as HF documents."""
         pe = self.base.embeddings.patch_embeddings
         ps = pe.patch_size if isinstance(pe.patch_size, (tuple, list)) else (pe.patch_size, pe.patch_size)
-        im = pe.image_size if isinstance(pe.image_size, (tuple, list)) else (pe.image_size, pe.image_size)
         H, W = images.shape[-2:]
-        if (H, W) != tuple(im):
-            raise ValueError(f"input size {(H, W)} does not match the model's image_size {tuple(im)} "
-                             "(the Hugging Face model is called without interpolate_pos_encoding)")
+        if H % ps[0] or W % ps[1]:
+            raise ValueError(f"input size {(H, W)} is not a multiple of the patch size {tuple(ps)} "
+                             f"(the model's image_size is {self._image_size()})")
         return H // ps[0], W // ps[1]
 
     # ------------------------------------------------------------------ row reduction
