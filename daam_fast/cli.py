@@ -22,7 +22,8 @@ PLUGINS = ("daam_fast.bench", "daam_fast.video", "daam_fast.evaluate", "daam_fas
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model options shared by every sub-command that explains something."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, help="shipped model (shapes_vit [default], shapes_vit_ssl) or timm name")
+    g.add_argument("--model", default=None, help="shipped model (shapes_vit [default], shapes_vit_ssl), a timm name, "
+                   "or dino / dinov2 (with --checkpoint: the original .pth)")
     g.add_argument("--checkpoint", default=None, help="weights (.safetensors/.pt/.pth) for --model, or a zoo file")
     g.add_argument("--pretrained", action="store_true", help="download timm's pretrained weights (needs network)")
     g.add_argument("--random-weights", action="store_true", help="timm model with random weights (testing only)")

@@ -43,7 +43,9 @@ def load_model_spec(name: Optional[str] = None, checkpoint: Optional[str] = None
     """The model the user asked for, in eval mode on ``device``.
 
     Args:
-        name: a shipped model ("shapes_vit", "shapes_vit_ssl"; the default) or a timm model name.
+        name: a shipped model ("shapes_vit", "shapes_vit_ssl"; the default), a timm model name,
+            or "dino" / "dinov2" with ``checkpoint`` the original .pth of facebookresearch/dino
+            or /dinov2 (no head: the self-supervised path; DINOv2 set up for 224 x 224 input).
         checkpoint: a state dict (.safetensors / .pt / .pth) for ``name`` (a timm architecture), or a
             zoo-format .safetensors whose metadata holds its config (then ``name`` may be omitted).
         pretrained: download timm's pretrained weights for ``name`` (needs network).
@@ -55,6 +57,18 @@ def load_model_spec(name: Optional[str] = None, checkpoint: Optional[str] = None
         raise ModelLoadError("--device cuda requested but no CUDA device is available")
     if checkpoint is None and (name is None or name in zoo.MODELS):
         return zoo.load_model(name or "shapes_vit", headless=headless, device=device)
+    if name in ("dino", "dinov2"):
+        if checkpoint is None:
+            raise ModelLoadError(f"--model {name} needs --checkpoint PATH (the .pth file published by "
+                                 f"facebookresearch/{name})")
+        if not os.path.isfile(checkpoint):
+            raise ModelLoadError(f"checkpoint {checkpoint}: no such file")
+        from .adapters import load_dino, load_dinov2
+        try:
+            model = load_dino(checkpoint) if name == "dino" else load_dinov2(checkpoint, img_size=224)
+        except ValueError as e:
+            raise ModelLoadError(f"{checkpoint}: {e}") from None
+        return model.eval().to(device)
     import timm
     if checkpoint is not None:
         if not os.path.isfile(checkpoint):

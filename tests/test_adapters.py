@@ -450,7 +450,7 @@ def test_families_registered():
     assert families()[:3] == ["timm", "hf", "torchvision"]
     import daam_fast.adapters as A
     assert sorted(A.__all__) == sorted(["Adapter", "ADAPTERS", "get_adapter", "register", "load_dino",
-                                        "dino_to_timm", "families"])
+                                        "dino_to_timm", "load_dinov2", "dinov2_to_timm", "families"])
     assert "(B, C)" in (load_dino.__doc__ or "")
     assert math.isclose(get_adapter(tv_vit()).scale(0), 16 ** -0.5)
 

@@ -6,7 +6,8 @@ Families (tried in this order by :func:`get_adapter`):
 - ``hf``: Hugging Face ``transformers`` ViT / DeiT, optional dependency (``hf_vit.py``)
 - ``torchvision``: torchvision ``VisionTransformer`` (``torchvision_vit.py``)
 
-plus :func:`load_dino` / :func:`dino_to_timm` for DINO checkpoints (``dino.py``).
+plus :func:`load_dino` / :func:`dino_to_timm` for DINO checkpoints (``dino.py``) and
+:func:`load_dinov2` / :func:`dinov2_to_timm` for DINOv2 checkpoints (``dinov2.py``).
 
 Example:
     >>> from daam_fast.adapters import get_adapter
@@ -24,8 +25,10 @@ from . import timm_vit as _timm_vit  # noqa: F401  (registers)
 from . import hf_vit as _hf_vit  # noqa: F401
 from . import torchvision_vit as _tv_vit  # noqa: F401
 from .dino import dino_to_timm, load_dino
+from .dinov2 import dinov2_to_timm, load_dinov2
 
-__all__ = ["Adapter", "ADAPTERS", "get_adapter", "register", "load_dino", "dino_to_timm", "families"]
+__all__ = ["Adapter", "ADAPTERS", "get_adapter", "register", "load_dino", "dino_to_timm", "load_dinov2",
+           "dinov2_to_timm", "families"]
 
 
 def families() -> List[str]:
