@@ -206,11 +206,11 @@ class _Reader(threading.Thread):
         super().__init__(name="daam-video-reader", daemon=True)
         self.src, self.spec, self.batch_size, self.q, self.stop, self.corrupt = src, spec, batch_size, q, stop, corrupt
 
-    def _flush(self, start: int, pics: List[np.ndarray], flagged: List[int]) -> bool:
+    def _flush(self, start: int, pics: List[np.ndarray], flagged: List[int], times: List[Optional[float]]) -> bool:
         from .preprocess import prepare
         rgb = torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2)          # (B, 3, H, W) uint8
         x, _ = prepare(rgb, self.spec)
-        return _put(self.q, (start, rgb, x, flagged), self.stop)
+        return _put(self.q, (start, rgb, x, flagged, list(times)), self.stop)
 
     def run(self) -> None:
         import av
@@ -221,6 +221,7 @@ class _Reader(threading.Thread):
             turns = info.rotation // 90
             pics: List[np.ndarray] = []
             flagged: List[int] = []
+            times: List[Optional[float]] = []                # presentation time of each frame, seconds
             try:
                 with av.open(self.src) as c:
                     stream = c.streams.video[0]
@@ -234,11 +235,13 @@ class _Reader(threading.Thread):
                         if turns:                           # upright, as players show it
                             pic = np.ascontiguousarray(np.rot90(pic, turns))
                         pics.append(pic)
+                        times.append(float(frame.pts * frame.time_base)
+                                     if frame.pts is not None and frame.time_base else None)
                         n += 1
                         if len(pics) == self.batch_size:
-                            if not self._flush(n - len(pics), pics, flagged):
+                            if not self._flush(n - len(pics), pics, flagged, times):
                                 return
-                            pics, flagged = [], []
+                            pics, flagged, times = [], [], []
                         if self.stop.is_set():
                             return
             except av.FFmpegError as e:
@@ -250,12 +253,12 @@ class _Reader(threading.Thread):
                                                     "header declares: the file is truncated")
             if n == 0:
                 raise VideoDecodeError(self.src, 0, "the video stream holds no decodable frame")
-            if pics and not self._flush(n - len(pics), pics, flagged):
+            if pics and not self._flush(n - len(pics), pics, flagged, times):
                 return
             _put(self.q, _End(n), self.stop)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, re-raised there
             if isinstance(e, VideoDecodeError) and n and pics:
-                if not self._flush(n - len(pics), pics, flagged):
+                if not self._flush(n - len(pics), pics, flagged, times):
                     return
             _put(self.q, _Failed(e), self.stop)
 
@@ -318,11 +321,11 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
                     break
                 if isinstance(item, _Failed):
                     raise item.error
-                start, rgb, x, flagged = item
+                start, rgb, x, flagged, times = item
                 res = daam(x.to(device, non_blocking=True), target=target, bank=bank)
                 maps, state = _ema(res.maps.detach(), state, smoothing)
                 bar.update(rgb.shape[0])
-                yield start, rgb, maps, res.targets, flagged
+                yield start, rgb, maps, res.targets, flagged, times
     finally:
         stop.set()
         bar.close()
@@ -375,7 +378,7 @@ def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str 
     model = _default_model(model)
 
     def frames() -> Iterator[Tuple[int, Tensor]]:
-        for start, _rgb, maps, _t, _c in _stream(src, model, method, batch_size, target, bank, smoothing,
+        for start, _rgb, maps, _t, _c, _s in _stream(src, model, method, batch_size, target, bank, smoothing,
                                                   queue_size, corrupt, progress, daam_options):
             for i in range(maps.shape[0]):
                 yield start + i, maps[i]
@@ -549,6 +552,10 @@ def _pick_codec(codec: str) -> str:
 
 
 # ---------------------------------------------------------------------------- audio
+# Output video time base: fine enough for any frame timing, and within MPEG-4 part 2's limit
+# (time base denominators <= 65535): 30000/1001 fps is exactly 2002 ticks per frame.
+OUT_TIME_BASE = Fraction(1, 60000)
+
 # Audio codecs the MP4 muxer takes as they are; anything else (PCM, Vorbis, ...) is re-encoded to AAC.
 MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
 
@@ -559,12 +566,14 @@ class _Audio:
     are taken relative to the input's first video frame, and audio past the last written
     video frame is dropped, so picture and sound stay in step."""
 
-    def __init__(self, src: str, out):
+    def __init__(self, src: str, out, t0: Optional[float] = None):
         import av
         self.inp = av.open(src)
         self.ain = self.inp.streams.audio[0]
         v = self.inp.streams.video[0]
-        self.t0 = float(v.start_time * v.time_base) if v.start_time is not None and v.time_base else 0.0
+        if t0 is None:                                    # the first video frame's time
+            t0 = float(v.start_time * v.time_base) if v.start_time is not None and v.time_base else 0.0
+        self.t0 = t0
         name = _audio_codec(self.ain)
         self.copy = name in MP4_AUDIO
         if self.copy:
@@ -633,6 +642,9 @@ class _Writer(threading.Thread):
         self.dst, self.fps, self.codec, self.crf, self.preset = dst, fps, codec, crf, preset
         self.compose, self.maps, self.q = compose, maps, q
         self.audio_src = audio_src
+        self.t_first: Optional[float] = None      # the input's first frame time: output time 0
+        self.last_pts: Optional[int] = None
+        self.frame_times: List[float] = []        # output time of each written frame, seconds
         self.audio: Optional[_Audio] = None
         self.audio_note = ""
         self.error: Optional[BaseException] = None
@@ -645,6 +657,8 @@ class _Writer(threading.Thread):
         stream = out.add_stream(self.codec, rate=self.fps)
         stream.height, stream.width = self.compose.size
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = OUT_TIME_BASE          # each frame keeps its input time (VFR)
+        stream.time_base = OUT_TIME_BASE
         if self.codec == "libx264":
             stream.options = {"crf": str(self.crf), "preset": self.preset}
         else:   # MPEG-4 part 2: constant quantiser, 2 (best) .. 31; map crf 0..51 onto it
@@ -653,10 +667,26 @@ class _Writer(threading.Thread):
             stream.codec_context.global_quality = q * 118        # FF_QP2LAMBDA, as ffmpeg -q:v
         if self.audio_src is not None:
             try:
-                self.audio = _Audio(self.audio_src, out)
+                self.audio = _Audio(self.audio_src, out, self.t_first)
             except Exception as e:  # noqa: BLE001 - the video goes on without sound, said in the summary
                 self._audio_failed(e)
         return out, stream
+
+    def _pts(self, t: Optional[float]) -> int:
+        """Output pts (in OUT_TIME_BASE) of a frame shown at input time ``t``: the input's
+        timing is kept (variable frame rates included), strictly increasing; a frame without
+        a time follows the previous one by 1 / fps."""
+        step = max(1, round(OUT_TIME_BASE.denominator / float(self.fps)))
+        if t is not None and self.t_first is not None:
+            pts = round((t - self.t_first) * OUT_TIME_BASE.denominator)
+        else:
+            pts = 0 if self.last_pts is None else self.last_pts + step
+        if self.last_pts is not None:
+            pts = max(pts, self.last_pts + 1)
+        pts = max(pts, 0)
+        self.last_pts = pts
+        self.frame_times.append(pts / OUT_TIME_BASE.denominator)
+        return pts
 
     def _audio_failed(self, e: BaseException) -> None:
         import warnings
@@ -674,7 +704,8 @@ class _Writer(threading.Thread):
         if self.audio is None:
             return
         try:
-            self.audio.until(out, self.frames / float(self.fps))
+            end = (self.frame_times[-1] if self.frame_times else 0.0) + 1.0 / float(self.fps)
+            self.audio.until(out, end)
             if final:
                 self.audio.finish(out)
                 self.audio_note = self.audio.what
@@ -694,15 +725,18 @@ class _Writer(threading.Thread):
                     break
                 if self.failed.is_set():
                     continue            # drain so the producer never blocks
-                rgb, maps, targets = item
+                rgb, maps, targets, times = item
                 if self.maps is not None:
                     self.maps.write(maps.float().cpu().numpy(), targets.cpu().numpy())
                 frames = self.compose(rgb, maps)
+                if self.t_first is None:
+                    self.t_first = next((t for t in times if t is not None), None)
                 if out is None:
                     out, stream = self._open()
-                for f in frames:
+                for f, t in zip(frames, times):
                     vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-                    vf.pts = self.frames
+                    vf.pts = self._pts(t)
+                    vf.time_base = OUT_TIME_BASE
                     for packet in stream.encode(vf):
                         out.mux(packet)
                     self.frames += 1
@@ -755,7 +789,8 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
         bank: a :class:`daam_fast.MemoryBank` for a model without a head.
         smoothing: EMA weight of the past frames in [0, 1), 0 = off (module docstring).
         maps_out: also write the maps: ``.npz`` (compressed; ``maps`` (T, L, h, w), ``targets``
-            (T,), ``frame_index`` (T,), ``fps``, ``method``, ``smoothing``, ``grid``) or ``.zarr``
+            (T,), ``frame_index`` (T,), ``time`` (T,) seconds from the first frame, ``fps``,
+            ``method``, ``smoothing``, ``grid``) or ``.zarr``
             (same arrays, metadata as attributes; needs zarr installed).
         maps_dtype: dtype of the stored maps (float32 default, float16 halves the file).
         codec: "auto" (libx264, else mpeg4), "libx264" or "mpeg4".
@@ -823,20 +858,21 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     grid = None
     writer.start()
     try:
-        for start, rgb, maps, targets, flagged in _stream(src, model, method, batch_size, target, bank, smoothing,
+        for start, rgb, maps, targets, flagged, times in _stream(src, model, method, batch_size, target, bank, smoothing,
                                                           queue_size, corrupt, progress, daam_options):
             if writer.failed.is_set():
                 break
             grid = tuple(maps.shape[-2:])
             corrupt_frames += flagged
-            wq.put((rgb, maps, targets))
+            wq.put((rgb, maps, targets, times))
     finally:
         wq.put(None)
         writer.join()
         if maps_file is not None:
             maps_file.close(dict(fps=np.float64(float(fps)), method=np.str_(method),
                                  smoothing=np.float64(smoothing), grid=np.array(grid or (0, 0)),
-                                 size=np.array([info.height, info.width])))
+                                 size=np.array([info.height, info.width]),
+                                 time=np.array(writer.frame_times, dtype=np.float64)))
     if writer.error is not None:
         raise RuntimeError(f"writing {dst} failed after {writer.frames} frames: "
                            f"{type(writer.error).__name__}: {writer.error}") from writer.error

@@ -459,3 +459,32 @@ def test_audio_copied_from_other_containers(tmp_path, model, encoder, name):
     s = explain_video(str(src), str(tmp_path / "o.mp4"), model, progress=False)
     assert s.audio == f"copied {name}"
     assert abs(len(_decoded_audio(tmp_path / "o.mp4")) / SR - 3.0) < 0.1
+
+
+def _frame_times(path):
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(c.streams.video[0])]
+
+
+def test_variable_frame_rate_timing_kept(tmp_path, model):
+    """Phones record variable frame rates: each output frame keeps its input time (30 fps for
+    20 frames, then 15 fps), and the maps file says when each frame is shown."""
+    src, dst, npz = tmp_path / "vfr.mp4", tmp_path / "o.mp4", tmp_path / "m.npz"
+    want = [i * 0.033 if i < 20 else 19 * 0.033 + (i - 19) * 0.066 for i in range(40)]
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = s.time_base = Fraction(1, 1000)
+        for i, t in enumerate(want):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = round(t * 1000), Fraction(1, 1000)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    got_in = _frame_times(src)
+    s = explain_video(str(src), str(dst), model, progress=False, batch_size=7, maps_out=str(npz))
+    got = _frame_times(dst)
+    assert s.frames == 40 and len(got) == 40
+    np.testing.assert_allclose(np.array(got) - got[0], np.array(got_in) - got_in[0], atol=1e-3)
+    np.testing.assert_allclose(np.load(npz)["time"], np.array(got_in) - got_in[0], atol=1e-3)
