@@ -590,7 +590,6 @@ class _Audio:
 
     def until(self, out, t_end: float) -> None:
         """Mux the audio whose time (from the first video frame) is below ``t_end`` seconds."""
-        from fractions import Fraction as _F
         while not self.exhausted:
             p = self.pending if self.pending is not None else next(self.packets, None)
             self.pending = None
@@ -617,7 +616,7 @@ class _Audio:
                 for fr in p.decode():
                     rate = fr.sample_rate
                     fr.pts = int(round((float(fr.pts * fr.time_base) - self.t0) * rate)) if fr.pts is not None else None
-                    fr.time_base = _F(1, rate)
+                    fr.time_base = Fraction(1, rate)
                     if fr.pts is not None and fr.pts < 0:
                         continue
                     for q in self.aout.encode(fr):
