@@ -245,7 +245,7 @@ class DAAM:
         before the gradient reaches the block's T, captures them."""
         def forward(*args, **kwargs):
             st = self._state
-            if st is None or st.direct or not torch.is_grad_enabled():
+            if st is None or not torch.is_grad_enabled():      # (checkpoint=True is "grad" only)
                 return f(*args, **kwargs)
             st.deferred = True
             try:

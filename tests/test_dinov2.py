@@ -11,6 +11,8 @@ from torch import nn
 
 from daam_fast import DAAM, MemoryBank, daam_reference
 from daam_fast.adapters import dinov2_to_timm, load_dinov2
+from test_adapters import _DinoMlp as _Mlp                # DINOv2's Mlp and PatchEmbed are DINO's
+from test_adapters import _DinoPatchEmbed as _PatchEmbed
 from test_adapters import spread
 from tolerances import assert_close
 
@@ -39,15 +41,6 @@ class _LayerScale(nn.Module):
         return x * self.gamma
 
 
-class _Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class _SwiGLUFFN(nn.Module):
     def __init__(self, dim, hidden):
         super().__init__()
@@ -71,15 +64,6 @@ class _Block(nn.Module):
     def forward(self, x):
         x = x + self.ls1(self.attn(self.norm1(x)))
         return x + self.ls2(self.mlp(self.norm2(x)))
-
-
-class _PatchEmbed(nn.Module):
-    def __init__(self, patch, dim):
-        super().__init__()
-        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
-
-    def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class DinoVisionTransformer(nn.Module):

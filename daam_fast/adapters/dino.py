@@ -51,6 +51,16 @@ def dino_to_timm(state_dict: Mapping[str, Tensor], checkpoint_key: Optional[str]
     Raises:
         ValueError: if the dict is not in DINO's ViT layout (the missing keys are named).
     """
+    out = {k: v for k, v in backbone_tensors(state_dict, checkpoint_key) if not (k.startswith("head.") or k == "head")}
+    require_vit_keys(out, "a DINO ViT state dict (vision_transformer.py layout)")
+    return out
+
+
+# Shared with dinov2.py: the two loaders differ only in renaming and in the model they build.
+def backbone_tensors(state_dict: Mapping[str, Tensor], checkpoint_key: Optional[str] = None):
+    """(key, tensor) pairs of the backbone in a state dict or a training checkpoint: the entry
+    ``checkpoint_key`` ("teacher" / "student" / "model" / "state_dict" by default, when present),
+    with ``module.`` / ``backbone.`` key prefixes stripped and non-tensors skipped."""
     sd = state_dict
     keys = [checkpoint_key] if checkpoint_key else ["teacher", "student", "model", "state_dict"]
     for k in keys:
@@ -60,22 +70,42 @@ def dino_to_timm(state_dict: Mapping[str, Tensor], checkpoint_key: Optional[str]
     else:
         if checkpoint_key:
             raise ValueError(f"checkpoint has no entry {checkpoint_key!r} (entries: {sorted(sd)[:10]})")
-    out: Dict[str, Tensor] = {}
     for k, v in sd.items():
         if not isinstance(v, Tensor):
             continue
         for prefix in ("module.", "backbone."):
             if k.startswith(prefix):
                 k = k[len(prefix):]
-        if k.startswith("head.") or k == "head":
-            continue
-        out[k] = v
+        yield k, v
+
+
+def require_vit_keys(sd: Mapping[str, Tensor], what: str) -> None:
     need = ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight", "blocks.0.attn.qkv.weight",
             "blocks.0.attn.proj.weight", "blocks.0.mlp.fc1.weight"]
-    missing = [k for k in need if k not in out]
+    missing = [k for k in need if k not in sd]
     if missing:
-        raise ValueError(f"not a DINO ViT state dict (vision_transformer.py layout): missing {missing}")
-    return out
+        raise ValueError(f"not {what}: missing {missing}")
+
+
+def read_checkpoint(source) -> Mapping[str, Tensor]:
+    """A path (loaded on the CPU, tensors only) or an already loaded dict."""
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        return torch.load(source, map_location="cpu", weights_only=True)
+    return source
+
+
+def vit_shape(sd: Mapping[str, Tensor]):
+    """(width C, depth, patch size, input channels) of a ViT state dict in timm's key names."""
+    pw = sd["patch_embed.proj.weight"]
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    return sd["cls_token"].shape[-1], depth, int(pw.shape[-1]), int(pw.shape[1])
+
+
+def load_into(model, sd: Mapping[str, Tensor], what: str, device):
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{what} state dict does not fit the timm model: missing {missing}, unexpected {unexpected}")
+    return model.eval().to(device)
 
 
 def load_dino(source: Union[str, Mapping[str, Tensor]], *, num_heads: Optional[int] = None,
@@ -101,13 +131,8 @@ def load_dino(source: Union[str, Mapping[str, Tensor]], *, num_heads: Optional[i
     """
     from timm.models.vision_transformer import VisionTransformer
 
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        source = torch.load(source, map_location="cpu", weights_only=True)
-    sd = dino_to_timm(source, checkpoint_key)
-    C = sd["cls_token"].shape[-1]
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    pw = sd["patch_embed.proj.weight"]
-    patch, in_chans = int(pw.shape[-1]), int(pw.shape[1])
+    sd = dino_to_timm(read_checkpoint(source), checkpoint_key)
+    C, depth, patch, in_chans = vit_shape(sd)
     n = sd["pos_embed"].shape[1] - 1
     side = int(round(math.sqrt(n)))
     if side * side != n:
@@ -120,7 +145,4 @@ def load_dino(source: Union[str, Mapping[str, Tensor]], *, num_heads: Optional[i
     model = VisionTransformer(img_size=side * patch, patch_size=patch, in_chans=in_chans, embed_dim=C, depth=depth,
                               num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias="blocks.0.attn.qkv.bias" in sd,
                               num_classes=0, global_pool="token", dynamic_img_size=dynamic_img_size)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"DINO state dict does not fit the timm model: missing {missing}, unexpected {unexpected}")
-    return model.eval().to(device)
+    return load_into(model, sd, "DINO", device)

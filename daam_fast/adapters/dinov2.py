@@ -9,13 +9,18 @@ DINOv2's ``DinoVisionTransformer`` and timm's ``VisionTransformer`` share the bl
 |--------------------------------------------------|------------------------------------------------|
 | ``cls_token`` (1, 1, C)                          | ``cls_token``                                  |
 | ``register_tokens`` (1, R, C) (``_reg4`` models) | ``reg_token``                                  |
-| ``pos_embed`` (1, 1 + M*M, C), M = 37 at 518 px  | ``pos_embed`` (1, 1 + R + h*w, C): the [class] position, R zero rows (DINOv2 adds no position to the registers), the patch positions resampled to the h x w grid of ``img_size`` exactly as DINOv2's ``interpolate_pos_encoding`` does |
+| ``pos_embed`` (1, 1 + M*M, C), M = 37 at 518 px  | ``pos_embed`` (1, 1 + R + h*w, C), see below    |
 | ``patch_embed.proj.*``                           | same                                           |
-| ``blocks.{i}.*`` (``norm1``, ``attn.qkv``, ``attn.proj``, ``ls1.gamma``, ``norm2``, ``mlp.fc1/fc2``, ``ls2.gamma``) | same |
-| ``blocks.{i}.mlp.w12`` / ``w3`` (SwiGLU, ViT-g)  | ``mlp.fc1`` / ``mlp.fc2`` (timm ``GluMlp``, SiLU on the first half) |
+| ``blocks.{i}.*`` (norm1, attn.qkv / proj, ls1,   | same                                           |
+|   norm2, mlp.fc1 / fc2, ls2)                     |                                                |
+| ``blocks.{i}.mlp.w12`` / ``w3`` (SwiGLU, ViT-g)  | ``mlp.fc1`` / ``fc2`` (``GluMlp``, SiLU gate)  |
 | ``blocks.{chunk}.{i}.*`` (chunked checkpoints)   | ``blocks.{i}.*``                               |
 | ``norm.*``                                       | ``norm`` (final LayerNorm, eps 1e-6)           |
-| ``mask_token``, ``head.*``                       | dropped (masking is for training; the model has ``num_classes=0``) |
+| ``mask_token``, ``head.*``                       | dropped (training only; ``num_classes=0``)     |
+
+timm's ``pos_embed`` holds the [class] position, R zero rows (DINOv2 adds no position to the
+registers) and the patch positions resampled to the h x w grid of ``img_size`` exactly as
+DINOv2's ``interpolate_pos_encoding`` does.
 
 The explained feature is DINOv2's ``x_norm_clstoken``: the [class] token after the final
 norm. The position embedding is resampled once, at load time, for the image size you will
@@ -34,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .dino import backbone_tensors, load_into, read_checkpoint, require_vit_keys, vit_shape
+
 __all__ = ["dinov2_to_timm", "load_dinov2"]
 
 DINOV2_HEADS = {384: 6, 768: 12, 1024: 16, 1536: 24}
@@ -46,22 +53,8 @@ def dinov2_to_timm(state_dict: Mapping[str, Tensor], checkpoint_key: Optional[st
     ("teacher" / "student" / "model"), with ``module.`` / ``backbone.`` prefixes, and chunked
     blocks (``blocks.{chunk}.{i}``). Raises ``ValueError`` naming what is missing.
     """
-    sd = state_dict
-    keys = [checkpoint_key] if checkpoint_key else ["teacher", "student", "model", "state_dict"]
-    for k in keys:
-        if k in sd and isinstance(sd[k], Mapping):
-            sd = sd[k]
-            break
-    else:
-        if checkpoint_key:
-            raise ValueError(f"checkpoint has no entry {checkpoint_key!r} (entries: {sorted(sd)[:10]})")
     out: Dict[str, Tensor] = {}
-    for k, v in sd.items():
-        if not isinstance(v, Tensor):
-            continue
-        for prefix in ("module.", "backbone."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
+    for k, v in backbone_tensors(state_dict, checkpoint_key):
         if k.startswith("head.") or k in ("head", "mask_token") or k.startswith("dino_head.") \
                 or k.startswith("ibot_head."):
             continue
@@ -72,11 +65,7 @@ def dinov2_to_timm(state_dict: Mapping[str, Tensor], checkpoint_key: Optional[st
         if k == "register_tokens":
             k = "reg_token"
         out[k] = v
-    need = ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight", "blocks.0.attn.qkv.weight",
-            "blocks.0.attn.proj.weight", "blocks.0.mlp.fc1.weight"]
-    missing = [k for k in need if k not in out]
-    if missing:
-        raise ValueError(f"not a DINOv2 ViT state dict (dinov2 vision_transformer.py layout): missing {missing}")
+    require_vit_keys(out, "a DINOv2 ViT state dict (dinov2 vision_transformer.py layout)")
     return out
 
 
@@ -129,13 +118,8 @@ def load_dinov2(source: Union[str, Mapping[str, Tensor]], *, img_size: Union[int
     from timm.layers import GluMlp
     from timm.models.vision_transformer import VisionTransformer
 
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        source = torch.load(source, map_location="cpu", weights_only=True)
-    sd = dinov2_to_timm(source, checkpoint_key)
-    C = sd["cls_token"].shape[-1]
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    pw = sd["patch_embed.proj.weight"]
-    patch, in_chans = int(pw.shape[-1]), int(pw.shape[1])
+    sd = dinov2_to_timm(read_checkpoint(source), checkpoint_key)
+    C, depth, patch, in_chans = vit_shape(sd)
     M = int(round(math.sqrt(sd["pos_embed"].shape[1] - 1)))
     if img_size is None:
         size = (M * patch, M * patch)
@@ -164,8 +148,5 @@ def load_dinov2(source: Union[str, Mapping[str, Tensor]], *, img_size: Union[int
     if R:                                   # DINOv2 adds no position to the registers: zero rows
         pe = torch.cat([pe[:, :1], pe.new_zeros(1, R, C), pe[:, 1:]], dim=1)
     sd["pos_embed"] = pe
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"DINOv2 state dict does not fit the timm model: missing {missing}, unexpected {unexpected}")
     model.dinov2_resampling = dict(offset=offset, antialias=antialias)
-    return model.eval().to(device)
+    return load_into(model, sd, "DINOv2", device)
