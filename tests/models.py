@@ -45,6 +45,6 @@ MODEL_CASES = {
     "scale-norm": (lambda: tiny_vit(scale_attn_norm=True), (3, 32, 32), 2, "attn.norm between T and proj"),
     "nonsquare-3x5": (lambda: tiny_vit(img_size=(48, 80), patch_size=16), (3, 48, 80), 2, "non-square 3x5 grid"),
     "dynamic-4x6": (lambda: tiny_vit(dynamic_img_size=True), (3, 64, 96), 2, "dynamic image size, 8x12 grid"),
-    "avgpool": (lambda: tiny_vit(global_pool="avg", fc_norm=True), (3, 32, 32), 2, "mean-pooled (SPEC 7)"),
+    "avgpool": (lambda: tiny_vit(global_pool="avg", fc_norm=True), (3, 32, 32), 2, "mean-pooled (docs/method.md §7)"),
     "no-embed-class": (lambda: tiny_vit(no_embed_class=True, reg_tokens=1), (3, 32, 32), 2, "deit-3 style pos-embed"),
 }

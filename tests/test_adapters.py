@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from daam_fast import DAAM, MemoryBank, daam_reference
-from daam_fast.adapters import families, get_adapter, load_dino, dino_to_timm
+from daam_fast.adapters import families, get_adapter
+from daam_fast.models import dino_to_timm, load_dino
 from models import randomize
 from tolerances import assert_close
 
@@ -119,14 +120,14 @@ def _own_output(model, x):
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_fast_equals_reference_and_model_output(case):
     model, family = _make(case)
-    ad = get_adapter(model)
-    assert ad.family == family
+    adapter = get_adapter(model)
+    assert adapter.family == family
     x = _x(3)
     ref = daam_reference(model, x, dtype=torch.float64)
     assert (ref.block_maps > 0).float().mean() > 0.05, "degenerate test model"
     with DAAM(model) as daam:
         res = daam(x)
-    assert res.block_maps.shape == (3, ad.depth, 4, 4) and res.grid == (4, 4)
+    assert res.block_maps.shape == (3, adapter.depth, 4, 4) and res.grid == (4, 4)
     assert torch.equal(res.targets, ref.targets)
     assert_close(res.block_maps, ref.block_maps, name=f"{case} block_maps")     # rel. error < 1e-4
     assert_close(res.maps, ref.maps, name=f"{case} maps")
@@ -171,9 +172,9 @@ def test_self_supervised_bank(case):
     model, _ = _make(case)
     if case == "tv-vit":
         model.heads = nn.Identity()                      # headless torchvision model
-    ad = get_adapter(model)
-    assert ad.num_classes == 0
-    C = ad.num_heads * ad.head_dim
+    adapter = get_adapter(model)
+    assert adapter.num_classes == 0
+    C = adapter.num_heads * adapter.head_dim
     g = torch.Generator().manual_seed(4)
     bank = MemoryBank.from_features(torch.randn(40, C, generator=g), torch.randint(0, 3, (40,), generator=g), k=5)
     x = _x(3, seed=4)
@@ -193,24 +194,24 @@ def test_hf_row_matches_library_attention_weights():
     with torch.no_grad():
         att = eager(x, output_attentions=True).attentions           # L x (B, H, N, N)
     assert att is not None and len(att) == 2
-    ad = get_adapter(model)
+    adapter = get_adapter(model)
     rows = []
 
     def record(b):
         def core(u, r, ctx):
-            q, k, v = ad.qkv(b, u, r, ctx)
-            rows.append(((q[:, :, 0:1] @ k.transpose(-2, -1)) * ad.scale(b)).softmax(-1)[:, :, 0])
+            q, k, v = adapter.qkv(b, u, r, ctx)
+            rows.append(((q[:, :, 0:1] @ k.transpose(-2, -1)) * adapter.scale(b)).softmax(-1)[:, :, 0])
             T = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
-            return ad.attn_out(b, T, u, r)
+            return adapter.attn_out(b, T, u, r)
         return core
 
-    for b, a in enumerate(ad.attns):
-        a.forward = ad.attn_forward(b, record(b), lambda: True)
+    for b, a in enumerate(adapter.attns):
+        a.forward = adapter.attn_forward(b, record(b), lambda: True)
     try:
         with torch.no_grad():
             model(x)
     finally:
-        for a in ad.attns:
+        for a in adapter.attns:
             del a.forward
     for b in range(2):
         assert_close(rows[b], att[b][:, :, 0], name=f"block {b} row")
@@ -218,11 +219,11 @@ def test_hf_row_matches_library_attention_weights():
 
 def test_torchvision_row_matches_multihead_attention_weights():
     model = tv_vit()
-    ad = get_adapter(model)
+    adapter = get_adapter(model)
     x = _x(2, seed=6)
     inputs = []
     hooks = [blk.self_attention.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
-             for blk in ad.blocks]
+             for blk in adapter.blocks]
     try:
         with torch.no_grad():
             model(x)
@@ -230,11 +231,11 @@ def test_torchvision_row_matches_multihead_attention_weights():
         for h in hooks:
             h.remove()
     res = daam_reference(model, x, dtype=torch.float64)
-    for b, (blk, u) in enumerate(zip(ad.blocks, inputs)):
+    for b, (blk, u) in enumerate(zip(adapter.blocks, inputs)):
         with torch.no_grad():
             _, w = blk.self_attention(u, u, u, need_weights=True, average_attn_weights=False)   # (B, H, N, N)
-            q, k, _ = ad.qkv(b, u)
-            row = ((q[:, :, 0:1] @ k.transpose(-2, -1)) * ad.scale(b)).softmax(-1)[:, :, 0]
+            q, k, _ = adapter.qkv(b, u)
+            row = ((q[:, :, 0:1] @ k.transpose(-2, -1)) * adapter.scale(b)).softmax(-1)[:, :, 0]
         assert_close(row, w[:, :, 0], name=f"block {b} row")
     assert (res.block_maps > 0).any()
 
@@ -447,10 +448,14 @@ def test_hf_other_image_sizes_interpolated(case):
 
 
 def test_families_registered():
-    assert families()[:3] == ["timm", "hf", "torchvision"]
+    assert families()[:5] == ["timm", "timm-eva", "timm-beit", "hf", "torchvision"]
     import daam_fast.adapters as A
+    import daam_fast.models as M
     assert sorted(A.__all__) == sorted(["Adapter", "ADAPTERS", "get_adapter", "register", "load_dino",
                                         "dino_to_timm", "load_dinov2", "dinov2_to_timm", "families"])
+    # checkpoint conversion lives beside model loading; the adapters' names are the same objects
+    for name in ("load_dino", "dino_to_timm", "load_dinov2", "dinov2_to_timm"):
+        assert getattr(A, name) is getattr(M, name) and name in M.__all__
     assert "(B, C)" in (load_dino.__doc__ or "")
     assert math.isclose(get_adapter(tv_vit()).scale(0), 16 ** -0.5)
 

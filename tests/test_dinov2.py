@@ -1,4 +1,4 @@
-"""DINOv2 checkpoints loaded into timm (daam_fast.adapters.load_dinov2): the features equal a
+"""DINOv2 checkpoints loaded into timm (daam_fast.models.load_dinov2): the features equal a
 transcription of DINOv2's own model (dinov2/models/vision_transformer.py, layers/*.py) at the
 native size and at other sizes (its per-call position resampling), with and without register
 tokens, layer-scale and the SwiGLU MLP; then DAAM on the loaded model equals the reference."""
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from daam_fast import DAAM, MemoryBank, daam_reference
-from daam_fast.adapters import dinov2_to_timm, load_dinov2
+from daam_fast.models import dinov2_to_timm, load_dinov2
 from test_adapters import _DinoMlp as _Mlp                # DINOv2's Mlp and PatchEmbed are DINO's
 from test_adapters import _DinoPatchEmbed as _PatchEmbed
 from test_adapters import spread

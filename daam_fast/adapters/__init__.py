@@ -1,18 +1,21 @@
-"""Model adapters: one small module per model family (see :mod:`daam_fast.adapters.base`).
+"""Model adapters: one small module per model family and attention kind (see :mod:`daam_fast.adapters.base`).
 
 Families (tried in this order by :func:`get_adapter`):
 
-- ``timm``: timm ``VisionTransformer`` / DeiT / distilled / registers / EVA / BEiT (``timm_vit.py``)
+- ``timm``: timm ``VisionTransformer`` / DeiT / distilled / registers with timm's ``Attention``
+  (``timm_vit.py``); ``timm-eva``: timm EVA / EVA-02 (``timm_eva.py``); ``timm-beit``: timm
+  BEiT (``timm_beit.py``); the parts they share in ``timm_base.py``
 - ``hf``: Hugging Face ``transformers`` ViT / DeiT, optional dependency (``hf_vit.py``)
 - ``torchvision``: torchvision ``VisionTransformer`` (``torchvision_vit.py``)
 
-plus :func:`load_dino` / :func:`dino_to_timm` for DINO checkpoints (``dino.py``) and
-:func:`load_dinov2` / :func:`dinov2_to_timm` for DINOv2 checkpoints (``dinov2.py``).
+DINO / DINOv2 checkpoints are converted to timm beside model loading, in
+:mod:`daam_fast.models` (``models/dino.py``, ``models/dinov2.py``); :func:`load_dino`,
+:func:`dino_to_timm`, :func:`load_dinov2` and :func:`dinov2_to_timm` stay importable from here.
 
 Example:
     >>> from daam_fast.adapters import get_adapter
-    >>> ad = get_adapter(model)            # ValueError naming what is missing if unsupported
-    >>> ad.family, ad.depth, ad.num_prefix
+    >>> adapter = get_adapter(model)        # ValueError naming what is missing if unsupported
+    >>> adapter.family, adapter.depth, adapter.num_prefix
 """
 from __future__ import annotations
 
@@ -21,11 +24,13 @@ from typing import List
 from torch import nn
 
 from .base import ADAPTERS, Adapter, register
-from . import timm_vit as _timm_vit  # noqa: F401  (registers)
+from . import timm_vit as _timm_vit  # noqa: F401  (registers; the order is the order tried)
+from . import timm_eva as _timm_eva  # noqa: F401
+from . import timm_beit as _timm_beit  # noqa: F401
 from . import hf_vit as _hf_vit  # noqa: F401
 from . import torchvision_vit as _tv_vit  # noqa: F401
-from .dino import dino_to_timm, load_dino
-from .dinov2 import dinov2_to_timm, load_dinov2
+from ..models.dino import dino_to_timm, load_dino          # documented re-exports (README)
+from ..models.dinov2 import dinov2_to_timm, load_dinov2
 
 __all__ = ["Adapter", "ADAPTERS", "get_adapter", "register", "load_dino", "dino_to_timm", "load_dinov2",
            "dinov2_to_timm", "families"]
@@ -66,12 +71,13 @@ def get_adapter(model: nn.Module) -> Adapter:
     """The adapter of ``model``'s family.
 
     Args:
-        model: a timm, Hugging Face or torchvision Vision Transformer (or a DINO
-            checkpoint loaded with :func:`load_dino`).
+        model: a timm (ViT, DeiT, EVA, BEiT), Hugging Face (ViT, DeiT) or torchvision Vision
+            Transformer, or a DINO / DINOv2 checkpoint loaded with :func:`load_dino` /
+            :func:`load_dinov2`.
 
     Returns:
-        Adapter: the model's layout (blocks, attention modules, P, H, d, pool, head rows,
-        classes) and the family's operations.
+        Adapter: where the model's parts are (blocks, attention modules, P, H, d, pool, head
+        rows, classes) and the family's operations.
 
     Raises:
         ValueError: the model belongs to no supported family (the message lists what it
@@ -82,6 +88,6 @@ def get_adapter(model: nn.Module) -> Adapter:
         if cls.claims(model):
             return cls(model)
     name = type(model).__name__
-    raise ValueError(f"{name} is not a timm VisionTransformer, a Hugging Face ViT/DeiT nor a torchvision "
-                     f"VisionTransformer (supported families: {', '.join(families())}); missing: "
+    raise ValueError(f"{name} is not a timm VisionTransformer / EVA / BEiT, a Hugging Face ViT/DeiT nor a "
+                     f"torchvision VisionTransformer (supported families: {', '.join(families())}); missing: "
                      + "; ".join(_missing(model)))

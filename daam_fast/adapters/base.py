@@ -30,7 +30,7 @@ class Adapter:
     """Layout and per-family operations of one model (base class; see the module docstring).
 
     Attributes:
-        family: short name of the family ("timm", "timm-eva", "hf", "torchvision").
+        family: short name of the family ("timm", "timm-eva", "timm-beit", "hf", "torchvision").
         model: the wrapped model.
         blocks: the L transformer blocks, in order.  attns: their attention modules.
         num_prefix: P, prefix tokens ([class] first, then distillation / register tokens).
@@ -127,7 +127,7 @@ class Adapter:
         with the graph and on the other rows without; else the block's own forward."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ method="direct" (SPEC 7)
+    # ------------------------------------------------------------------ method="direct" (docs/method.md §7)
     def direct_support(self) -> Optional[str]:
         """None if method="direct" applies (each block's residual is x + ls * proj(T)), else why not."""
         return f"method='direct' is not implemented for the {self.family} family"

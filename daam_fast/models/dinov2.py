@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dino import backbone_tensors, load_into, read_checkpoint, require_vit_keys, vit_shape
+from .checkpoint import backbone_tensors, load_into, read_checkpoint, require_vit_keys, vit_shape
 
 __all__ = ["dinov2_to_timm", "load_dinov2"]
 

@@ -1,4 +1,12 @@
-"""Loading the model to explain, for the CLI: shipped zoo models, timm names, checkpoints."""
+"""Loading the model to explain: shipped zoo models, timm names, checkpoints, and foreign
+checkpoint layouts converted to timm beside it (DINO: :mod:`.dino`, DINOv2: :mod:`.dinov2`,
+what they share: :mod:`.checkpoint`), as timm keeps ``checkpoint_filter_fn`` beside each model.
+
+Example:
+    >>> from daam_fast.models import load_dinov2, load_model_spec
+    >>> model = load_dinov2("dinov2_vits14_pretrain.pth", img_size=224)
+    >>> model = load_model_spec("vit_small_patch16_224", checkpoint="vit_small.safetensors")
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +16,12 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-__all__ = ["load_model_spec", "class_names", "ModelLoadError"]
+from .checkpoint import read_checkpoint, strip_prefixes, unwrap
+from .dino import dino_to_timm, load_dino
+from .dinov2 import dinov2_to_timm, load_dinov2
+
+__all__ = ["load_model_spec", "class_names", "ModelLoadError", "load_dino", "dino_to_timm", "load_dinov2",
+           "dinov2_to_timm"]
 
 
 class ModelLoadError(RuntimeError):
@@ -16,26 +29,20 @@ class ModelLoadError(RuntimeError):
 
 
 def _state_dict_from(path: str) -> tuple[dict, dict]:
+    """(state dict, safetensors metadata) of a --checkpoint file; a training checkpoint's model
+    entry is unwrapped and ``module.`` / ``model.`` / ``backbone.`` key prefixes stripped."""
     if path.endswith(".safetensors"):
         from safetensors import safe_open
         from safetensors.torch import load_file
         with safe_open(path, framework="pt") as f:
             meta = dict(f.metadata() or {})
         return load_file(path), meta
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "module", "teacher", "student"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
+    obj = read_checkpoint(path)
+    if isinstance(obj, dict):
+        obj, _ = unwrap(obj, ("state_dict", "model", "module", "teacher", "student"))
     if not isinstance(obj, dict):
         raise ModelLoadError(f"{path}: not a state dict")
-    sd = {}
-    for k, v in obj.items():
-        for pre in ("module.", "model.", "backbone."):
-            if k.startswith(pre):
-                k = k[len(pre):]
-        sd[k] = v
-    return sd, {}
+    return {strip_prefixes(k, ("module.", "model.", "backbone.")): v for k, v in obj.items()}, {}
 
 
 def load_model_spec(name: Optional[str] = None, checkpoint: Optional[str] = None, pretrained: bool = False,
@@ -52,7 +59,7 @@ def load_model_spec(name: Optional[str] = None, checkpoint: Optional[str] = None
         random_weights: allow a timm model with random weights (testing only).
         headless: drop the classifier head (self-supervised path).
     """
-    from . import zoo
+    from .. import zoo
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("--device cuda requested but no CUDA device is available")
     if checkpoint is None and (name is None or name in zoo.MODELS):
@@ -63,7 +70,6 @@ def load_model_spec(name: Optional[str] = None, checkpoint: Optional[str] = None
                                  f"facebookresearch/{name})")
         if not os.path.isfile(checkpoint):
             raise ModelLoadError(f"checkpoint {checkpoint}: no such file")
-        from .adapters import load_dino, load_dinov2
         try:
             model = load_dino(checkpoint) if name == "dino" else load_dinov2(checkpoint, img_size=224)
         except ValueError as e:

@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 from typing import Dict, Mapping, Optional, Union
 
-import torch
 from torch import Tensor
+
+from .checkpoint import backbone_tensors, load_into, read_checkpoint, require_vit_keys, vit_shape
 
 __all__ = ["dino_to_timm", "load_dino"]
 
@@ -54,58 +55,6 @@ def dino_to_timm(state_dict: Mapping[str, Tensor], checkpoint_key: Optional[str]
     out = {k: v for k, v in backbone_tensors(state_dict, checkpoint_key) if not (k.startswith("head.") or k == "head")}
     require_vit_keys(out, "a DINO ViT state dict (vision_transformer.py layout)")
     return out
-
-
-# Shared with dinov2.py: the two loaders differ only in renaming and in the model they build.
-def backbone_tensors(state_dict: Mapping[str, Tensor], checkpoint_key: Optional[str] = None):
-    """(key, tensor) pairs of the backbone in a state dict or a training checkpoint: the entry
-    ``checkpoint_key`` ("teacher" / "student" / "model" / "state_dict" by default, when present),
-    with ``module.`` / ``backbone.`` key prefixes stripped and non-tensors skipped."""
-    sd = state_dict
-    keys = [checkpoint_key] if checkpoint_key else ["teacher", "student", "model", "state_dict"]
-    for k in keys:
-        if k in sd and isinstance(sd[k], Mapping):
-            sd = sd[k]
-            break
-    else:
-        if checkpoint_key:
-            raise ValueError(f"checkpoint has no entry {checkpoint_key!r} (entries: {sorted(sd)[:10]})")
-    for k, v in sd.items():
-        if not isinstance(v, Tensor):
-            continue
-        for prefix in ("module.", "backbone."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        yield k, v
-
-
-def require_vit_keys(sd: Mapping[str, Tensor], what: str) -> None:
-    need = ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight", "blocks.0.attn.qkv.weight",
-            "blocks.0.attn.proj.weight", "blocks.0.mlp.fc1.weight"]
-    missing = [k for k in need if k not in sd]
-    if missing:
-        raise ValueError(f"not {what}: missing {missing}")
-
-
-def read_checkpoint(source) -> Mapping[str, Tensor]:
-    """A path (loaded on the CPU, tensors only) or an already loaded dict."""
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        return torch.load(source, map_location="cpu", weights_only=True)
-    return source
-
-
-def vit_shape(sd: Mapping[str, Tensor]):
-    """(width C, depth, patch size, input channels) of a ViT state dict in timm's key names."""
-    pw = sd["patch_embed.proj.weight"]
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    return sd["cls_token"].shape[-1], depth, int(pw.shape[-1]), int(pw.shape[1])
-
-
-def load_into(model, sd: Mapping[str, Tensor], what: str, device):
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{what} state dict does not fit the timm model: missing {missing}, unexpected {unexpected}")
-    return model.eval().to(device)
 
 
 def load_dino(source: Union[str, Mapping[str, Tensor]], *, num_heads: Optional[int] = None,
