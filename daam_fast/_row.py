@@ -154,8 +154,9 @@ class RowCall:
                 x = x[0]
         return self.adapter.head(x)
 
-    def maps(self, Y: Tensor, supervised: bool) -> Tensor:
-        """Per-block maps (B, L, N - P) float32 from the scalar Y (summed over the batch)."""
+    def maps(self, Y: Tensor, relu: bool) -> Tensor:
+        """Per-block maps (B, L, N - P) float32 from the scalar Y (summed over the batch);
+        ``relu``: ReLU on G_b (a class score, docs/method.md §3), not for a self-supervised Y."""
         ad = self.adapter
         H, d, P = ad.num_heads, ad.head_dim, ad.num_prefix
         grads = torch.autograd.grad(Y, self.T)
@@ -163,7 +164,7 @@ class RowCall:
         with torch.no_grad():
             for b, g in enumerate(grads):
                 G = g[:, 0]                                                        # (B, C)
-                if supervised:
+                if relu:
                     G = G.clamp_min(0)
                 k, v, brow = self.kv[b]
                 B = G.shape[0]
@@ -177,7 +178,7 @@ class RowCall:
         return torch.stack(out, dim=1)
 
 
-def run_row(adapter: Adapter, images: Tensor, objective, backend: Optional[str] = None):
+def run_row(adapter: Adapter, images: Tensor, objective, relu: bool, backend: Optional[str] = None):
     """One method="row" call on a model in eval mode (parameters frozen or not).
 
     Patches each attention forward (restored on exit, also on error) and a pre-hook on block 1.
@@ -205,7 +206,7 @@ def run_row(adapter: Adapter, images: Tensor, objective, backend: Optional[str] 
         with torch.enable_grad():
             out = call.row_graph()
             Y, extra = objective(out)
-            bm = call.maps(Y, adapter.num_classes > 0)
+            bm = call.maps(Y, relu)
     finally:
         handle.remove()
         for attn in patched:
@@ -253,7 +254,7 @@ def explain_row(model: nn.Module, images: Tensor, target=None, bank=None, backen
     try:
         for p in frozen:
             p.requires_grad_(False)
-        bm, (t, logits, feats, wts) = run_row(ad, images, objective, backend)
+        bm, (t, logits, feats, wts) = run_row(ad, images, objective, ad.num_classes > 0, backend)
     finally:
         for p in frozen:
             p.requires_grad_(True)
