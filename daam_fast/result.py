@@ -85,6 +85,37 @@ class DAAMResult:
     def __len__(self) -> int:
         return self.maps.shape[0]
 
+    def show(self, images=None, **kw):
+        """The interactive explorer of these maps, inline in Jupyter (see :mod:`daam_fast.explore`).
+
+        Args:
+            images: None (the maps alone) or one RGB picture per image (B / topk): (N, 3, H, W)
+                uint8 or float in [0, 1], or a list of PIL images / arrays.
+            **kw: options of :func:`daam_fast.explore.page_html` (methods, class_names, mode, ...)
+                and ``height`` of the frame in pixels (default 760).
+
+        Returns:
+            An ``IPython.display.HTML`` object (the page in an ``<iframe srcdoc>``), or the same
+            HTML as a str where IPython is not installed.
+        """
+        from .explore import iframe_html, page_html
+        height = kw.pop("height", 760)
+        text = iframe_html(page_html(self.to("cpu"), images, **kw), height=height)
+        try:
+            from IPython.display import HTML
+        except ImportError:
+            return text
+        return HTML(text)
+
+    def _repr_html_(self):
+        """Jupyter's rich display: the explorer of the maps alone (the first 16 images), or None
+        (plain repr) where the page cannot be built (e.g. non-finite maps)."""
+        try:
+            from .explore import iframe_html, page_html
+            return iframe_html(page_html(self.to("cpu"), None, max_rows=16))
+        except (ValueError, TypeError, ImportError):
+            return None
+
     @staticmethod
     def from_block_maps(block_maps: Tensor, targets: Tensor, **kw) -> "DAAMResult":
         """Build a result from (B, L, h, w) per-block maps, accumulating over blocks."""
