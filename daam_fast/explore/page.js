@@ -190,6 +190,8 @@
 
   // ---- drawing ----
   const frame = $("frame"), marks = $("marks");
+  const RW = { willReadFrequently: true };   // the tests (and api.frame) read the pixels back
+  const ctx2d = (c) => c.getContext("2d", RW);
   function draw() {
     const M = method(S.method), [h, w] = M.grid, L = M.L, hw = h * w;
     const [W, H] = D.sizes[S.img];
@@ -197,7 +199,7 @@
     const heat = heatOf(z, S.block, h, w, W, H);
     const pix = pixels[S.img];
     for (const c of [frame, marks]) if (c.width !== W || c.height !== H) { c.width = W; c.height = H; }
-    frame.getContext("2d").putImageData(paint(heat, W, H, pix, S.cmap, S.alpha, S.beta), 0, 0);
+    ctx2d(frame).putImageData(paint(heat, W, H, pix, S.cmap, S.alpha, S.beta), 0, 0);
     last = { Dv, z, heat, W, H, h, w, hw, L, reg: null };
     drawMarks();
     drawStrip(z, M);
@@ -205,7 +207,7 @@
   }
 
   function drawMarks() {
-    const { heat, W, H } = last, ctx = marks.getContext("2d");
+    const { heat, W, H } = last, ctx = ctx2d(marks);
     ctx.clearRect(0, 0, W, H);
     last.reg = null;
     if (!S.thrOn) { $("boxtext").textContent = ""; return; }
@@ -413,7 +415,7 @@
       im.onload = () => {
         const [W, H] = D.sizes[i], c = document.createElement("canvas");
         c.width = W; c.height = H;
-        const ctx = c.getContext("2d");
+        const ctx = c.getContext("2d", RW);
         ctx.drawImage(im, 0, 0, W, H);
         pixels[i] = ctx.getImageData(0, 0, W, H).data;
         resolve();
@@ -428,7 +430,7 @@
     state: S, set,
     heat: () => Array.from(last.heat),
     size: () => [last.W, last.H],
-    frame: () => Array.from(frame.getContext("2d").getImageData(0, 0, last.W, last.H).data),
+    frame: () => Array.from(ctx2d(frame).getImageData(0, 0, last.W, last.H).data),
     image: (i) => (pixels[i] ? Array.from(pixels[i]) : null),
     box: () => (last.reg ? last.reg.box : null),
   };
