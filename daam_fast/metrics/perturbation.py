@@ -1,27 +1,9 @@
-"""Faithfulness and localisation metrics for saliency maps, batched on the maps' device.
-
-Every function takes saliency maps at any resolution (e.g. ``res.final``, (B, h, w) on the
-patch grid) and, where pixels are needed, upsamples them bilinearly
-(``align_corners=False``) to the image / mask size. Nothing leaves the maps' device.
-
-Faithfulness (the model is queried on perturbed inputs):
+"""Faithfulness: the model is queried on inputs perturbed in the order the map gives.
 
 - :func:`deletion` / :func:`insertion` (Petsiuk et al., RISE, BMVC 2018): remove (or
   reveal) the most salient pixels or patches first and integrate the target score.
 - :func:`confidence_change`: average drop and increase in confidence (Chattopadhay et al.,
   Grad-CAM++, WACV 2018).
-
-Localisation (against ground-truth masks or boxes):
-
-- :func:`pointing_game` (Zhang et al., IJCV 2018) and :func:`energy_pointing_game`
-  (Wang et al., Score-CAM, CVPR-W 2020); :func:`boxes_to_masks` turns boxes into masks.
-
-Example:
-    >>> from daam_fast import DAAM, metrics
-    >>> with DAAM(model) as daam:
-    ...     res = daam(x)                                        # x (B, 3, H, W) normalised
-    >>> d = metrics.deletion(model, x, res.final, res.targets)    # d.auc (B,), d.curve (B, steps + 1)
-    >>> hit = metrics.pointing_game(res.final, masks)             # masks (B, H, W) bool
 """
 from __future__ import annotations
 
@@ -32,15 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "PerturbationResult", "ConfidenceChange", "upsample", "make_baseline", "perturbation_ranks",
-    "perturbation_curve", "auc", "deletion", "insertion", "confidence_change", "boxes_to_masks",
-    "pointing_game", "energy_pointing_game",
-]
+from ._checks import ScoreLike, _check_images, _check_saliency, _check_targets, _minmax, _scores, upsample
+
+__all__ = ["PerturbationResult", "ConfidenceChange", "make_baseline", "perturbation_ranks", "perturbation_curve",
+           "auc", "deletion", "insertion", "confidence_change"]
 
 ORDERS = ("pixel", "patch")
 BASELINES = ("blur", "mean", "zero")
-ScoreLike = Union[str, Callable[[Tensor, Tensor], Tensor]]
 BaselineLike = Union[str, Tensor]
 
 
@@ -62,46 +42,6 @@ class ConfidenceChange(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _check_saliency(saliency: Tensor, batch: Optional[int] = None) -> Tensor:
-    if not isinstance(saliency, Tensor):
-        raise TypeError(f"saliency must be a torch.Tensor (B, h, w), got {type(saliency).__name__}")
-    if saliency.dim() != 3:
-        raise ValueError(f"saliency must be (B, h, w), got shape {tuple(saliency.shape)} "
-                         "(pass res.final, or res.maps[:, b] for block b)")
-    if batch is not None and saliency.shape[0] != batch:
-        raise ValueError(f"saliency has {saliency.shape[0]} maps for {batch} images")
-    if not saliency.is_floating_point():
-        saliency = saliency.float()
-    if not torch.isfinite(saliency).all():
-        raise ValueError("saliency contains NaN or inf")
-    return saliency
-
-
-def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
-        raise ValueError("images must be a float tensor (B, C, H, W) (the normalised model input), got "
-                         f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
-
-
-def upsample(saliency: Tensor, size: Tuple[int, int]) -> Tensor:
-    """Bilinear resize of maps to a pixel size.
-
-    Args:
-        saliency: (B, h, w) or (B, L, h, w) maps.
-        size: (H, W).
-
-    Returns:
-        (B, H, W) or (B, L, H, W) float32 on the maps' device (``align_corners=False``; a map
-        already at ``size`` is returned as float32 unchanged).
-    """
-    s = saliency.float()
-    if tuple(s.shape[-2:]) == tuple(size):
-        return s
-    lead = s.shape[:-2]
-    out = F.interpolate(s.reshape(-1, 1, *s.shape[-2:]), size=tuple(size), mode="bilinear", align_corners=False)
-    return out.reshape(*lead, *size)
-
-
 def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     radius = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
@@ -189,27 +129,6 @@ def perturbation_ranks(saliency: Tensor, size: Tuple[int, int], order: str = "pi
     if order == "patch":
         ranks = ranks.reshape(B, h, w).repeat_interleave(H // h, dim=1).repeat_interleave(W // w, dim=2)
     return ranks.reshape(B, H, W), M
-
-
-def _scores(out, targets: Tensor, score: ScoreLike) -> Tensor:
-    if isinstance(out, tuple):
-        out = out[0]
-    if callable(score):
-        return score(out, targets).float()
-    if score == "prob":
-        return out.float().softmax(dim=-1).gather(1, targets[:, None])[:, 0]
-    if score == "logit":
-        return out.float().gather(1, targets[:, None])[:, 0]
-    raise ValueError(f"score={score!r}: expected 'prob', 'logit' or a callable (outputs, targets) -> (B,)")
-
-
-def _check_targets(targets, B: int, device) -> Tensor:
-    t = torch.as_tensor(targets, device=device)
-    if t.dim() == 0:
-        t = t.expand(B)
-    if t.shape != (B,) or t.is_floating_point():
-        raise ValueError(f"targets must be (B,) = ({B},) class indices, got {tuple(t.shape)} {t.dtype}")
-    return t.long()
 
 
 def auc(curve: Tensor, fractions: Optional[Tensor] = None) -> Tensor:
@@ -325,13 +244,6 @@ def insertion(model, images: Tensor, saliency: Tensor, targets, **kw) -> Perturb
 
 
 # ---------------------------------------------------------------------------------- average drop / increase
-def _minmax(s: Tensor) -> Tensor:
-    lo = s.amin(dim=(-2, -1), keepdim=True)
-    hi = s.amax(dim=(-2, -1), keepdim=True)
-    rng = hi - lo
-    return torch.where(rng > 0, (s - lo) / torch.where(rng > 0, rng, torch.ones_like(rng)), torch.zeros_like(s))
-
-
 @torch.no_grad()
 def confidence_change(model: Callable[[Tensor], Tensor], images: Tensor, saliency: Tensor, targets,
                       baseline: BaselineLike = "zero", score: ScoreLike = "prob",
@@ -369,108 +281,3 @@ def confidence_change(model: Callable[[Tensor], Tensor], images: Tensor, salienc
     return ConfidenceChange(drop, O > Y, Y, O)
 
 
-# ---------------------------------------------------------------------------------- pointing games
-def boxes_to_masks(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
-    """Boxes to pixel masks.
-
-    Args:
-        boxes: (B, 4) or (B, K, 4) as (x0, y0, x1, y1) in pixels, x1 / y1 exclusive; a box with
-            x1 <= x0 or y1 <= y0 is empty (use it to pad images with fewer boxes).
-        size: (H, W).
-
-    Returns:
-        (B, H, W) bool: pixel (y, x) is True if x0 <= x + 0.5 < x1 and y0 <= y + 0.5 < y1 for
-        some box (pixel centres inside).
-    """
-    b = torch.as_tensor(boxes).float()
-    if b.dim() == 2:
-        b = b[:, None]
-    if b.dim() != 3 or b.shape[-1] != 4:
-        raise ValueError(f"boxes must be (B, 4) or (B, K, 4) as x0, y0, x1, y1; got {tuple(b.shape)}")
-    H, W = size
-    ys = torch.arange(H, device=b.device, dtype=torch.float32) + 0.5
-    xs = torch.arange(W, device=b.device, dtype=torch.float32) + 0.5
-    x0, y0, x1, y1 = (b[..., i][..., None, None] for i in range(4))            # (B, K, 1, 1)
-    inside = (xs.view(1, 1, 1, W) >= x0) & (xs.view(1, 1, 1, W) < x1) & (ys.view(1, 1, H, 1) >= y0) & \
-             (ys.view(1, 1, H, 1) < y1)
-    return inside.any(dim=1)
-
-
-def _check_masks(masks: Tensor, B: int, device) -> Tensor:
-    if not isinstance(masks, Tensor) or masks.dim() != 3:
-        raise ValueError(f"masks must be (B, H, W), got "
-                         f"{tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__}")
-    if masks.shape[0] != B:
-        raise ValueError(f"{masks.shape[0]} masks for {B} maps")
-    return (masks > 0.5 if masks.is_floating_point() else masks.bool()).to(device)
-
-
-def _maps_and_masks(saliency: Tensor, masks: Tensor) -> Tuple[Tensor, Tensor]:
-    if not isinstance(saliency, Tensor) or saliency.dim() not in (3, 4):
-        raise ValueError("saliency must be (B, h, w) or (B, L, h, w)")
-    if not torch.isfinite(saliency).all():
-        raise ValueError("saliency contains NaN or inf")
-    m = _check_masks(masks, saliency.shape[0], saliency.device)
-    s = upsample(saliency, tuple(m.shape[-2:]))
-    if s.dim() == 4:
-        m = m[:, None]
-    return s, m
-
-
-def pointing_game(saliency: Tensor, masks: Tensor, tolerance: float = 0.0) -> Tensor:
-    """Pointing game (Zhang et al. 2018): does the map's maximum fall on the object?
-
-    hit_i = [argmax_p upsample(S_i)[p] lies in mask_i dilated by ``tolerance`` pixels]
-    (Euclidean disk; the authors use 15 px at 224 x 224). The first maximum in raster
-    order is taken; a constant map points nowhere (a miss). An image with an empty mask
-    has no answer: NaN (aggregate with ``nanmean``).
-
-    Args:
-        saliency: (B, h, w) or (B, L, h, w) maps (e.g. ``res.maps`` for one result per block).
-        masks: (B, H, W) bool (or 0/1) object masks, e.g. ``make_shapes(n).masks`` or
-            :func:`boxes_to_masks`.
-        tolerance: dilation radius in pixels.
-
-    Returns:
-        (B,) or (B, L) float32: 1.0 hit, 0.0 miss, NaN for an empty mask.
-    """
-    s, m = _maps_and_masks(saliency, masks)
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    if tolerance > 0:
-        r = int(math.floor(tolerance))
-        t = torch.arange(-r, r + 1, device=m.device, dtype=torch.float32)
-        disk = ((t.view(-1, 1) ** 2 + t.view(1, -1) ** 2) <= tolerance ** 2).float()
-        mm = m.reshape(-1, 1, *m.shape[-2:]).float()
-        m = (F.conv2d(mm, disk[None, None], padding=r) > 0.5).reshape(m.shape)
-    flat = s.flatten(-2)
-    idx = flat.argmax(dim=-1, keepdim=True)
-    mflat = m.flatten(-2).expand_as(flat)
-    hit = mflat.gather(-1, idx)[..., 0].float()
-    constant = flat.amax(dim=-1) == flat.amin(dim=-1)
-    hit = torch.where(constant, torch.zeros_like(hit), hit)
-    empty = ~m.flatten(-2).any(dim=-1).expand_as(hit)
-    return torch.where(empty, torch.full_like(hit, float("nan")), hit)
-
-
-def energy_pointing_game(saliency: Tensor, masks: Tensor) -> Tensor:
-    """Energy-based pointing game (Wang et al., Score-CAM, 2020): the share of the map inside the mask.
-
-    E_i = sum_{p in mask_i} S+_i[p] / sum_p S+_i[p], with S+ = max(upsample(S), 0). A map that
-    is zero everywhere scores 0; an image with an empty mask gives NaN. A uniform map
-    scores the mask's area fraction (the chance level).
-
-    Args:
-        saliency: (B, h, w) or (B, L, h, w) maps.
-        masks: (B, H, W) bool (or 0/1) object masks.
-
-    Returns:
-        (B,) or (B, L) float32 in [0, 1] (NaN for an empty mask).
-    """
-    s, m = _maps_and_masks(saliency, masks)
-    s = s.clamp_min(0)
-    total = s.sum(dim=(-2, -1))
-    inside = (s * m).sum(dim=(-2, -1))
-    e = torch.where(total > 0, inside / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(total))
-    empty = ~m.flatten(-2).any(dim=-1).expand_as(e)
-    return torch.where(empty, torch.full_like(e, float("nan")), e)
