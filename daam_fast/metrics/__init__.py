@@ -37,7 +37,7 @@ __all__ = [
     "PerturbationResult", "ConfidenceChange", "upsample", "make_baseline", "perturbation_ranks",
     "perturbation_curve", "auc", "deletion", "insertion", "confidence_change", "boxes_to_masks",
     "pointing_game", "energy_pointing_game", "BoxAccuracy", "PixelAP", "box_ious", "max_box_acc", "pxap",
-    "Randomisation", "randomisation", "randomisation_layers", "randomise_", "ExplainFn", "explain_batched",
+    "Randomisation", "randomisation", "randomisation_layers", "randomise_", "explain_batched",
     "Robustness", "robustness", "max_sensitivity", "local_lipschitz", "Stability", "stability", "photometric_copies",
     "spearman", "ssim", "topk_intersection", "rank_with_ties", "sparseness", "complexity",
 ]

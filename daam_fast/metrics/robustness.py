@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ._checks import _check_images, _check_targets
 from .similarity import spearman
 
-__all__ = ["ExplainFn", "explain_batched", "Robustness", "robustness", "max_sensitivity", "local_lipschitz",
+__all__ = ["explain_batched", "Robustness", "robustness", "max_sensitivity", "local_lipschitz",
            "Stability", "stability", "photometric_copies"]
 
 ExplainFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
