@@ -1,0 +1,187 @@
+"""Orchestration: :func:`explain_video` (decode -> explain -> render -> encode) and :func:`iter_video_maps`."""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import time
+from fractions import Fraction
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+from torch import Tensor, nn
+
+from .codec import _pick_codec
+from .compose import BlockSpec, _Composer, _resolve_blocks
+from .info import VideoSummary, probe_video
+from .maps import _maps_writer
+from .options import DEFAULTS as _D
+from .options import OUTPUT_EXTENSIONS, VideoOptions
+from .stream import _default_model, _stream
+from .writer import _Writer
+
+__all__ = ["explain_video", "iter_video_maps"]
+
+
+def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str = _D.method,
+                    batch_size: int = _D.batch_size, target: Optional[int] = _D.target, bank=None,
+                    smoothing: float = _D.smoothing, queue_size: int = _D.queue_size, corrupt: str = _D.corrupt,
+                    progress: bool = False,
+                    daam_options: Optional[dict] = None) -> Iterator[Tuple[int, Tensor]]:
+    """Explain every frame of a video and yield its maps, for users who only want tensors.
+
+    Decoding and preprocessing run in a background thread (bounded queue); the model runs in
+    the caller's thread, ``batch_size`` frames at a time. Breaking out of the loop stops the
+    reader.
+
+    Args:
+        src: a video file PyAV can read.
+        model: a ViT that :class:`daam_fast.DAAM` explains (eval mode); None loads the shipped ``shapes_vit``. Frames are resized
+            and normalised per :func:`daam_fast.preprocess.input_spec` of the model.
+        method: a DAAM method ("grad", exact; "direct", forward only; ...), as :class:`daam_fast.DAAM`.
+        batch_size: frames per model call.
+        target: None (each frame's own prediction) or one class index for every frame.
+        bank: a :class:`daam_fast.MemoryBank` for a model without a head.
+        smoothing: EMA weight of the past frames in [0, 1), 0 = off (package docstring).
+        queue_size: batches decoded ahead at most.
+        corrupt: "error" (default): a frame the decoder flags as corrupt raises; "keep": explain it.
+        progress: show a tqdm bar (frames, frames/s, ETA).
+        daam_options: extra :class:`daam_fast.DAAM` keywords (``checkpoint``, ``compile``).
+
+    Yields:
+        (frame_index, maps): maps (L, h, w) float32, the accumulated maps D_1 .. D_L of the
+        frame (smoothed if asked), on the model's device.
+
+    Raises:
+        VideoDecodeError: the video cannot be decoded from some frame on (raised after the
+            frames before it were yielded).
+    """
+    VideoOptions(method=method, batch_size=batch_size, target=target, smoothing=smoothing, queue_size=queue_size,
+                 corrupt=corrupt).check_stream()                      # eagerly, not at the first next()
+    model = _default_model(model)
+
+    def frames() -> Iterator[Tuple[int, Tensor]]:
+        for start, _rgb, maps, _t, _c, _s in _stream(src, model, method, batch_size, target, bank, smoothing,
+                                                  queue_size, corrupt, progress, daam_options):
+            for i in range(maps.shape[0]):
+                yield start + i, maps[i]
+
+    return frames()
+
+
+
+def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, method: str = _D.method,
+                  block: BlockSpec = _D.block, layout: str = _D.layout, scale: Optional[float] = _D.scale,
+                  mode: str = _D.mode, batch_size: int = _D.batch_size, target: Optional[int] = _D.target,
+                  bank=None, smoothing: float = _D.smoothing, maps_out: Optional[str] = None,
+                  maps_dtype=_D.maps_dtype, codec: str = _D.codec, crf: int = _D.crf, preset: str = _D.preset,
+                  queue_size: int = _D.queue_size, corrupt: str = _D.corrupt, progress: bool = True,
+                  daam_options: Optional[dict] = None, audio: bool = _D.audio) -> VideoSummary:
+    """Explain every frame of ``src`` and write the overlays to ``dst`` (MP4, same frame rate and size).
+
+    Pipeline: decode (PyAV, reader thread) -> batch -> preprocess per the model's input spec ->
+    explain (caller's thread) -> render (:func:`daam_fast.render`) -> encode (writer thread).
+    The queues between them hold at most ``queue_size`` batches.
+
+    Args:
+        src: input video (any container / codec PyAV decodes).
+        dst: output video, ``.mp4`` (or .m4v / .mov / .mkv); H.264 (libx264) or MPEG-4 part 2,
+            with the input's sound (see ``audio``).
+        model: a ViT that :class:`daam_fast.DAAM` explains, in eval mode; None: the shipped ``shapes_vit``.
+        method: a DAAM method: "grad" (exact), "direct" (forward-only approximation), ...
+            (the explainer's method table).
+        block: which accumulated map(s) D_b to show, 0-based, negative from the end: an int
+            (default -1: the final map D_L), a list of ints, or "all" (the attention flow).
+        layout: "auto" (an int -> "single", a list -> "row", "all" -> "grid"), "single" (one
+            block only), "row" (side by side) or "grid" (tiled, about square).
+        scale: size of each panel relative to the input frame. Default: 1 for "single" and
+            "row", 1 / columns for "grid" (the grid is then as wide as the input). With
+            "single" and the default, the output has exactly the input's size (an odd side is
+            padded by one pixel, as yuv420p needs even sizes).
+        mode: rendering, "nonlinear" (default), "linear" or "raw" (:func:`daam_fast.render`).
+        batch_size: frames per model call.
+        target: None (each frame's prediction) or one class index for every frame.
+        bank: a :class:`daam_fast.MemoryBank` for a model without a head.
+        smoothing: EMA weight of the past frames in [0, 1), 0 = off (package docstring).
+        maps_out: also write the maps: ``.npz`` (compressed; ``maps`` (T, L, h, w), ``targets``
+            (T,), ``frame_index`` (T,), ``time`` (T,) seconds from the first frame, ``fps``,
+            ``method``, ``smoothing``, ``grid``) or ``.zarr``
+            (same arrays, metadata as attributes; needs zarr installed).
+        maps_dtype: dtype of the stored maps (float32 default, float16 halves the file).
+        codec: "auto" (libx264, else mpeg4), "libx264" or "mpeg4".
+        crf: quality, 0 (best) .. 51 (libx264's constant rate factor; mapped to MPEG-4's quantiser).
+        preset: libx264 speed preset ("ultrafast" .. "veryslow"); "veryfast" by default, "ultrafast"
+            costs about a third of the encoding time for files about 1.5 x larger.
+        queue_size: batches in flight between the stages, at most.
+        corrupt: "error" (default): a frame the decoder flags as corrupt stops the run like a
+            decoding error; "keep": explain it anyway (listed in the summary).
+        progress: tqdm bar with frames, frames/s and ETA.
+        daam_options: extra :class:`daam_fast.DAAM` keywords (``checkpoint``, ``compile``).
+        audio: keep the input's first audio stream (default): copied when MP4 can hold its
+            codec, else re-encoded to AAC; aligned to the first video frame and cut at the
+            last written one. ``VideoSummary.audio`` says what happened.
+
+    Returns:
+        :class:`VideoSummary`.
+
+    Raises:
+        VideoDecodeError: ``src`` is unreadable from some frame on; the frames before it were
+            explained and ``dst`` is a complete, playable MP4 holding exactly them (no file is
+            written when frame 0 already fails).
+        ValueError: a bad argument (the message says which and why).
+
+    Example:
+        >>> s = explain_video("in.mp4", "flow.mp4", block="all", smoothing=0.5, maps_out="maps.npz")
+        >>> s.frames, s.frames_per_second
+    """
+    VideoOptions(method=method, block=block, layout=layout, scale=scale, mode=mode, batch_size=batch_size,
+                 target=target, smoothing=smoothing, maps_dtype=maps_dtype, codec=codec, crf=crf, preset=preset,
+                 queue_size=queue_size, corrupt=corrupt, audio=audio).check()
+    if not str(dst).lower().endswith(OUTPUT_EXTENSIONS):
+        raise ValueError(f"dst={dst!r}: the output must be one of {', '.join(OUTPUT_EXTENSIONS)}")
+    if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
+        raise ValueError(f"dst={dst!r} is the input video itself")
+    model = _default_model(model)
+    from .._model import inspect_vit
+    depth = inspect_vit(model).depth
+    blocks, single = _resolve_blocks(block, depth)
+    if layout == "auto":
+        layout = "single" if single else ("grid" if block == "all" else "row")
+    if layout == "single" and len(blocks) != 1:
+        raise ValueError(f"layout='single' shows one block, got {len(blocks)} ({blocks})")
+    codec_name = _pick_codec(codec)
+    info = probe_video(src)
+    fps = info.fps or Fraction(25)
+    if scale is None:
+        scale = 1.0 / math.ceil(math.sqrt(len(blocks))) if layout == "grid" else 1.0
+    compose = _Composer(blocks, depth, layout, float(scale), mode, info.height, info.width)
+    maps_file = _maps_writer(maps_out, maps_dtype)
+    wq: "queue.Queue" = queue.Queue(maxsize=queue_size)
+    writer = _Writer(dst, fps, codec_name, crf, preset, compose, maps_file, wq,
+                     audio_src=src if (audio and info.audio) else None)
+    t0 = time.perf_counter()
+    corrupt_frames: List[int] = []
+    grid = None
+    writer.start()
+    try:
+        for start, rgb, maps, targets, flagged, times in _stream(src, model, method, batch_size, target, bank, smoothing,
+                                                          queue_size, corrupt, progress, daam_options):
+            if writer.failed.is_set():
+                break
+            grid = tuple(maps.shape[-2:])
+            corrupt_frames += flagged
+            wq.put((rgb, maps, targets, times))
+    finally:
+        wq.put(None)
+        writer.join()
+        if maps_file is not None:
+            maps_file.close(dict(fps=np.float64(float(fps)), method=np.str_(method),
+                                 smoothing=np.float64(smoothing), grid=np.array(grid or (0, 0)),
+                                 size=np.array([info.height, info.width]),
+                                 time=np.array(writer.frame_times, dtype=np.float64)))
+    if writer.error is not None:
+        raise RuntimeError(f"writing {dst} failed after {writer.frames} frames: "
+                           f"{type(writer.error).__name__}: {writer.error}") from writer.error
+    sound = writer.audio_note or ("left out (audio=False)" if info.audio and not audio else "none in the input")
+    return VideoSummary(frames=writer.frames, seconds=time.perf_counter() - t0, fps=fps, size=compose.size,
+                        out=dst, maps_out=maps_out, codec=codec_name, corrupt_frames=corrupt_frames, audio=sound)

@@ -1,0 +1,100 @@
+"""The reader thread: decode with PyAV, batch, preprocess, hand over through a bounded queue."""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from .info import VideoDecodeError, probe_video
+
+_POLL = 0.1   # seconds between checks of the stop flag while a queue is full / empty
+
+
+class _End:
+    def __init__(self, frames: int):
+        self.frames = frames
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _put(q: "queue.Queue", item, stop: threading.Event) -> bool:
+    """Put with a bounded wait that gives up when ``stop`` is set (the consumer went away)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class _Reader(threading.Thread):
+    """Decode ``src`` and hand over batches ``(start, rgb, x, corrupt, times)``: rgb (B, 3, H, W)
+    uint8, x (B, 3, h, w) the model input, corrupt the flagged frame indices, times the frames'
+    presentation times in seconds (None where unknown); then :class:`_End` or :class:`_Failed`."""
+
+    def __init__(self, src: str, spec, batch_size: int, q: "queue.Queue", stop: threading.Event, corrupt: str):
+        super().__init__(name="daam-video-reader", daemon=True)
+        self.src, self.spec, self.batch_size, self.q, self.stop, self.corrupt = src, spec, batch_size, q, stop, corrupt
+
+    def _flush(self, start: int, pics: List[np.ndarray], flagged: List[int], times: List[Optional[float]]) -> bool:
+        from ..preprocess import prepare
+        rgb = torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2)          # (B, 3, H, W) uint8
+        x, _ = prepare(rgb, self.spec)
+        return _put(self.q, (start, rgb, x, flagged, list(times)), self.stop)
+
+    def run(self) -> None:
+        import av
+        torch.set_num_threads(1)    # per thread: light torch work here must not oversubscribe the model's threads
+        n = 0
+        try:
+            info = probe_video(self.src)
+            turns = info.rotation // 90
+            pics: List[np.ndarray] = []
+            flagged: List[int] = []
+            times: List[Optional[float]] = []                # presentation time of each frame, seconds
+            try:
+                with av.open(self.src) as c:
+                    stream = c.streams.video[0]
+                    for frame in c.decode(stream):
+                        if getattr(frame, "is_corrupt", False):
+                            if self.corrupt == "error":
+                                raise VideoDecodeError(self.src, n, "the decoder flagged the frame as corrupt "
+                                                                    "(pass corrupt='keep' / --keep-corrupt to keep such frames)")
+                            flagged.append(n)
+                        pic = frame.to_ndarray(format="rgb24")
+                        if turns:                           # upright, as players show it
+                            pic = np.ascontiguousarray(np.rot90(pic, turns))
+                        pics.append(pic)
+                        times.append(float(frame.pts * frame.time_base)
+                                     if frame.pts is not None and frame.time_base else None)
+                        n += 1
+                        if len(pics) == self.batch_size:
+                            if not self._flush(n - len(pics), pics, flagged, times):
+                                return
+                            pics, flagged, times = [], [], []
+                        if self.stop.is_set():
+                            return
+            except av.FFmpegError as e:
+                raise VideoDecodeError(self.src, n, str(e)) from None
+            except VideoDecodeError:
+                raise
+            if info.frames and n < info.frames:
+                raise VideoDecodeError(self.src, n, f"the stream ended after {n} of the {info.frames} frames its "
+                                                    "header declares: the file is truncated")
+            if n == 0:
+                raise VideoDecodeError(self.src, 0, "the video stream holds no decodable frame")
+            if pics and not self._flush(n - len(pics), pics, flagged, times):
+                return
+            _put(self.q, _End(n), self.stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, re-raised there
+            if isinstance(e, VideoDecodeError) and n and pics:
+                if not self._flush(n - len(pics), pics, flagged, times):
+                    return
+            _put(self.q, _Failed(e), self.stop)

@@ -1,0 +1,82 @@
+"""The explain loop: frames from the reader thread through :class:`daam_fast.DAAM`, in order, with the EMA."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .info import probe_video
+from .reader import _POLL, _End, _Failed, _Reader
+
+Batch = Tuple[int, Tensor, Tensor, Tensor, List[int], List[Optional[float]]]
+
+
+def _ema(maps: Tensor, state: Optional[Tensor], s: float) -> Tuple[Tensor, Optional[Tensor]]:
+    """EMA over the frame axis of (B, L, h, w) maps, continuing from ``state`` (L, h, w)."""
+    if s <= 0:
+        return maps, state
+    out = torch.empty_like(maps)
+    for i in range(maps.shape[0]):
+        state = maps[i] if state is None else (1 - s) * maps[i] + s * state
+        out[i] = state
+    return out, state
+
+
+def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Optional[int], bank,
+            smoothing: float, queue_size: int, corrupt: str, progress: bool, daam_options: Optional[dict] = None
+            ) -> Iterator[Batch]:
+    """Yield ``(start, rgb, maps, targets, corrupt, times)`` per batch, in order.
+
+    ``rgb`` (B, 3, H, W) uint8 on the CPU; ``maps`` (B, L, h, w) float32 (smoothed) on the
+    model's device; ``targets`` (B,); ``corrupt``: indices of the frames the decoder flagged;
+    ``times``: each frame's presentation time in seconds (None where the container gives none).
+    """
+    from tqdm import tqdm
+    from .. import DAAM
+    from ..preprocess import input_spec
+
+    info = probe_video(src)
+    device = next(model.parameters()).device
+    q: "queue.Queue" = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+    reader = _Reader(src, input_spec(model), batch_size, q, stop, corrupt)
+    bar = tqdm(total=info.frames or None, desc=os.path.basename(src), unit="frame", disable=not progress,
+               dynamic_ncols=True)
+    state: Optional[Tensor] = None
+    reader.start()
+    try:
+        with DAAM(model, method=method, **(daam_options or {})) as daam:
+            while True:
+                try:
+                    item = q.get(timeout=_POLL)
+                except queue.Empty:
+                    if not reader.is_alive() and q.empty():
+                        raise RuntimeError("the video reader thread stopped without a result") from None
+                    continue
+                if isinstance(item, _End):
+                    break
+                if isinstance(item, _Failed):
+                    raise item.error
+                start, rgb, x, flagged, times = item
+                res = daam(x.to(device, non_blocking=True), target=target, bank=bank)
+                maps, state = _ema(res.maps.detach(), state, smoothing)
+                bar.update(rgb.shape[0])
+                yield start, rgb, maps, res.targets, flagged, times
+    finally:
+        stop.set()
+        bar.close()
+        reader.join()
+
+
+def _default_model(model: Optional[nn.Module]) -> nn.Module:
+    if model is None:
+        from ..zoo import load_model
+        return load_model("shapes_vit")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module (a ViT, see daam_fast.DAAM) or None for the shipped model, "
+                         f"got {type(model).__name__}")
+    return model

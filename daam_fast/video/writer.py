@@ -1,0 +1,135 @@
+"""The writer thread: render and encode batches from a bounded queue into the output MP4."""
+from __future__ import annotations
+
+import queue
+import threading
+from fractions import Fraction
+from typing import List, Optional
+
+import torch
+
+from .codec import OUT_TIME_BASE, _Audio
+from .compose import _Composer
+
+
+class _Writer(threading.Thread):
+    """Renders and encodes batches from a bounded queue; opens the output on the first batch."""
+
+    def __init__(self, dst: str, fps: Fraction, codec: str, crf: int, preset: str, compose: _Composer, maps,
+                 q: "queue.Queue", audio_src: Optional[str] = None):
+        super().__init__(name="daam-video-writer", daemon=True)
+        self.dst, self.fps, self.codec, self.crf, self.preset = dst, fps, codec, crf, preset
+        self.compose, self.maps, self.q = compose, maps, q
+        self.audio_src = audio_src
+        self.t_first: Optional[float] = None      # the input's first frame time: output time 0
+        self.last_pts: Optional[int] = None
+        self.frame_times: List[float] = []        # output time of each written frame, seconds
+        self.audio: Optional[_Audio] = None
+        self.audio_note = ""
+        self.error: Optional[BaseException] = None
+        self.frames = 0
+        self.failed = threading.Event()
+
+    def _open(self):
+        import av
+        out = av.open(self.dst, mode="w")
+        stream = out.add_stream(self.codec, rate=self.fps)
+        stream.height, stream.width = self.compose.size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = OUT_TIME_BASE          # each frame keeps its input time (VFR)
+        stream.time_base = OUT_TIME_BASE
+        if self.codec == "libx264":
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        else:   # MPEG-4 part 2: constant quantiser, 2 (best) .. 31; map crf 0..51 onto it
+            q = max(2, min(31, round(2 + self.crf * 29 / 51)))
+            stream.codec_context.qscale = True                   # AV_CODEC_FLAG_QSCALE
+            stream.codec_context.global_quality = q * 118        # FF_QP2LAMBDA, as ffmpeg -q:v
+        if self.audio_src is not None:
+            try:
+                self.audio = _Audio(self.audio_src, out, self.t_first)
+            except Exception as e:  # noqa: BLE001 - the video goes on without sound, said in the summary
+                self._audio_failed(e)
+        return out, stream
+
+    def _pts(self, t: Optional[float]) -> int:
+        """Output pts (in OUT_TIME_BASE) of a frame shown at input time ``t``: the input's
+        timing is kept (variable frame rates included), strictly increasing; a frame without
+        a time follows the previous one by 1 / fps."""
+        step = max(1, round(OUT_TIME_BASE.denominator / float(self.fps)))
+        if t is not None and self.t_first is not None:
+            pts = round((t - self.t_first) * OUT_TIME_BASE.denominator)
+        else:
+            pts = 0 if self.last_pts is None else self.last_pts + step
+        if self.last_pts is not None:
+            pts = max(pts, self.last_pts + 1)
+        pts = max(pts, 0)
+        self.last_pts = pts
+        self.frame_times.append(pts / OUT_TIME_BASE.denominator)
+        return pts
+
+    def _audio_failed(self, e: BaseException) -> None:
+        import warnings
+        self.audio_note = f"failed: {type(e).__name__}: {e}"
+        warnings.warn(f"{self.dst}: the audio was left out ({self.audio_note}); the video is complete",
+                      RuntimeWarning, stacklevel=2)
+        if self.audio is not None:
+            try:
+                self.audio.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.audio = None
+
+    def _mux_audio(self, out, final: bool = False) -> None:
+        if self.audio is None:
+            return
+        try:
+            end = (self.frame_times[-1] if self.frame_times else 0.0) + 1.0 / float(self.fps)
+            self.audio.until(out, end)
+            if final:
+                self.audio.finish(out)
+                self.audio_note = self.audio.what
+                self.audio.close()
+                self.audio = None
+        except Exception as e:  # noqa: BLE001
+            self._audio_failed(e)
+
+    def run(self) -> None:
+        import av
+        torch.set_num_threads(1)    # per thread, as in the reader
+        out = stream = None
+        try:
+            while True:
+                item = self.q.get()
+                if item is None:
+                    break
+                if self.failed.is_set():
+                    continue            # drain so the producer never blocks
+                rgb, maps, targets, times = item
+                if self.maps is not None:
+                    self.maps.write(maps.float().cpu().numpy(), targets.cpu().numpy())
+                frames = self.compose(rgb, maps)
+                if self.t_first is None:
+                    self.t_first = next((t for t in times if t is not None), None)
+                if out is None:
+                    out, stream = self._open()
+                for f, t in zip(frames, times):
+                    vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+                    vf.pts = self._pts(t)
+                    vf.time_base = OUT_TIME_BASE
+                    for packet in stream.encode(vf):
+                        out.mux(packet)
+                    self.frames += 1
+                self._mux_audio(out)
+        except BaseException as e:  # noqa: BLE001 - surfaced by explain_video
+            self.error = e
+            self.failed.set()
+            while self.q.get() is not None:     # drain until the producer's sentinel
+                pass
+        finally:
+            if out is not None:
+                try:
+                    for packet in stream.encode():  # flush delayed frames, then the MP4 index
+                        out.mux(packet)
+                    self._mux_audio(out, final=True)
+                finally:
+                    out.close()
