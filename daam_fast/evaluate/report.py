@@ -1,0 +1,175 @@
+"""The report of an evaluation: the Markdown table, ``results.md``, ``results.json``, ``eval.png``
+and ``per_image.csv``."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import torch
+
+from .config import DAAM_METHODS, LABELS, METHODS, ROWS
+from .statistics import _mean_se, summarize
+
+__all__ = ["write_report"]
+
+# a fixed colour per method of the figure; methods added later take the next free one
+_COLORS = {"daam": "C3", "direct": "C1", "rollout": "C0", "grad_rollout": "C2", "attention": "C4", "gradcam": "C5",
+           "random": "0.6"}
+_SPARE = ("C6", "C7", "C8", "C9", "k")
+
+
+def _colors() -> dict:
+    spare = iter(_SPARE * (1 + len(METHODS) // len(_SPARE)))
+    return {m: _COLORS.get(m) or next(spare) for m in METHODS}
+
+
+def _fmt(m: float, se: float, digits: int) -> str:
+    if math.isnan(m):
+        return "n/a"
+    return f"{m:.{digits}f} ± {se:.{digits}f}" if not math.isnan(se) else f"{m:.{digits}f}"
+
+
+def _table_md(results: dict, summary: dict) -> str:
+    methods = results["methods"]
+    head = "| metric | " + " | ".join(LABELS[m] for m in methods) + " |"
+    sep = "|---|" + "---:|" * len(methods)
+    lines = [head, sep]
+    for key, label, scale, _ in ROWS:
+        row = summary["table"].get(key)
+        if row is None:
+            continue
+        digits = 1 if scale == 100.0 else 3
+        lines.append(f"| {label} | " + " | ".join(_fmt(*row[m][:2], digits) if m in row else "n/a"
+                                                  for m in methods) + " |")
+    lines.append("| explain time, ms / image (info) | " + " | ".join(
+        f"{summary['ms_per_image'][m]:.1f}" for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def _figure(results: dict, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    methods = results["methods"]
+    has_blocks = bool(results["blocks"])
+    ncols = 3 if has_blocks else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.9))
+    x = results["fractions"].numpy()
+    colors = _colors()
+    for ax, kind in zip(axes[:2], ("deletion", "insertion")):
+        for m in methods:
+            c = results["curves"][m][kind]
+            aucs = results["per_image"][m][kind]
+            ax.plot(x, c.mean(0).numpy(), color=colors[m], lw=2 if m in DAAM_METHODS else 1.3,
+                    ls="--" if DAAM_METHODS.get(m, "grad") != "grad" else "-", label=f"{LABELS[m]} ({aucs.mean():.3f})")
+        ax.set_xlabel(f"fraction of {results['config']['order']}s {'removed' if kind == 'deletion' else 'inserted'}")
+        ax.set_ylabel("target probability (mean)")
+        ax.set_title(f"{kind.capitalize()} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="method (AUC)", title_fontsize=7)
+    if has_blocks:
+        ax = axes[2]
+        for m, blk in results["blocks"].items():
+            L = blk["accumulated"].shape[1]
+            b = range(1, L + 1)
+            for key, ls, lab in (("accumulated", "-", "D_b (accumulated)" if m in DAAM_METHODS else "through b"),
+                                 ("per_block", ":", "L_b (block alone)" if m in DAAM_METHODS else "block alone")):
+                if key == "per_block" and m not in ("daam",):
+                    continue
+                v = blk[key]
+                mean = torch.nanmean(v, 0).numpy()
+                se = (torch.stack([torch.tensor(_mean_se(v[:, j])[1]) for j in range(L)])).numpy()
+                ax.plot(b, mean, ls=ls, marker="o", ms=3, color=colors[m], lw=2 if m in DAAM_METHODS else 1.2,
+                        label=f"{LABELS[m]}: {lab}")
+                ax.fill_between(b, mean - se, mean + se, color=colors[m], alpha=0.15)
+        chance = results.get("chance_energy")
+        if chance is not None:
+            ax.axhline(chance, color="k", lw=0.8, ls="--", label=f"uniform map (mask area) {chance:.3f}")
+        ax.set_xlabel("block b")
+        ax.set_ylabel("energy pointing game (mean ± s.e.)")
+        ax.set_title("How localisation forms through the blocks", fontsize=10)
+        ax.set_xticks(list(range(1, L + 1)))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+
+def write_report(results: dict, out: str, meta: dict, per_image: bool = False) -> dict:
+    """Write ``results.md`` (table + notes), ``results.json`` (aggregates, mean curves), ``eval.png``
+    and, with ``per_image``, ``per_image.csv`` into ``out``. Returns the summary."""
+    os.makedirs(out, exist_ok=True)
+    summary = summarize(results)
+    methods = results["methods"]
+    n = results["n"]
+    acc = meta.get("accuracy")
+    cfg = results["config"]
+    title = (f"{meta.get('model', 'model')} on {n} images of {meta.get('data', 'data')} "
+             f"({cfg['steps']} {cfg['order']} steps, {cfg['baseline']} baseline)")
+    _figure(results, os.path.join(out, "eval.png"), title)
+    md = [f"# Evaluation: {meta.get('model', 'model')} on {n} images of {meta.get('data', 'data')}", ""]
+    if meta.get("command"):
+        md += ["```", meta["command"], "```", ""]
+    md += [f"Explained class: {meta.get('target', 'prediction')}. "
+           + (f"Model accuracy on these images: {100 * acc:.1f} %. " if acc is not None else "")
+           + f"Mean ± standard error over images; deletion / insertion: {cfg['steps']} steps in {cfg['order']} order, "
+           f"perturbed pixels replaced by the '{cfg['baseline']}' baseline, score = softmax probability of the "
+           f"target; average drop / increase: x' = E x + (1 - E) '{cfg['drop_baseline']}' with E the min-max "
+           f"normalised map; pointing games against the object masks (tolerance {cfg['tolerance']:g} px). "
+           f"Rollout: discard ratio {cfg['rollout_discard']:g}, head fusion '{cfg['rollout_fusion']}'.", ""]
+    md += [_table_md(results, summary), ""]
+    if results.get("chance_energy") is not None:
+        md += [f"Chance level: a uniform map scores the mean mask area, {results['chance_energy']:.3f}, in the energy "
+               f"pointing game; a random point hits with about that probability ({100 * results['chance_energy']:.1f} %).", ""]
+    dvg = summary.get("direct_vs_grad")
+    if dvg:
+        (rm, rse, _), q = dvg["spearman"], dvg["spearman_quartiles"]
+        sm, sse, _ = dvg["same_argmax_patch_pct"]
+        md += ["## direct vs grad", "",
+               f"Spearman rank correlation between the final maps of `direct` and `grad`, per image: "
+               f"{rm:.3f} ± {rse:.3f} (quartiles {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}); the two maps put their "
+               f"maximum on the same patch in {sm:.1f} ± {sse:.1f} % of the images. The table compares the metrics "
+               f"of both side by side.", ""]
+    if results["blocks"]:
+        lines = ["## Localisation through the blocks (energy pointing game per block, mean)", "",
+                 "| method | " + " | ".join(f"b={b + 1}" for b in range(max(v['accumulated'].shape[1]
+                                                                            for v in results['blocks'].values()))) + " |",
+                 "|---|" + "---:|" * max(v["accumulated"].shape[1] for v in results["blocks"].values())]
+        for m, blk in results["blocks"].items():
+            acc_row = torch.nanmean(blk["accumulated"], 0).tolist()
+            lines.append(f"| {LABELS[m]} (accumulated / through b) | " + " | ".join(f"{v:.3f}" for v in acc_row) + " |")
+            if m in DAAM_METHODS:
+                per_row = torch.nanmean(blk["per_block"], 0).tolist()
+                lines.append(f"| {LABELS[m]} L_b (block alone) | " + " | ".join(f"{v:.3f}" for v in per_row) + " |")
+        md += lines + [""]
+    md += ["![deletion and insertion curves, per-block energy pointing game](eval.png)", ""]
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(md))
+    js = {"meta": meta, "config": cfg, "n": n, "methods": methods,
+          "table": {k: {m: {"mean": v[0], "se": v[1], "count": v[2]} for m, v in row.items()}
+                    for k, row in summary["table"].items()},
+          "ms_per_image": summary["ms_per_image"],
+          "fractions": results["fractions"].tolist(),
+          "mean_curves": {m: {k: c.mean(0).tolist() for k, c in cs.items()} for m, cs in results["curves"].items()},
+          "blocks": {m: {k: torch.nanmean(v, 0).tolist() for k, v in b.items()} for m, b in results["blocks"].items()},
+          "chance_energy": results.get("chance_energy")}
+    if dvg:
+        js["direct_vs_grad"] = dvg
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(js, f, indent=1, allow_nan=True)
+    if per_image:
+        keys = [k for k, *_ in ROWS]
+        with open(os.path.join(out, "per_image.csv"), "w") as f:
+            f.write("image,target,prediction,method," + ",".join(keys) + "\n")
+            for m in methods:
+                cols = [results["per_image"][m].get(k) for k in keys]
+                for i in range(n):
+                    vals = ["" if c is None else f"{float(c[i]):.6g}" for c in cols]
+                    f.write(f"{i},{int(results['targets'][i])},{int(results['predictions'][i])},{m}," + ",".join(vals) + "\n")
+    return summary

@@ -1,0 +1,166 @@
+"""Running an evaluation: every method explains the same images, every final map is scored."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .. import baselines as _baselines
+from .. import metrics as M
+from ..result import DAAMResult
+from .config import DAAM_METHODS, DEFAULT_METHODS, GRAD_ONLY_OPTIONS, METHODS, ROWS, EvalConfig
+
+__all__ = ["explain", "evaluate"]
+
+
+def explain(model: nn.Module, images: Tensor, method: str, target=None, config: Optional[EvalConfig] = None,
+            daam=None, generator: Optional[torch.Generator] = None) -> DAAMResult:
+    """One method's explanation of a batch, as a DAAMResult.
+
+    Args:
+        model: a timm ViT with a classifier head.
+        images: (B, C, H, W) normalised model input.
+        method: one of :data:`METHODS` ("daam" is DAAM with method="grad"; the other DAAM keys
+            are the explainer's method names, see :data:`DAAM_METHODS`).
+        target: None, int or (B,) classes.
+        config: rollout options and the seed of "random".
+        daam: an entered :class:`daam_fast.DAAM` to reuse for a DAAM method (optional).
+        generator: CPU generator of the "random" maps (default: one seeded with ``config.seed``).
+
+    Returns:
+        DAAMResult with maps (B, L, h, w).
+    """
+    from ..explainer import DAAM
+    cfg = config or EvalConfig()
+    if method in DAAM_METHODS:
+        if daam is not None:
+            return daam(images, target=target)
+        with DAAM(model, method=DAAM_METHODS[method]) as d:
+            return d(images, target=target)
+    if method == "rollout":
+        return _baselines.rollout(model, images, target, discard_ratio=cfg.rollout_discard,
+                                  head_fusion=cfg.rollout_fusion)
+    if method == "random":
+        res = _baselines.attention_map(model, images, target)             # for the grid, targets and logits
+        g = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
+        r = torch.rand(res.maps.shape, generator=g).to(res.maps.device)      # uniform noise: the chance reference
+        return DAAMResult(block_maps=r, maps=r, targets=res.targets, logits=res.logits, method="random", grid=res.grid)
+    if method in _baselines.BASELINES:
+        return _baselines.explain(model, images, method, target)
+    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+@torch.no_grad()
+def _predict(model, images: Tensor, batch_size: int) -> Tensor:
+    outs = []
+    for s in range(0, images.shape[0], batch_size):
+        o = model(images[s:s + batch_size])
+        outs.append((o[0] if isinstance(o, tuple) else o).float())
+    return torch.cat(outs)
+
+
+def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, methods: Sequence[str] = DEFAULT_METHODS,
+             targets: Optional[Tensor] = None, config: Optional[EvalConfig] = None, progress: bool = True,
+             daam_options: Optional[dict] = None) -> dict:
+    """Explain ``images`` with every method and score every final map.
+
+    Args:
+        model: a timm ViT with a classifier head (eval mode).
+        images: (n, C, H, W) normalised model input (on the model's device).
+        masks: (n, H, W) bool object masks, or None (no pointing games).
+        methods: names from :data:`METHODS`.
+        targets: (n,) classes to explain, or None for each image's prediction.
+        config: :class:`EvalConfig`.
+        progress: tqdm progress bars.
+        daam_options: extra :class:`daam_fast.DAAM` keywords for the DAAM methods (``compile``;
+            ``checkpoint`` for "daam" only, dropped for the others). They change the cost, not the maps.
+
+    Returns:
+        dict with "per_image" {method: {metric: (n,) tensor}}, "curves" {method: {"deletion",
+        "insertion": (n, steps + 1)}}, "fractions" (steps + 1,), "blocks" {method: {"accumulated",
+        "per_block": (n, L) energy pointing game per block}} for methods with L > 1,
+        "final" {method: (n, h, w)} for the DAAM methods, "seconds" {method: explain time},
+        "targets", "predictions", "config", "methods".
+    """
+    from tqdm import tqdm
+    from .._model import inspect_vit
+    from ..explainer import DAAM
+    cfg = config or EvalConfig()
+    methods = list(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {', '.join(bad)}; expected from {', '.join(METHODS)}")
+    if not methods:
+        raise ValueError("no methods to evaluate")
+    adapter = inspect_vit(model)
+    if adapter.num_classes == 0:
+        raise ValueError("evaluation needs a model with a classifier head (deletion / insertion track a class score)")
+    n = images.shape[0]
+    if masks is not None and (masks.shape[0] != n or tuple(masks.shape[-2:]) != tuple(images.shape[-2:])):
+        raise ValueError(f"masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
+    model.eval()
+    logits = _predict(adapter.run, images, cfg.batch_size)
+    preds = logits.argmax(1)
+    targets = preds if targets is None else torch.as_tensor(targets, device=images.device).long()
+    out = {"per_image": {}, "curves": {}, "blocks": {}, "final": {}, "seconds": {}, "fractions": None,
+           "targets": targets, "predictions": preds, "config": asdict(cfg), "methods": methods, "n": n}
+
+    score_fn = adapter.run                                  # logits (B, K) for every model family
+
+    for meth in methods:
+        per: Dict[str, List[Tensor]] = {k: [] for k, *_ in ROWS}
+        curves: Dict[str, List[Tensor]] = {"deletion": [], "insertion": []}
+        blocks: Dict[str, List[Tensor]] = {"accumulated": [], "per_block": []}
+        finals, secs = [], 0.0
+        daam = None
+        if meth in DAAM_METHODS:
+            opts = dict(daam_options or {})
+            if DAAM_METHODS[meth] != "grad":
+                for key in GRAD_ONLY_OPTIONS:
+                    opts.pop(key, None)
+            daam = DAAM(model, method=DAAM_METHODS[meth], **opts)
+        gen = torch.Generator().manual_seed(cfg.seed)               # "random": one stream over all images
+        bar = tqdm(total=n, desc=f"{meth:>12}", unit="img", disable=not progress, leave=True)
+        with contextlib.ExitStack() as stack:
+            stack.callback(bar.close)
+            if daam is not None:
+                stack.enter_context(daam)
+            for s in range(0, n, cfg.batch_size):
+                x, t = images[s:s + cfg.batch_size], targets[s:s + cfg.batch_size]
+                t0 = time.perf_counter()
+                res = explain(model, x, meth, t, cfg, daam=daam, generator=gen)
+                secs += time.perf_counter() - t0
+                sal = res.final.detach()
+                kw = dict(steps=cfg.steps, order=cfg.order, baseline=cfg.baseline, batch_size=cfg.perturb_batch)
+                d = M.deletion(score_fn, x, sal, t, **kw)
+                i = M.insertion(score_fn, x, sal, t, **kw)
+                cc = M.confidence_change(score_fn, x, sal, t, baseline=cfg.drop_baseline)
+                out["fractions"] = d.fractions.cpu()
+                per["deletion"].append(d.auc)
+                per["insertion"].append(i.auc)
+                per["avg_drop"].append(cc.drop)
+                per["increase"].append(cc.increase.float())
+                curves["deletion"].append(d.curve)
+                curves["insertion"].append(i.curve)
+                if masks is not None:
+                    mk = masks[s:s + cfg.batch_size]
+                    per["pointing"].append(M.pointing_game(sal, mk, tolerance=cfg.tolerance))
+                    per["energy"].append(M.energy_pointing_game(sal, mk))
+                    if res.maps.shape[1] > 1:
+                        blocks["accumulated"].append(M.energy_pointing_game(res.maps, mk))
+                        blocks["per_block"].append(M.energy_pointing_game(res.block_maps, mk))
+                if meth in DAAM_METHODS:
+                    finals.append(sal)
+                bar.update(x.shape[0])
+        out["per_image"][meth] = {k: torch.cat(v).float().cpu() for k, v in per.items() if v}
+        out["curves"][meth] = {k: torch.cat(v).float().cpu() for k, v in curves.items()}
+        if blocks["accumulated"]:
+            out["blocks"][meth] = {k: torch.cat(v).float().cpu() for k, v in blocks.items()}
+        if finals:
+            out["final"][meth] = torch.cat(finals).float().cpu()
+        out["seconds"][meth] = secs
+    return out
