@@ -1,69 +1,134 @@
-"""How faithful is method="direct" to method="grad"? Spearman correlation of the final map D_L.
+"""How faithful are the forward-only methods ("direct", "row") to the exact "grad"?
 
-    .venv/bin/python benchmarks/direct_fidelity.py                 # shipped shapes model, 64 images
-    .venv/bin/python benchmarks/direct_fidelity.py --model deit_small_patch16_224 --num-images 64
+    .venv/bin/python benchmarks/direct_fidelity.py                        # the three models below
+    .venv/bin/python benchmarks/direct_fidelity.py --models shapes_vit --num-images 128
+    .venv/bin/python benchmarks/direct_fidelity.py --json fidelity.json
 
-Prints the mean (and quartiles) over images of Spearman's rho between direct's and grad's
-D_L, and the same per block for D_b, so the README reports it as measured, never assumed.
+Models: the shipped, trained ``shapes_vit`` (daam_fast.zoo); a random-weight
+``deit_small_patch16_224``; and ``dino_vits16``, the DINO ViT-S/16 layout (timm
+``vit_small_patch16_224`` without a head, random weights), explained self-supervised with
+the label-free weights (docs/method.md §4). Inputs: generated shapes pictures
+(daam_fast.zoo.shapes), prepared at each model's input size.
+
+For each method and image it compares the method's maps with grad's: Spearman's rho of the
+final map D_L (mean, median, quartiles, min over images), the share of images whose hottest
+patch is the same, the relative L2 error ||D_L - D_L(grad)|| / ||D_L(grad)||, and per block the mean rho of the block maps L_b and of the accumulated
+maps D_b. A map that is constant (e.g. all zero after the ReLU) has no rank correlation;
+such pairs are left out and counted ("undefined"). The README and benchmarks/NOTES.md quote
+these figures as measured, never assumed (docs/method.md §7, §8).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
+from typing import Dict, List
 
 import torch
 from scipy.stats import spearmanr
 
 from daam_fast import DAAM
 
+MODELS = ("shapes_vit", "deit_small_patch16_224", "dino_vits16")
+METHODS = ("direct", "row")
+
 
 def load(name: str):
+    """(model, pictures -> normalised input)."""
+    from daam_fast.preprocess import input_spec, prepare
     if name == "shapes_vit":
         from daam_fast.zoo import load_model
-        from daam_fast.zoo.shapes import make_shapes
-        from daam_fast.preprocess import input_spec, prepare
         model = load_model(name)
-        return model, lambda n: prepare(make_shapes(n, seed=12345).images, input_spec(model))[0]
-    import timm
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
-    H, W = model.patch_embed.img_size
-    return model, lambda n: torch.randn(n, 3, H, W, generator=torch.Generator().manual_seed(7))
+    else:
+        import timm
+        torch.manual_seed(0)
+        if name == "dino_vits16":                     # DINO's ViT-S/16 layout, headless
+            model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+        else:
+            model = timm.create_model(name, pretrained=False)
+    model.eval()
+    spec = input_spec(model)
+    return model, lambda pictures: prepare(pictures, spec)[0]
 
 
 def rho(a: torch.Tensor, b: torch.Tensor) -> float:
-    r = spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic
-    return float("nan") if r != r else float(r)
+    a, b = a.flatten().double(), b.flatten().double()
+    if a.max() == a.min() or b.max() == b.min():
+        return float("nan")
+    return float(spearmanr(a.numpy(), b.numpy()).statistic)
+
+
+def summary(values: List[float]) -> Dict[str, float]:
+    ok = [v for v in values if v == v]
+    if len(ok) < 2:
+        return dict(mean=float("nan"), n=len(ok), undefined=len(values) - len(ok))
+    q = statistics.quantiles(ok, n=4)
+    return dict(mean=statistics.mean(ok), median=statistics.median(ok), q1=q[0], q3=q[2], min=min(ok), n=len(ok),
+                undefined=len(values) - len(ok))
+
+
+def compare(model, x: torch.Tensor, batch: int) -> Dict[str, dict]:
+    """Maps of grad and of each forward-only method on x; the fidelity figures per method."""
+    outs = {m: [] for m in ("grad",) + METHODS}
+    for method in outs:
+        d = DAAM(model, method=method)
+        with d:
+            for i in range(0, len(x), batch):
+                res = d(x[i:i + batch])
+                outs[method].append((res.block_maps, res.maps))
+    G_L = torch.cat([o[0] for o in outs["grad"]])
+    G_D = torch.cat([o[1] for o in outs["grad"]])
+    n, L = G_D.shape[:2]
+    report = {}
+    for method in METHODS:
+        M_L = torch.cat([o[0] for o in outs[method]])
+        M_D = torch.cat([o[1] for o in outs[method]])
+        final = [rho(M_D[i, -1], G_D[i, -1]) for i in range(n)]
+        top1 = [int(M_D[i, -1].flatten().argmax() == G_D[i, -1].flatten().argmax()) for i in range(n)]
+        err = [float((M_D[i, -1] - G_D[i, -1]).norm() / G_D[i, -1].norm().clamp_min(1e-30)) for i in range(n)]
+        report[method] = dict(
+            final=summary(final), top1=100.0 * sum(top1) / n, rel_err=summary(err),
+            block_L=[summary([rho(M_L[i, b], G_L[i, b]) for i in range(n)]) for b in range(L)],
+            block_D=[summary([rho(M_D[i, b], G_D[i, b]) for i in range(n)]) for b in range(L)])
+    return report
+
+
+def show(name: str, n: int, report: Dict[str, dict]) -> None:
+    print(f"\n{name}, {n} images: Spearman rho to grad per image")
+    print("| method | D_L mean | median | quartiles | min | same top-1 patch | undefined | rel. L2 error of D_L (median) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method, r in report.items():
+        f = r["final"]
+        print(f"| {method} | {f['mean']:.3f} | {f.get('median', float('nan')):.3f} | {f.get('q1', float('nan')):.3f} / "
+              f"{f.get('q3', float('nan')):.3f} | {f.get('min', float('nan')):.3f} | {r['top1']:.0f} % | {f['undefined']} | "
+              f"{r['rel_err'].get('median', float('nan')):.2g} |")
+    for method, r in report.items():
+        print(f"{method:>6} per block, L_b: " + " ".join(f"{s['mean']:.3f}" for s in r["block_L"]))
+        print(f"{method:>6} per block, D_b: " + " ".join(f"{s['mean']:.3f}" for s in r["block_D"]))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="shapes_vit")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)} "
+                    "or any timm model name (random weights)")
     ap.add_argument("--num-images", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
     a = ap.parse_args(argv)
-    torch.set_num_threads(2)
-    model, images = load(a.model)
-    x = images(a.num_images)
-    grads, directs = [], []
-    g, d = DAAM(model, method="grad"), DAAM(model, method="direct")
-    for i in range(0, len(x), a.batch_size):
-        xb = x[i:i + a.batch_size]
-        grads.append(g(xb).maps)
-        directs.append(d(xb).maps)
-    G, D = torch.cat(grads), torch.cat(directs)
-    final = [rho(D[i, -1], G[i, -1]) for i in range(len(G))]
-    final = [r for r in final if r == r]
-    q = statistics.quantiles(final, n=4)
-    print(f"{a.model}, {len(G)} images: Spearman rho(direct D_L, grad D_L) mean {statistics.mean(final):.3f}, "
-          f"median {statistics.median(final):.3f}, quartiles {q[0]:.3f} / {q[2]:.3f}, min {min(final):.3f}")
-    per_block = []
-    for b in range(G.shape[1]):
-        rs = [rho(D[i, b], G[i, b]) for i in range(len(G))]
-        rs = [r for r in rs if r == r]
-        per_block.append(statistics.mean(rs) if rs else float("nan"))
-    print("per block (D_b): " + " ".join(f"{r:.2f}" for r in per_block))
+    torch.set_num_threads(a.threads)
+    from daam_fast.zoo.shapes import make_shapes
+    pictures = make_shapes(a.num_images, seed=12345).images
+    out = {}
+    for name in a.models.split(","):
+        model, prep = load(name)
+        report = compare(model, prep(pictures), a.batch_size)
+        show(name, a.num_images, report)
+        out[name] = report
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
     return 0
 
 
