@@ -1,0 +1,219 @@
+"""Encoders for the per-image outputs of ``daam-fast explain``: PNG, GIF, MP4, grid, maps.
+
+Every function takes uint8 frames already drawn by the render kernel (``daam_fast.render``)
+and spends its time in C code that releases the GIL (zlib, PIL's LZW / quantiser, FFmpeg), so
+a few writer threads overlap the explanation of the next batch (``daam_fast.outputs.writer``).
+The costs measured for each are in docs/cli.md and benchmarks/NOTES.md.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import struct
+import zlib
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["display_size", "panel_size", "png_bytes", "save_png", "gif_palette", "save_gif", "save_mp4",
+           "compose_grid", "save_grid", "save_maps"]
+
+MAX_SIDE = 640        # longer side of the drawn pictures (overlay, GIF, MP4), at most
+MIN_SIDE = 0          # shorter side of small pictures is scaled up to this (0: never scaled up)
+PANEL_SIDE = 192      # longer side of one grid panel, at most
+MP4_PRESET = "ultrafast"   # 12 frames at 640 x 480: ultrafast 62 ms, veryfast 244 ms, medium 622 ms (NOTES)
+
+
+def _np(frames) -> np.ndarray:
+    if hasattr(frames, "detach"):
+        frames = frames.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(frames, dtype=np.uint8))
+
+
+def display_size(h: int, w: int, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> Tuple[int, int]:
+    """The drawn picture's (H, W) for an image of (h, w): scaled up so its shorter side is at least
+    ``min_side`` (default 0: the image's own size), then down so its longer side is at most
+    ``max_side`` (aspect ratio kept; ``max_side=0``: no upper bound).
+
+    The cost of every output grows with the pixels drawn: a 64 x 64 picture drawn at 256 x 256
+    costs about 15x more to encode as PNG for no information (benchmarks/NOTES.md, 2026-11-30).
+    """
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image size must be positive, got {(h, w)}")
+    s = max(1.0, min_side / min(h, w)) if min_side else 1.0
+    if max_side and max(h, w) * s > max_side:
+        s = max_side / max(h, w)
+    return max(1, int(round(h * s))), max(1, int(round(w * s)))
+
+
+def panel_size(h: int, w: int, side: int = PANEL_SIDE) -> Tuple[int, int]:
+    """(H, W) of one grid panel: the longer side at most ``side`` (never scaled up), aspect ratio kept."""
+    s = min(1.0, side / max(h, w))
+    return max(1, int(round(h * s))), max(1, int(round(w * s)))
+
+
+# ---------------------------------------------------------------------------------------- PNG
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bytes(image, level: int = 1) -> bytes:
+    """(H, W, 3) or (H, W) uint8 -> PNG file bytes.
+
+    One vectorised "Sub" filter for every row (the difference to the pixel on the left) and
+    zlib at ``level`` (1: fast). PIL's encoder tries five filters per row and costs 3-6x more
+    for a file about as large on rendered overlays (benchmarks/NOTES.md, 2026-11-30).
+    """
+    a = _np(image)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) uint8 picture, got {a.shape}")
+    H, W, C = a.shape
+    flat = a.reshape(H, W * C)
+    raw = np.empty((H, W * C + 1), dtype=np.uint8)
+    raw[:, 0] = 1                                              # filter type 1: Sub
+    raw[:, 1:C + 1] = flat[:, :C]
+    np.subtract(flat[:, C:], flat[:, :-C], out=raw[:, C + 1:])  # wraps modulo 256, as PNG wants
+    colour = {1: 0, 3: 2, 4: 6}[C]
+    head = struct.pack(">IIBBBBB", W, H, 8, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", head) + _chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+            + _chunk(b"IEND", b""))
+
+
+def save_png(image, path: str, level: int = 1) -> None:
+    """Write (H, W, 3) or (H, W) uint8 as PNG (:func:`png_bytes`)."""
+    data = png_bytes(image, level)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+# ---------------------------------------------------------------------------------------- GIF
+def gif_palette(frames, colours: int = 256, step: int = 0):
+    """One palette for all frames: PIL's fast octree quantiser on every ``step``-th pixel (each
+    way) of every frame; ``step=0``: about 250,000 pixels in all. Returns the PIL "P" image holding
+    it (for ``Image.quantize(palette=...)``)."""
+    from PIL import Image
+    arr = _np(frames)
+    step = step or max(1, int((arr[..., 0].size / 250_000) ** 0.5))
+    sub = arr[:, ::step, ::step]                                  # (L, h', w', 3) -> frames stacked vertically
+    sample = np.ascontiguousarray(sub.reshape(-1, sub.shape[2], 3))
+    return Image.fromarray(sample).quantize(colours, method=Image.Quantize.FASTOCTREE)
+
+
+def gif_frames(frames, palette=None) -> List["object"]:
+    """(L, H, W, 3) uint8 -> L PIL "P" images sharing one palette (no dithering)."""
+    from PIL import Image
+    arr = _np(frames)
+    pal = palette if palette is not None else gif_palette(arr)
+    return [Image.fromarray(f).quantize(palette=pal, dither=Image.Dither.NONE) for f in arr]
+
+
+def save_gif(frames, path: str, duration_ms: int = 700) -> None:
+    """(L, H, W, 3) uint8 -> looping animated GIF, one frame per block, one shared palette
+    (:func:`gif_palette`; not a median cut per frame: 1.4 s -> about 50 ms at 12 x 640 x 480)."""
+    ims = gif_frames(frames)
+    ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=duration_ms, loop=0,
+                optimize=False)
+
+
+# ---------------------------------------------------------------------------------------- MP4
+@functools.lru_cache(maxsize=None)
+def _h264() -> str:
+    import av
+    try:
+        av.codec.Codec("libx264", "w")
+        return "libx264"
+    except Exception:  # noqa: BLE001 - this FFmpeg build has no H.264 encoder
+        return "mpeg4"
+
+
+def save_mp4(frames, path: str, fps: int = 1, preset: str = MP4_PRESET, crf: int = 20) -> None:
+    """(L, H, W, 3) uint8 -> MP4, H.264 (libx264 ``preset``, ``crf``) or MPEG-4 where this FFmpeg
+    has no H.264; ``fps`` frames per second (1: the authors' demo). Odd sides are padded by one
+    pixel (yuv420p)."""
+    import av
+    arr = _np(frames)
+    L, H, W, _ = arr.shape
+    H2, W2 = H + H % 2, W + W % 2
+    if (H2, W2) != (H, W):
+        arr = np.pad(arr, ((0, 0), (0, H2 - H), (0, W2 - W), (0, 0)), mode="edge")
+    codec = _h264()
+    with av.open(path, mode="w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = W2, H2, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": preset, "crf": str(crf)}
+        stream.thread_count = 1                     # tiny clips: threads cost more than they give
+        for f in arr:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+# ---------------------------------------------------------------------------------------- grid
+@functools.lru_cache(maxsize=None)
+def _font():
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:                               # Pillow < 10.1: the bitmap font
+        return ImageFont.load_default()
+
+
+def compose_grid(panels: Sequence, titles: Sequence[str] = (), suptitle: str = "", cols: int = 0,
+                 pad: int = 4) -> np.ndarray:
+    """Tile same-size pictures (each (h, w, 3) uint8) on white with a title above each and an
+    optional title above all; returns the (H, W, 3) uint8 picture. PIL draws the text."""
+    from PIL import Image, ImageDraw
+    ps = [_np(p) for p in panels]
+    if not ps:
+        raise ValueError("compose_grid needs at least one panel")
+    h, w = ps[0].shape[:2]
+    if any(p.shape != ps[0].shape for p in ps):
+        raise ValueError("grid panels must all have the same size")
+    n = len(ps)
+    cols = cols or min(n, 7)
+    rows = (n + cols - 1) // cols
+    th = 16 if titles else 0
+    top = 20 if suptitle else 0
+    H, W = top + rows * (th + h + pad) + pad, cols * (w + pad) + pad
+    if suptitle:
+        W = max(W, int(_font().getlength(suptitle)) + 2 * pad + 4)      # room for the whole title
+    canvas = np.full((H, W, 3), 255, dtype=np.uint8)
+    for j, p in enumerate(ps):
+        r, c = divmod(j, cols)
+        y, x = top + r * (th + h + pad) + th + pad, pad + c * (w + pad)
+        canvas[y:y + h, x:x + w] = p
+    if titles or suptitle:
+        im = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(im)
+        font = _font()
+        for j, t in enumerate(list(titles)[:n]):
+            r, c = divmod(j, cols)
+            draw.text((pad + c * (w + pad) + 2, top + r * (th + h + pad) + pad), str(t), fill=(0, 0, 0), font=font)
+        if suptitle:
+            draw.text((pad + 2, 4), suptitle, fill=(0, 0, 0), font=font)
+        canvas = np.asarray(im)
+    return canvas
+
+
+def save_grid(frames, path: str, titles: Optional[Sequence[str]] = None, suptitle: str = "", image=None,
+              cols: int = 0) -> None:
+    """Grid of all blocks' frames (L, H, W, 3), titled, optionally with the input picture first
+    (same size as the frames), written as PNG. No matplotlib figure (about 0.9 s per image)."""
+    arr = _np(frames)
+    panels = ([_np(image)] if image is not None else []) + list(arr)
+    names = (["input"] if image is not None else []) + list(titles or [f"block {i + 1}" for i in range(len(arr))])
+    save_png(compose_grid(panels, names, suptitle, cols), path)
+
+
+# ---------------------------------------------------------------------------------------- maps
+def save_maps(path: str, arrays: dict) -> None:
+    """The arrays of one image as an uncompressed .npz (float32 maps barely compress: zlib
+    took 5x the time for a few percent)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with open(path, "wb") as f:
+        f.write(buf.getbuffer())
