@@ -171,3 +171,11 @@ def test_result_fields_show_and_repr_html():
     bad = make_result()
     bad.maps[0, 0, 0, 0] = float("inf")
     assert bad._repr_html_() is None                                         # plain repr, not a wrong page
+
+
+def test_max_rows_keeps_whole_images():
+    res = make_result(B=6, topk=2)
+    data = ex.page_data(res, smooth_images(3, 16, 16), max_rows=2)
+    assert data["n_images"] == 2 and data["rows"] == 4 and len(data["images"]) == 2
+    rec = ex.read_page(ex.page_html(res, None, max_rows=2))["methods"][0]
+    assert rec["maps_t"].shape[0] == 4 and torch.allclose(rec["maps_t"], res.maps[:4], rtol=1e-3, atol=1e-7)

@@ -243,3 +243,24 @@ def test_jpeg_page_without_heads_and_maps_alone(browser, tmp_path):
         finally:
             pg.page.close()
 
+
+
+def test_jupyter_iframe_runs_sandboxed(browser):
+    """``res.show(images)`` / ``_repr_html_``: the page inside an ``<iframe srcdoc sandbox>`` draws too."""
+    res = _result(4, "grad", True, B=2, topk=1)
+    res.targets = res.targets[:2]
+    shown = res.show((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8))
+    host = shown if isinstance(shown, str) else shown.data
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.set_content("<!DOCTYPE html><html><body>" + host + res._repr_html_() + "</body></html>")
+        for frame in page.frames[1:3]:
+            frame.wait_for_selector("body[data-ready='1']", timeout=20000)
+            assert frame.evaluate("window.daamExplorer.state.block") == 3
+            assert np.array(frame.evaluate("window.daamExplorer.heat()")).std() > 0
+        assert len(page.frames) == 3 and errors == []
+    finally:
+        page.close()

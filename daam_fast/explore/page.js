@@ -379,7 +379,7 @@
     $("opacityrow").style.display = D.images ? "" : "none";
     document.addEventListener("keydown", (e) => {
       const t = e.target;
-      if (t && (t.tagName === "SELECT" || (t.tagName === "INPUT" && t.type === "range"))) return;
+      if (t && (t.tagName === "SELECT" || (t.tagName === "INPUT" && (t.type === "range" || t.type === "radio")))) return;
       const moves = { ArrowLeft: ["block", -1], ArrowRight: ["block", 1], ArrowUp: ["img", -1], ArrowDown: ["img", 1] };
       const m = moves[e.key];
       if (!m) return;
