@@ -4,12 +4,11 @@ Providers (same model, same inputs, one process, round-robin so machine noise hi
 alike): plain inference (the baseline of every ratio), daam_fast grad / direct /
 reference, and, when installed, the other DAAM package on PyPI (``daam-timm-vit``, which
 turns fused attention off and keeps every N x N matrix) and pytorch-grad-cam's GradCAM on
-the last block. Peak memory is measured per provider in a fresh subprocess (ru_maxrss
-above the loaded model).
+the last block. Peak memory is measured per provider in a fresh subprocess (peak RSS above
+the loaded model). The ``daam-fast bench`` command is :mod:`daam_fast.cli.bench`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -244,24 +243,3 @@ def run_bench(model_name: str, batch: int, reps: int, threads: int, names=PROVID
     if missing:
         head += f"\nnot installed (left out): {', '.join(missing)}"
     return head + "\n\n" + table(times, batch, memory=mem)
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="time DAAM against plain inference (and other tools) on your model",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="deit_small_patch16_224", help="timm model name (random weights) or shapes_vit")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--providers", default=",".join(PROVIDERS),
-                   help="comma-separated; known: " + ", ".join(KNOWN).replace("%", "%%"))
-    p.add_argument("--memory", action="store_true", help="also measure peak memory per provider (subprocesses)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cli_main)
-
-
-def _cli_main(args) -> int:
-    names = [n.strip() for n in args.providers.split(",") if n.strip()]
-    print(run_bench(args.model, args.batch_size, args.reps, args.threads, names, memory=args.memory,
-                    progress=not args.quiet))
-    return 0
