@@ -179,3 +179,29 @@ def test_max_rows_keeps_whole_images():
     assert data["n_images"] == 2 and data["rows"] == 4 and len(data["images"]) == 2
     rec = ex.read_page(ex.page_html(res, None, max_rows=2))["methods"][0]
     assert rec["maps_t"].shape[0] == 4 and torch.allclose(rec["maps_t"], res.maps[:4], rtol=1e-3, atol=1e-7)
+
+
+def test_shipped_model_end_to_end(tmp_path):
+    """DAAM on the shipped model -> page -> decoded maps: the run's maps within float16, and with
+    heads=True the head terms the page sums give back the block maps."""
+    from daam_fast import DAAM
+    from daam_fast.preprocess import input_spec, prepare
+    from daam_fast.zoo import CLASSES, load_model
+    from daam_fast.zoo.shapes import make_shapes
+    model = load_model("shapes_vit")
+    data = make_shapes(2, seed=1)
+    x, rgb = prepare(list(data.images), input_spec(model))
+    try:
+        daam = DAAM(model, heads=True)
+    except TypeError:
+        daam = DAAM(model)
+    res = daam(x)
+    page = ex.read_page(ex.explore(res, rgb, tmp_path / "run.html", class_names=list(CLASSES)))
+    rec = page["methods"][0]
+    s = res.maps.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
+    assert float(((rec["maps_t"] - res.maps).abs() / s).max()) <= 2.0 ** -11
+    assert page["class_labels"] == [[CLASSES[int(t)]] for t in res.targets]
+    if res.head_maps is not None:
+        summed = torch.relu(rec["heads_t"].sum(2))
+        sb = res.block_maps.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
+        assert float(((summed - res.block_maps).abs() / sb).max()) < 1e-2
