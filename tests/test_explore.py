@@ -204,4 +204,4 @@ def test_shipped_model_end_to_end(tmp_path):
     if res.head_maps is not None:
         summed = torch.relu(rec["heads_t"].sum(2))
         sb = res.block_maps.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
-        assert float(((summed - res.block_maps).abs() / sb).max()) < 1e-2
+        assert float(((summed - res.block_maps).abs() / sb).max()) < 4e-3     # measured 3e-4
