@@ -142,3 +142,89 @@ def test_activation_checkpointing_option_same_maps(images, tmp_path, capsys):
     assert main(["explain", str(images), "--out", str(tmp_path / "c"), "--quiet", "--method", "direct",
                  "--activation-checkpointing"]) == 2
     assert "--activation-checkpointing applies to --method grad" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the shared options (no model runs)
+def _action(parser, command, dest):
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return next(a for a in sub._actions if a.dest == dest)
+
+
+def test_method_choices_are_the_explainer_table():
+    from daam_fast.cli import build_parser
+    from daam_fast.explainer import METHODS
+    ap = build_parser()
+    for command in ("explain", "video", "eval", "batch"):
+        assert tuple(_action(ap, command, "method").choices) == tuple(METHODS), command
+
+
+def test_argparse_defaults_are_the_config_defaults():
+    import dataclasses
+    import inspect
+    from daam_fast.cli import build_parser
+    from daam_fast.cli.explain import ExplainOptions
+    from daam_fast.distributed import explain_dataset
+    from daam_fast.evaluate import EvalConfig
+    from daam_fast.video import VideoOptions
+    ap = build_parser()
+    video = ap.parse_args(["video", "in.mp4", "--out", "o.mp4"])
+    for f in ("layout", "scale", "mode", "smoothing", "target", "codec", "crf", "preset", "batch_size", "method"):
+        assert getattr(video, f) == getattr(VideoOptions(), f), f
+    ev = ap.parse_args(["eval", "--out", "e"])
+    for f in dataclasses.fields(EvalConfig):
+        assert getattr(ev, f.name) == f.default, f.name
+    ex = ap.parse_args(["explain", "x.png", "--out", "o"])
+    for f in ("method", "target", "batch_size", "mode"):
+        assert getattr(ex, f) == getattr(ExplainOptions(), f), f
+    sig = inspect.signature(explain_dataset).parameters
+    batch = ap.parse_args(["batch", "d", "--out", "o"])
+    for arg, param in (("num_actors", "num_actors"), ("cpus_per_actor", "num_cpus_per_actor"),
+                       ("gpus_per_actor", "num_gpus_per_actor"), ("shard_size", "shard_size"),
+                       ("batch_size", "batch_size"), ("target", "target"), ("ray_address", "ray_address")):
+        assert getattr(batch, arg) == sig[param].default, arg
+
+
+def test_daam_options_checked_once_and_usage_errors_exit_2(tmp_path, capsys):
+    from daam_fast.cli import UsageError, build_parser
+    from daam_fast.cli.options import daam_args
+    ap = build_parser()
+    with pytest.raises(UsageError, match="--activation-checkpointing applies to --method grad"):
+        daam_args(ap.parse_args(["video", "v.mp4", "--out", "o.mp4", "--method", "direct",
+                                 "--activation-checkpointing"]))
+    opts = daam_args(ap.parse_args(["explain", "x", "--out", "o", "--compile", "--backend", "torch"]))
+    assert opts.keywords() == {"compile": True, "backend": "torch"}
+    assert daam_args(ap.parse_args(["explain", "x", "--out", "o", "--backend", "auto"])).keywords() == {}
+    with pytest.raises(SystemExit):                                       # argparse: not a choice
+        ap.parse_args(["explain", "x", "--out", "o", "--method", "lime"])
+    capsys.readouterr()
+    (tmp_path / "one").mkdir()
+    assert main(["bank", "build", str(tmp_path / "one"), "--out", str(tmp_path / "b.pt")]) == 2
+    assert capsys.readouterr().err.startswith("daam-fast bank: bank build needs IMG_DIR/<class>/<image>")
+    assert main(["video", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o.mp4")]) == 2
+    assert "daam-fast video: " in capsys.readouterr().err
+
+
+def test_old_import_paths_keep_working():
+    from daam_fast import cli, distributed, evaluate, video
+    from daam_fast.cli import add_model_args, daam_options, explain_files, main as main_, model_from_args  # noqa: F401
+    assert video.add_cli is cli.video.add_cli and evaluate.add_cli is cli.eval.add_cli
+    assert distributed.add_cli is cli.batch.add_cli
+    for mod in (video, evaluate, distributed):
+        for name in mod.__all__:
+            assert getattr(mod, name) is not None, f"{mod.__name__}.{name}"
+
+
+def test_distributed_options_derived_from_daam():
+    import inspect
+    from daam_fast import DAAM
+    from daam_fast.distributed import MAP_OPTIONS, check_run_options, daam_option_names
+    kw = {p.name for p in inspect.signature(DAAM.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    assert daam_option_names() == kw - MAP_OPTIONS
+    assert {"checkpoint", "compile", "backend"} <= daam_option_names() and "normalize" not in daam_option_names()
+    assert check_run_options("grad", {"checkpoint": True}) == {"checkpoint": True}
+    with pytest.raises(ValueError, match="unknown"):
+        check_run_options("grad", {"normalize": True})
+    with pytest.raises(ValueError, match="method='grad'"):
+        check_run_options("direct", {"checkpoint": True})
+    with pytest.raises(ValueError, match="method="):
+        check_run_options("lime", None)
