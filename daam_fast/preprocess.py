@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["InputSpec", "input_spec", "prepare"]
+__all__ = ["InputSpec", "input_spec", "prepare", "normalise"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +38,22 @@ def input_spec(model: nn.Module) -> InputSpec:
     if interp not in ("bilinear", "bicubic", "nearest"):
         interp = "bicubic"
     return InputSpec(size=(int(size[-2]), int(size[-1])), mean=mean, std=std, interpolation=interp)
+
+
+def normalise(rgb: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """(rgb - mean) / std per channel.
+
+    Args:
+        rgb: (B, 3, H, W) float in [0, 1], or uint8 (scaled by 1 / 255 first).
+        mean, std: 3 values each (RGB).
+
+    Returns:
+        (B, 3, H, W) float32 model input.
+    """
+    x = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
 
 
 def prepare(images: Tensor | Sequence[Tensor], spec: InputSpec, device=None) -> Tuple[Tensor, Tensor]:
@@ -71,6 +87,4 @@ def prepare(images: Tensor | Sequence[Tensor], spec: InputSpec, device=None) -> 
             x = F.interpolate(x[None], size=spec.size, mode=mode, antialias=mode != "nearest", **kw)[0]
         outs.append(x.clamp(0, 1))
     rgb01 = torch.stack(outs)
-    mean = torch.tensor(spec.mean, device=rgb01.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=rgb01.device).view(1, 3, 1, 1)
-    return (rgb01 - mean) / std, (rgb01 * 255).round().to(torch.uint8)
+    return normalise(rgb01, spec.mean, spec.std), (rgb01 * 255).round().to(torch.uint8)

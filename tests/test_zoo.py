@@ -76,3 +76,22 @@ def test_headless_copy_and_bank():
 def test_unknown_model_named():
     with pytest.raises(ValueError, match="known: shapes_vit"):
         zoo.load_model("nope")
+
+
+@shipped
+def test_zoo_format_checkpoint_keeps_its_input_spec():
+    """A zoo-format .safetensors passed as --checkpoint is the shipped model: same outputs, and
+    pictures are prepared with its stored mean / std (not ImageNet's)."""
+    from daam_fast.models import load_model_spec
+    from daam_fast.preprocess import input_spec, prepare
+    path = os.path.join(zoo.weights_dir(), "shapes_vit.safetensors")
+    for headless in (False, True):
+        shipped_model = zoo.load_model("shapes_vit", headless=headless)
+        loaded = load_model_spec(checkpoint=path, headless=headless)
+        assert input_spec(loaded) == input_spec(shipped_model)
+        assert input_spec(loaded).mean == (0.5, 0.5, 0.5) and loaded.daam_classes == tuple(CLASSES)
+        b = make_shapes(4, seed=6)
+        x, _ = prepare(b.images, input_spec(loaded))
+        assert torch.equal(x, normalise(b.images))          # the training normalisation, exactly
+        with torch.no_grad():
+            assert torch.equal(loaded(x), shipped_model(x))

@@ -9,7 +9,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Sequence
 
@@ -80,15 +79,10 @@ def load_model_spec(name: Optional[str] = None, checkpoint: Optional[str] = None
         if not os.path.isfile(checkpoint):
             raise ModelLoadError(f"checkpoint {checkpoint}: no such file")
         sd, meta = _state_dict_from(checkpoint)
-        if "config" in meta:
-            from timm.models.vision_transformer import VisionTransformer
-            cfg = json.loads(meta["config"])
+        if "config" in meta:                       # zoo format: config, classes, mean / std stored
+            model = zoo.from_metadata(meta, headless)
             if headless:
-                cfg["num_classes"] = 0
-                sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
-            model = VisionTransformer(**cfg)
-            if "classes" in meta:
-                model.daam_classes = tuple(json.loads(meta["classes"]))
+                sd = zoo.without_head(sd)
         else:
             if name is None:
                 raise ModelLoadError(f"{checkpoint} has no model config: also pass --model <timm architecture>")

@@ -20,7 +20,8 @@ from torch import nn
 from ..bank import MemoryBank
 from .shapes import CLASSES
 
-__all__ = ["MODELS", "CLASSES", "load_model", "load_bank", "weights_dir", "model_info"]
+__all__ = ["MODELS", "CLASSES", "load_model", "load_bank", "weights_dir", "model_info", "from_metadata",
+           "without_head"]
 
 MODELS: Dict[str, str] = {
     "shapes_vit": "ViT (64x64, patch 8, dim 96, depth 6, 3 heads) trained on daam_fast.zoo.shapes; 6 classes",
@@ -49,6 +50,42 @@ def model_info(name: str = "shapes_vit") -> dict:
         return dict(f.metadata())
 
 
+def from_metadata(meta: dict, headless: bool = False) -> nn.Module:
+    """An untrained timm ``VisionTransformer`` from a zoo-format file's metadata.
+
+    Args:
+        meta: the safetensors metadata: "config" (the model's keyword arguments, JSON), and
+            where present "classes", "mean" and "std" (JSON).
+        headless: build with ``num_classes=0`` (load the weights without ``head.*``, see
+            :func:`without_head`).
+
+    Returns:
+        the model, with ``pretrained_cfg`` holding the stored input size / mean / std (so
+        :func:`daam_fast.preprocess.input_spec` prepares pictures as in training) and
+        ``daam_classes`` the class names.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+    cfg = json.loads(meta["config"])
+    if headless:
+        cfg["num_classes"] = 0
+    model = VisionTransformer(**cfg)
+    if "mean" in meta and "std" in meta:
+        size = cfg.get("img_size", 224)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {}, input_size=(3, *size),
+                                    mean=tuple(json.loads(meta["mean"])), std=tuple(json.loads(meta["std"])),
+                                    interpolation=meta.get("interpolation", "bilinear"),
+                                    num_classes=cfg.get("num_classes", 1000))
+    if "classes" in meta:
+        model.daam_classes = tuple(json.loads(meta["classes"]))
+    return model
+
+
+def without_head(state: dict) -> dict:
+    """``state`` without the classifier's ``head.*`` tensors (for a headless model)."""
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
+
+
 def load_model(name: str = "shapes_vit", headless: bool = False, device="cpu") -> nn.Module:
     """Build a shipped model and load its weights (eval mode).
 
@@ -58,22 +95,11 @@ def load_model(name: str = "shapes_vit", headless: bool = False, device="cpu") -
         device: where to put it.
     """
     from safetensors.torch import load_file
-    from timm.models.vision_transformer import VisionTransformer
     if name.endswith("_ssl"):
         headless = True
-    meta = model_info(name)
-    cfg = json.loads(meta["config"])
-    if headless:
-        cfg["num_classes"] = 0
-    model = VisionTransformer(**cfg)
+    model = from_metadata(model_info(name), headless)
     state = load_file(_file(name))
-    if headless:
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    model.load_state_dict(state)
-    mean, std = tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"]))
-    model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {}, input_size=(3, cfg["img_size"], cfg["img_size"]),
-                                mean=mean, std=std, interpolation="bilinear", num_classes=cfg["num_classes"])
-    model.daam_classes = tuple(json.loads(meta["classes"]))
+    model.load_state_dict(without_head(state) if headless else state)
     model.daam_name = "shapes_vit_ssl" if headless else "shapes_vit"
     return model.eval().to(device)
 

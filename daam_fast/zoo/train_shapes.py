@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .. import preprocess
 from ..bank import MemoryBank
+from . import without_head
 from .shapes import CLASSES, make_shapes
 
 MEAN = (0.5, 0.5, 0.5)
@@ -40,9 +42,8 @@ def build(config: dict, num_classes=None):
 
 
 def normalise(images_u8: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (images_u8.float() / 255 - mean) / std
+    """(B, 3, 64, 64) uint8 shapes -> the model's input, with the training MEAN / STD."""
+    return preprocess.normalise(images_u8, MEAN, STD)
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -66,7 +67,7 @@ def accuracy(model, n: int = 2000, seed: int = EVAL_SEED, batch: int = 250) -> f
 @torch.no_grad()
 def build_bank(model, n: int = 2000, seed: int = BANK_SEED, batch: int = 250) -> MemoryBank:
     headless = build(CONFIG, num_classes=0)
-    headless.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")})
+    headless.load_state_dict(without_head(model.state_dict()))
     headless.eval()
     feats, labels = [], []
     for i in range(0, n, batch):
