@@ -57,7 +57,9 @@
     img: 0, cls: 0, method: 0, block: 0, view: "acc", heads: null, norm: D.mode, cmap: D.cmap,
     alpha: D.alpha, beta: D.beta, thrOn: false, thr: 0.5,
   };
-  const pixels = [];           // per image: Uint8ClampedArray RGBA of the picture, or null
+  const pictures = [];         // per image: the decoded <img>, or none (maps alone)
+  const pixelCache = new Map(); // image index -> Uint8ClampedArray RGBA; a few kept (many images)
+  const TH = 88;               // thumbnail side in canvas pixels
   let last = null;             // what was drawn last: {series, z, heat, W, H, ...}
 
   function row() { return S.img * D.topk + S.cls; }
@@ -197,7 +199,7 @@
     const [W, H] = D.sizes[S.img];
     const Dv = series(), z = normalise(Dv, L, hw, S.norm);
     const heat = heatOf(z, S.block, h, w, W, H);
-    const pix = pixels[S.img];
+    const pix = pixelsOf(S.img);
     for (const c of [frame, marks]) if (c.width !== W || c.height !== H) { c.width = W; c.height = H; }
     ctx2d(frame).putImageData(paint(heat, W, H, pix, S.cmap, S.alpha, S.beta), 0, 0);
     last = { Dv, z, heat, W, H, h, w, hw, L, reg: null };
@@ -319,20 +321,26 @@
       bn.textContent = name;
       lab.appendChild(bn);
       lab.appendChild(document.createTextNode(D.class_labels[i][0]));
-      const [W, H] = D.sizes[i];
-      c.width = W; c.height = H;
+      c.width = TH; c.height = TH;
       b.appendChild(c); b.appendChild(lab);
       b.addEventListener("click", () => set({ img: i }));
       list.appendChild(b);
     });
   }
+  function fit(ctx, src, W, H) {   // draw src (W x H) centred into the TH x TH thumbnail
+    const r = TH / Math.max(W, H), w = Math.round(W * r), h = Math.round(H * r);
+    ctx.drawImage(src, (TH - w) >> 1, (TH - h) >> 1, w, h);
+  }
   function thumbs() {
+    const M = method(0), [h, w] = M.grid, hw = h * w, tmp = document.createElement("canvas");
+    tmp.width = w; tmp.height = h;
     [...$("list").children].forEach((b, i) => {
-      const c = b.querySelector("canvas"), [W, H] = D.sizes[i];
-      if (pixels[i]) { c.getContext("2d").putImageData(new ImageData(pixels[i], W, H), 0, 0); return; }
-      const M = method(S.method), [h, w] = M.grid, hw = h * w, r = i * D.topk;
-      const z = normalise(M.maps_a.subarray(r * M.L * hw, (r + 1) * M.L * hw), M.L, hw, D.mode);
-      c.getContext("2d").putImageData(paint(heatOf(z, M.L - 1, h, w, W, H), W, H, null, D.cmap, 1, 0), 0, 0);
+      const ctx = b.querySelector("canvas").getContext("2d"), [W, H] = D.sizes[i];
+      if (pictures[i]) { fit(ctx, pictures[i], W, H); return; }
+      const r = i * D.topk, z = normalise(M.maps_a.subarray(r * M.L * hw, (r + 1) * M.L * hw), M.L, hw, D.mode);
+      tmp.getContext("2d").putImageData(paint(heatOf(z, M.L - 1, h, w, w, h), w, h, null, D.cmap, 1, 0), 0, 0);
+      ctx.imageSmoothingEnabled = false;
+      fit(ctx, tmp, w, h);
     });
   }
 
@@ -412,17 +420,24 @@
     if (!D.images) return Promise.resolve();
     return Promise.all(D.images.map((url, i) => new Promise((resolve, reject) => {
       const im = new Image();
-      im.onload = () => {
-        const [W, H] = D.sizes[i], c = document.createElement("canvas");
-        c.width = W; c.height = H;
-        const ctx = c.getContext("2d", RW);
-        ctx.drawImage(im, 0, 0, W, H);
-        pixels[i] = ctx.getImageData(0, 0, W, H).data;
-        resolve();
-      };
+      im.onload = () => { pictures[i] = im; resolve(); };
       im.onerror = () => reject(new Error(`image ${i} could not be decoded`));
       im.src = url;
     })));
+  }
+
+  // The picture's RGBA pixels as the browser decoded it (drawn at its own size: no resampling).
+  function pixelsOf(i) {
+    if (!pictures[i]) return null;
+    if (!pixelCache.has(i)) {
+      const [W, H] = D.sizes[i], c = document.createElement("canvas");
+      c.width = W; c.height = H;
+      const ctx = c.getContext("2d", RW);
+      ctx.drawImage(pictures[i], 0, 0, W, H);
+      if (pixelCache.size >= 8) pixelCache.delete(pixelCache.keys().next().value);
+      pixelCache.set(i, ctx.getImageData(0, 0, W, H).data);
+    }
+    return pixelCache.get(i);
   }
 
   // For tests and scripts: the state, the last frame and the pictures as the page sees them.
@@ -431,7 +446,7 @@
     heat: () => Array.from(last.heat),
     size: () => [last.W, last.H],
     frame: () => Array.from(ctx2d(frame).getImageData(0, 0, last.W, last.H).data),
-    image: (i) => (pixels[i] ? Array.from(pixels[i]) : null),
+    image: (i) => (pictures[i] ? Array.from(pixelsOf(i)) : null),
     box: () => (last.reg ? last.reg.box : null),
   };
   window.daamExplorer = api;
