@@ -22,17 +22,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["boxes_from_maps", "boxes_from_masks", "connected_components", "masks_to_boxes", "box_iou"]
+__all__ = ["boxes_from_maps", "boxes_from_masks", "boxes_over_thresholds", "connected_components", "masks_to_boxes",
+           "box_iou"]
+
+
+def _neighbourhood_max(x: Tensor, connectivity: int) -> Tensor:
+    """Max over each pixel's 3 x 3 (8) or cross (4) neighbourhood of (n, H, W) long, -1 outside; shifted
+    maxima (a few element-wise ops), several times faster on the CPU than max_pool2d on one channel."""
+    p = F.pad(x, (1, 1, 1, 1), value=-1)
+    rows = torch.maximum(torch.maximum(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])         # (n, H + 2, W)
+    if connectivity == 8:
+        return torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+    cols = torch.maximum(p[:, :-2, 1:-1], p[:, 2:, 1:-1])
+    return torch.maximum(rows[:, 1:-1], cols)
 
 
 def connected_components(masks: Tensor, connectivity: int = 8) -> Tensor:
     """Label the connected components of a batch of binary masks.
 
-    Every foreground pixel starts with its own flat index as label; each step takes the
-    maximum label over the pixel's neighbourhood (a 3 x 3 max-pool, or a cross for
-    4-connectivity) inside the foreground, then jumps pointers (label <- label of the pixel
-    the label names, a pixel of the same component with a label at least as large), until
-    nothing changes. Each component ends labelled by the largest flat index of its pixels.
+    Every foreground pixel starts with its own flat index as label. Each step takes the
+    maximum label m over the pixel's neighbourhood (3 x 3, or a cross for 4-connectivity) inside the foreground, hooks the pixel's root onto it
+    (label[label[p]] <- max(label[label[p]], m), as in Shiloach-Vishkin), and jumps pointers
+    twice (label <- label of the pixel the label names: a pixel of the same component with
+    a label at least as large). Masks whose labels stopped changing leave the working set.
+    Each component ends labelled by the largest flat index of its pixels, in O(log) steps
+    for convex blobs instead of one step per pixel of the component's diameter.
 
     Args:
         masks: (N, H, W) bool (or 0 / 1) masks.
@@ -46,27 +60,24 @@ def connected_components(masks: Tensor, connectivity: int = 8) -> Tensor:
                          f"{tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__}")
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    fg = masks.bool()
-    N, H, W = fg.shape
-    if H * W >= 2 ** 24:
-        raise ValueError(f"masks of {H}x{W} pixels: labels would not be exact in float32 (at most 2**24 pixels)")
-    idx = torch.arange(H * W, device=fg.device, dtype=torch.float32).view(1, H, W)
-    lab = torch.where(fg, idx, torch.full_like(idx, -1.0))[:, None]              # (N, 1, H, W)
-    flat_fg = fg.reshape(N, H * W)
-    while True:
-        if connectivity == 8:
-            spread = F.max_pool2d(lab, 3, stride=1, padding=1)
-        else:
-            spread = torch.maximum(F.max_pool2d(lab, (3, 1), stride=1, padding=(1, 0)),
-                                   F.max_pool2d(lab, (1, 3), stride=1, padding=(0, 1)))
-        spread = torch.where(fg[:, None], spread, lab)
-        li = spread.reshape(N, H * W).long()
-        jumped = li.gather(1, li.clamp_min(0))                                       # pointer jumping
-        new = torch.where(flat_fg, jumped, li).float().reshape(N, 1, H, W)
-        if torch.equal(new, lab):
-            break
-        lab = new
-    return lab[:, 0].long()
+    fg_all = masks.bool()
+    N, H, W = fg_all.shape
+    idx = torch.arange(H * W, device=fg_all.device).view(1, H * W)
+    out = torch.where(fg_all.reshape(N, H * W), idx, torch.full_like(idx, -1))       # (N, HW) long
+    active = torch.nonzero(fg_all.reshape(N, -1).any(dim=1))[:, 0]                  # masks with any pixel
+    lab, fg = out[active], fg_all.reshape(N, -1)[active]
+    while lab.shape[0]:
+        n = lab.shape[0]
+        spread = torch.where(fg, _neighbourhood_max(lab.view(n, H, W), connectivity).view(n, H * W), lab)
+        new = lab.scatter_reduce(1, lab.clamp_min(0), spread, "amax")              # hook roots (bg: no-op, -1)
+        new = torch.maximum(new, spread)
+        for _ in range(2):                                                          # pointer jumping
+            new = torch.where(fg, new.gather(1, new.clamp_min(0)), new)
+        changed = (new != lab).any(dim=1)
+        out[active] = new
+        keep = torch.nonzero(changed)[:, 0]
+        active, lab, fg = active[keep], new[keep], fg[keep]
+    return out.view(N, H, W)
 
 
 def boxes_from_masks(masks: Tensor, max_boxes: Optional[int] = None, connectivity: int = 8) -> Tensor:
@@ -90,12 +101,16 @@ def boxes_from_masks(masks: Tensor, max_boxes: Optional[int] = None, connectivit
     flat = lab.reshape(N, H * W)
     fg = flat >= 0
     li = flat.clamp_min(0)
+    size = torch.zeros(N, H * W, device=lab.device).scatter_add_(1, li, fg.float())
+    if K == 1:                                                  # the largest: one argmax, then its tight box
+        best = size.argmax(dim=1, keepdim=True)                 # ties: the first (smallest) label
+        box = masks_to_boxes(((flat == best) & fg).view(N, H, W))
+        return box if max_boxes is None else box[:, None]
     dev = lab.device
     pix = torch.arange(H * W, device=dev)
     ys, xs = (pix // W).expand(N, -1), (pix % W).expand(N, -1)
     big = torch.full((N, H * W), H * W, device=dev, dtype=torch.long)
     neg = torch.full((N, H * W), -1, device=dev, dtype=torch.long)
-    size = torch.zeros(N, H * W, device=dev).scatter_add_(1, li, fg.float())
     x0 = big.scatter_reduce(1, li, torch.where(fg, xs, big), "amin")
     y0 = big.scatter_reduce(1, li, torch.where(fg, ys, big), "amin")
     x1 = neg.scatter_reduce(1, li, torch.where(fg, xs, neg), "amax") + 1
@@ -106,7 +121,7 @@ def boxes_from_masks(masks: Tensor, max_boxes: Optional[int] = None, connectivit
     boxes = torch.where((top_size > 0)[..., None], boxes, torch.zeros_like(boxes)).float()
     if K > H * W:
         boxes = torch.cat([boxes, boxes.new_zeros(N, K - H * W, 4)], dim=1)
-    return boxes[:, 0] if max_boxes is None else boxes
+    return boxes
 
 
 def boxes_from_maps(maps: Tensor, threshold: float = 0.5, size: Optional[Tuple[int, int]] = None,
@@ -142,6 +157,122 @@ def boxes_from_maps(maps: Tensor, threshold: float = 0.5, size: Optional[Tuple[i
     peak = s.amax(dim=(-2, -1), keepdim=True)
     keep = (s >= float(threshold) * peak) & (s > 0)
     return boxes_from_masks(keep, max_boxes, connectivity)
+
+
+def _find(parent: Tensor, nodes: Tensor) -> Tensor:
+    """Roots of ``nodes`` (pointer chasing on the whole batch at once)."""
+    r = parent[nodes]
+    while True:
+        nxt = parent[r]
+        if torch.equal(nxt, r):
+            return r
+        r = nxt
+
+
+@torch.no_grad()
+def boxes_over_thresholds(values: Tensor, thresholds: Tensor, connectivity: int = 8) -> Tensor:
+    """Box of the largest connected component of {p : values[p] >= t and values[p] > 0}, for every threshold t.
+
+    Equal to :func:`boxes_from_masks` on each thresholded mask, without labelling T masks:
+    the superlevel sets are nested, so the pixels are added from the highest threshold down
+    and their components merged by union-find on the edges between 8- (or 4-) neighbours,
+    for the whole batch at once (hooking the smaller root onto the larger, as
+    :func:`connected_components`, with component sizes and boxes kept at the roots). Each
+    step only touches the pixels and edges that appear at its threshold, so the cost is
+    O(pixels + edges) plus T small steps, instead of T full labellings.
+
+    Args:
+        values: (B, H, W) maps (e.g. min-max normalised to [0, 1]).
+        thresholds: (T,) values.
+        connectivity: 8 or 4.
+
+    Returns:
+        (B, T, 4) float32 boxes (x0, y0, x1, y1), x1 / y1 exclusive; (0, 0, 0, 0) where no pixel is kept.
+        Ties in size go to the component with the smaller largest flat index, as :func:`boxes_from_masks`.
+    """
+    if not isinstance(values, Tensor) or values.dim() != 3:
+        raise ValueError("values must be (B, H, W)")
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    B, H, W = values.shape
+    dev = values.device
+    HW, P = H * W, B * H * W
+    t = torch.as_tensor(thresholds, dtype=values.dtype, device=dev).flatten()
+    T = t.numel()
+    t_desc, order = t.sort(descending=True, stable=True)
+    v = values.reshape(P)
+    # step at which each pixel appears: the number of thresholds above its value (T: never)
+    step = T - torch.searchsorted(t_desc.flip(0).contiguous(), v, right=True)
+    step = torch.where(v > 0, step, torch.full_like(step, T))
+    idx = torch.arange(P, device=dev).view(B, H, W)
+    offsets = [(0, 1), (1, -1), (1, 0), (1, 1)] if connectivity == 8 else [(0, 1), (1, 0)]
+    us, ws = [], []
+    for dy, dx in offsets:
+        xa, xb = max(0, -dx), W - max(0, dx)
+        us.append(idx[:, :H - dy, xa:xb].reshape(-1))
+        ws.append(idx[:, dy:, xa + dx:xb + dx].reshape(-1))
+    u, w = torch.cat(us), torch.cat(ws)
+    e_step = torch.maximum(step[u], step[w])
+    live = e_step < T
+    u, w, e_step = u[live], w[live], e_step[live]
+    e_order = e_step.argsort(stable=True)
+    u, w = u[e_order], w[e_order]
+    e_bounds = torch.bincount(e_step, minlength=T + 1)[:T].cumsum(0).tolist()
+    n_order = step.argsort(stable=True)
+    n_bounds = torch.bincount(step, minlength=T + 1)[:T].cumsum(0).tolist()
+    pix = torch.arange(P, device=dev) % HW
+    px, py = pix % W, pix // W
+    parent = torch.arange(P, device=dev)
+    size = torch.zeros(P, dtype=torch.long, device=dev)
+    x0, y0, x1, y1 = px.clone(), py.clone(), px.clone(), py.clone()
+    best = torch.full((B,), -1, dtype=torch.long, device=dev)                      # root of the largest component
+    out = torch.zeros(B, T, 4, device=dev)
+    e_lo = n_lo = 0
+    for k in range(T):
+        new = n_order[n_lo:n_bounds[k]]
+        n_lo = n_bounds[k]
+        size[new] = 1
+        a, b = u[e_lo:e_bounds[k]], w[e_lo:e_bounds[k]]
+        e_lo = e_bounds[k]
+        hooked = []
+        while a.numel():
+            ra, rb = _find(parent, a), _find(parent, b)
+            parent[a], parent[b] = ra, rb                                           # path compression
+            diff = ra != rb
+            a, b, ra, rb = a[diff], b[diff], ra[diff], rb[diff]
+            if not a.numel():
+                break
+            lo, hi = torch.minimum(ra, rb), torch.maximum(ra, rb)
+            parent.scatter_reduce_(0, lo, hi, "amax")                               # hook the smaller root
+            hooked.append(lo)
+        cand = [new]
+        if hooked:
+            m = torch.unique(torch.cat(hooked))                                     # roots merged away this step
+            fr = _find(parent, m)
+            parent[m] = fr
+            size.scatter_add_(0, fr, size[m])
+            x0.scatter_reduce_(0, fr, x0[m], "amin")
+            y0.scatter_reduce_(0, fr, y0[m], "amin")
+            x1.scatter_reduce_(0, fr, x1[m], "amax")
+            y1.scatter_reduce_(0, fr, y1[m], "amax")
+            cand.append(fr)
+        has = best >= 0
+        if has.any():
+            cand.append(_find(parent, best[has]))
+        c = _find(parent, torch.cat(cand))
+        if c.numel():
+            img = c // HW
+            key = size[c] * HW + (HW - 1 - c % HW)
+            bk = torch.full((B,), -1, dtype=torch.long, device=dev).scatter_reduce(0, img, key, "amax")
+            sel = key == bk[img]
+            best[img[sel]] = c[sel]
+        ok = best >= 0
+        r = best.clamp_min(0)
+        box = torch.stack([x0[r], y0[r], x1[r] + 1, y1[r] + 1], dim=1).float()
+        out[:, k] = torch.where(ok[:, None], box, torch.zeros_like(box))
+    res = torch.empty_like(out)
+    res[:, order] = out
+    return res
 
 
 def masks_to_boxes(masks: Tensor) -> Tensor:

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from daam_fast.boxes import box_iou, boxes_from_maps, boxes_from_masks, connected_components, masks_to_boxes
+from daam_fast.boxes import (box_iou, boxes_from_maps, boxes_from_masks, boxes_over_thresholds, connected_components,
+                             masks_to_boxes)
 from daam_fast.metrics import boxes_to_masks
 
 ndimage = pytest.importorskip("scipy.ndimage")
@@ -137,3 +138,19 @@ def test_bad_input(bad, match):
     kw.update(bad)
     with pytest.raises(ValueError, match=match):
         boxes_from_maps(**kw)
+
+
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_boxes_over_thresholds_equal_one_mask_at_a_time(connectivity):
+    """The union-find pass over nested thresholds gives, at every threshold, the box of the largest component."""
+    g = torch.Generator().manual_seed(connectivity)
+    low = torch.rand(5, 1, 5, 6, generator=g)
+    v = torch.nn.functional.interpolate(low, size=(20, 27), mode="bilinear", align_corners=False)[:, 0]
+    v = torch.relu(v + 0.1 * torch.rand(5, 20, 27, generator=g) - 0.3)
+    v[4] = 0                                                                 # nothing kept at any threshold
+    t = torch.tensor([0.0, 0.5, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.6, 2.0])   # unsorted on purpose
+    got = boxes_over_thresholds(v, t, connectivity)
+    for j in range(t.numel()):
+        keep = (v >= t[j]) & (v > 0)
+        assert torch.equal(got[:, j], boxes_from_masks(keep, connectivity=connectivity)), j
+    assert (got[4] == 0).all() and (got[:, -1] == 0).all()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..boxes import box_iou, boxes_from_masks
+from ..boxes import box_iou, boxes_from_masks, boxes_over_thresholds
 from ._checks import _minmax, upsample
 
 __all__ = ["boxes_to_masks", "pointing_game", "energy_pointing_game", "BoxAccuracy", "box_ious", "max_box_acc",
@@ -178,8 +178,9 @@ def box_ious(maps: Tensor, gt_boxes: Tensor, size: Tuple[int, int], thresholds: 
 
     Each map is upsampled to ``size`` and min-max normalised to [0, 1] (a constant map becomes 0);
     at threshold t the pixels with value >= t and > 0 are kept and the box of the largest
-    connected component is taken (:func:`daam_fast.boxes.boxes_from_masks`); with
-    ``max_boxes`` = K, the K largest components each give a box and the best one counts.
+    connected component is taken (:func:`daam_fast.boxes.boxes_over_thresholds`, all thresholds
+    in one union-find pass); with ``max_boxes`` = K, the K largest components each give a box
+    (:func:`daam_fast.boxes.boxes_from_masks` per threshold) and the best one counts.
 
     Args:
         maps: (B, h, w).  gt_boxes: (B, 4) or (B, G, 4) (x0, y0, x1, y1, x1 / y1 exclusive; pad with
@@ -199,6 +200,9 @@ def box_ious(maps: Tensor, gt_boxes: Tensor, size: Tuple[int, int], thresholds: 
     H, W = (int(v) for v in size)
     n = _minmax(upsample(maps, (H, W)))                                           # (B, H, W) in [0, 1]
     T = t.numel()
+    if max_boxes is None:                                    # nested superlevel sets: one union-find pass
+        bx = boxes_over_thresholds(n, t, connectivity)                             # (B, T, 4)
+        return box_iou(bx[:, :, None], g[:, None]).amax(dim=2)
     step = max(1, int(chunk_pixels) // (T * H * W))
     out = []
     for s in range(0, B, step):
@@ -297,10 +301,15 @@ def pxap(maps: Tensor, masks: Tensor, thresholds: Union[int, Sequence[float], Te
     n = _minmax(s).flatten(1)
     m = m.flatten(1)
     t = _thresholds(thresholds, n.device)
-    edges = torch.cat([t.new_ones(1), t.sort(descending=True).values])             # (T + 1,) high to low
-    ge = n[..., None] >= edges                                                      # (B, P, T + 1)
-    tp = (ge & m[..., None]).sum(dim=(0, 1)).double()
-    fp = (ge & ~m[..., None]).sum(dim=(0, 1)).double()
+    asc = torch.cat([t, t.new_ones(1)]).sort().values                              # (T + 1,) edges, low to high
+    E = asc.numel()
+    c = torch.searchsorted(asc, n.flatten().contiguous(), right=True)              # edges <= value: 0..E
+    mf = m.flatten()
+    hist_t = torch.bincount(c[mf], minlength=E + 1).double()
+    hist_f = torch.bincount(c[~mf], minlength=E + 1).double()
+    # pixels with value >= asc[i] are those with c > i; from the highest edge down
+    tp = hist_t.flip(0).cumsum(0)[:E]
+    fp = hist_f.flip(0).cumsum(0)[:E]
     npos = m.sum().double()
     if npos == 0:
         raise ValueError("pxap needs at least one object pixel in the masks")
