@@ -67,7 +67,16 @@ class CMakeBuild(build_ext):
         if shutil.which("ninja"):
             args.append("-GNinja")
         subprocess.run([cmake, ROOT, *args], cwd=build_temp, check=True)
-        subprocess.run([cmake, "--build", ".", "-j", str(os.cpu_count() or 2)], cwd=build_temp, check=True)
+        # the build log (nvcc's -Xptxas -v report: registers, stack, spills per kernel) is kept in
+        # build/daam_fast_C-build.log; tests/test_gpu_compile.py checks it for spills
+        res = subprocess.run([cmake, "--build", ".", "-j", str(os.cpu_count() or 2)], cwd=build_temp,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sys.stdout.write(res.stdout)
+        os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+        with open(os.path.join(ROOT, "build", "daam_fast_C-build.log"), "w") as f:
+            f.write(res.stdout)
+        if res.returncode != 0:
+            raise subprocess.CalledProcessError(res.returncode, res.args, res.stdout)
 
 
 ext_modules = [] if _flag("DAAM_FAST_SKIP_EXT_BUILD") else [CMakeExtension("daam_fast._C")]

@@ -1,5 +1,6 @@
 // block_map: per-block DAAM map from the [class] query, keys, values and channel coefficients.
-//   out[b, n - P] = max(0, sum_h softmax_n(scale * <q[b,h], k[b,h,n]>) * <g[b,h], v[b,h,n]>)
+//   t[b, h, n - P] = softmax_n(scale * <q[b,h], k[b,h,n]>) * <g[b,h], v[b,h,n]>   (head terms)
+//   out[b, n - P]  = max(0, sum_h t[b, h, n - P])
 // Tensors are passed as raw pointers with element strides (last dimension contiguous), so the
 // explainer hands over views of timm's qkv output without a copy.
 #pragma once
@@ -13,6 +14,7 @@ struct BlockMapArgs {
   const void* v; int64_t v_sb, v_sh, v_sn;           // (B, H, N, D)
   const void* g; int64_t g_sb, g_sh;                 // (B, H, D)
   void* out;                                         // (B, N - P), contiguous
+  void* heads;                                       // nullptr, or (B, H, N - P) head terms, contiguous
   int64_t B, H, N, D, P;
   double scale;
 };
@@ -26,10 +28,21 @@ inline void check_block_map_args(const BlockMapArgs& a) {
 void block_map_cpu_f32(const BlockMapArgs& a);
 void block_map_cpu_f64(const BlockMapArgs& a);
 
+// Float32 workspace of the CUDA kernels, in elements: logits and <g, v_n> per (image, head,
+// token), and a running max / sum per (image, head, tile of kTokensPerBlock tokens).
+constexpr int64_t kBlockMapTokensPerBlock = 16;
+inline int64_t block_map_cuda_workspace(int64_t B, int64_t H, int64_t N) {
+  const int64_t tiles = (N + kBlockMapTokensPerBlock - 1) / kBlockMapTokensPerBlock;
+  return B * H * (2 * N + 2 * tiles);
+}
+
 #ifdef DAAM_WITH_CUDA
-// dtype: 0 float32, 1 float16, 2 bfloat16 (accumulation in float32, output float32).
-// workspace: B * H * N floats on the device. stream: a cudaStream_t as an integer.
-void block_map_cuda(const BlockMapArgs& a, int dtype, float* workspace, std::uintptr_t stream);
+// dtype: 0 float32, 1 float16, 2 bfloat16 (accumulation in float32, outputs float32).
+// workspace: block_map_cuda_workspace(B, H, N) floats on `device`. stream: a cudaStream_t
+// as an integer. Every argument is checked before the first CUDA call; the launch runs on
+// `device` (set and restored around it).
+void block_map_cuda(const BlockMapArgs& a, int dtype, float* workspace, int64_t workspace_numel, int device,
+                    std::uintptr_t stream);
 int cuda_device_count();
 #endif
 

@@ -24,8 +24,9 @@ inline void check_cls_attention_args(const ClsAttentionArgs& a) {
 }
 
 #ifdef DAAM_WITH_CUDA
-// dtype: 0 float32, 1 float16, 2 bfloat16 (float32 accumulation). stream: cudaStream_t as an integer.
-void cls_attention_cuda(const ClsAttentionArgs& a, int dtype, std::uintptr_t stream);
+// dtype: 0 float32, 1 float16, 2 bfloat16 (float32 accumulation). stream: cudaStream_t as an
+// integer. Arguments are checked before the first CUDA call; the launch runs on `device`.
+void cls_attention_cuda(const ClsAttentionArgs& a, int dtype, int device, std::uintptr_t stream);
 #endif
 
 }  // namespace daam

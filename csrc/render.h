@@ -122,8 +122,9 @@ DAAM_HD float jet255(float heat, float centre) {
 
 void render_cpu(const RenderArgs& a);
 #ifdef DAAM_WITH_CUDA
-// workspace: B * L * 8 floats on the device (FrameStats per frame). stream: cudaStream_t as an integer.
-void render_cuda(const RenderArgs& a, float* workspace, std::uintptr_t stream);
+// workspace: B * L * 8 floats on the device (FrameStats per frame). stream: cudaStream_t as an
+// integer. Arguments are checked before the first CUDA call; the launch runs on `device`.
+void render_cuda(const RenderArgs& a, float* workspace, int device, std::uintptr_t stream);
 #endif
 
 }  // namespace daam

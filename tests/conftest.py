@@ -13,3 +13,17 @@ torch.set_num_threads(int(os.environ.get("DAAM_TEST_THREADS", "2")))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _poison_op_outputs():
+    """Every output a fused op allocates (daam_fast/ops/_alloc.py) starts as NaN (uint8: 0xA5),
+    so an element a kernel forgets to write fails the test instead of passing as stale memory."""
+    from daam_fast.ops import _alloc
+    with _alloc.poisoned():
+        yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs kernels on CUDA tensors (skipped without a GPU; "
+                                       "make gpu-check selects them with -m cuda)")

@@ -33,8 +33,10 @@ def test_cuda_launch_reports_driver_error():
     m = _ext.ext()
     with pytest.raises(RuntimeError, match=r"CUDA error \d+ \(cuda\w+"):
         m.cuda_device_count()
-    fake = 0x1000  # never dereferenced: cudaGetDevice fails before any launch
-    args = [fake, 1, 1, fake, 1, 1, 1, fake, 1, 1, 1, fake, 1, 1, fake, 2, 3, 17, 8, 1, 0.35, 0, fake, 0]
+    fake = 0x1000  # never dereferenced: the device guard's first CUDA call fails before any launch
+    ws = m.block_map_cuda_workspace(2, 3, 17)
+    #      q     sb sh k     sb sh sn v     sb sh sn g     sb sh out   heads B  H  N   D  P  scale dt ws    numel dev stream
+    args = [fake, 1, 1, fake, 1, 1, 1, fake, 1, 1, 1, fake, 1, 1, fake, 0, 2, 3, 17, 8, 1, 0.35, 0, fake, ws, 0, 0]
     with pytest.raises(RuntimeError, match=r"CUDA error \d+"):
         m.block_map_cuda(*args)
     bad = list(args)
@@ -42,12 +44,24 @@ def test_cuda_launch_reports_driver_error():
     with pytest.raises(ValueError, match="null pointer"):
         m.block_map_cuda(*bad)
     bad = list(args)
-    bad[19] = 17  # prefix == N
+    bad[20] = 17  # prefix == N
     with pytest.raises(ValueError, match="prefix"):
         m.block_map_cuda(*bad)
     bad = list(args)
-    bad[-3] = 7   # dtype code
-    with pytest.raises((ValueError, RuntimeError)):
+    bad[22] = 7   # dtype code: checked before the first CUDA call, so its own message comes back
+    with pytest.raises(ValueError, match="unsupported dtype code"):
+        m.block_map_cuda(*bad)
+    bad = list(args)
+    bad[24] = ws - 1
+    with pytest.raises(ValueError, match="workspace too small"):
+        m.block_map_cuda(*bad)
+    bad = list(args)
+    bad[19] = 256  # head dim beyond the kernel
+    with pytest.raises(ValueError, match="head_dim"):
+        m.block_map_cuda(*bad)
+    bad = list(args)
+    bad[25] = -1  # device index
+    with pytest.raises(ValueError, match="device index"):
         m.block_map_cuda(*bad)
 
 
@@ -55,9 +69,9 @@ def test_cuda_launch_reports_driver_error():
 def test_cpu_entry_point_checks():
     m = _ext.ext()
     with pytest.raises(ValueError, match="sizes must be positive"):
-        m.block_map_cpu(8, 1, 1, 8, 1, 1, 1, 8, 1, 1, 1, 8, 1, 1, 8, 0, 1, 1, 1, 0, 1.0, 0)
+        m.block_map_cpu(8, 1, 1, 8, 1, 1, 1, 8, 1, 1, 1, 8, 1, 1, 8, 0, 0, 1, 1, 1, 0, 1.0, 0)
     with pytest.raises(ValueError, match="float32"):
-        m.block_map_cpu(8, 1, 1, 8, 1, 1, 1, 8, 1, 1, 1, 8, 1, 1, 8, 1, 1, 2, 1, 0, 1.0, 5)
+        m.block_map_cpu(8, 1, 1, 8, 1, 1, 1, 8, 1, 1, 1, 8, 1, 1, 8, 0, 1, 1, 2, 1, 0, 1.0, 5)
 
 
 def test_no_ext_switch(monkeypatch):

@@ -1,8 +1,8 @@
 """block_map: every available backend against the float64 reference.
 
 Cases use strided k / v exactly like the explainer passes them (views of timm's qkv output,
-``qkv.reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)``), and outputs are checked for NaN so
-an element a kernel forgot fails. Backends: torch (reference op), cpp (C++ extension),
+``qkv.reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)``). Every op output starts as NaN (the
+poisoning fixture of tests/conftest.py), so an element a kernel forgot fails. Backends: torch (reference op), cpp (C++ extension),
 triton (TRITON_INTERPRET=1 on the CPU, small shapes only), cuda (needs a GPU: skipped here).
 """
 import os
@@ -39,15 +39,26 @@ def _inputs(B, H, N, d, seed=0, dtype=torch.float32, layout="qkv"):
     return q_cls, k, v, coeffs
 
 
-def _check(backend, case, layout="qkv", dtype=torch.float32):
+def _check(backend, case, layout="qkv", dtype=torch.float32, device="cpu"):
     B, H, N, d, P = case
-    q, k, v, g = _inputs(B, H, N, d, layout=layout, dtype=dtype)
-    ref = block_map_reference(q.double(), k.double(), v.double(), g.double(), d ** -0.5, P)
+    q, k, v, g = (t.to(device) for t in _inputs(B, H, N, d, layout=layout, dtype=dtype))
+    ref, ref_heads = block_map_reference(q.double().cpu(), k.double().cpu(), v.double().cpu(), g.double().cpu(),
+                                         d ** -0.5, P, heads=True)
     out = block_map(q, k, v, g, d ** -0.5, P, backend=backend)
-    assert out.shape == (B, N - P)
+    assert out.shape == (B, N - P) and out.device == k.device
     assert not torch.isnan(out).any(), "NaN in the output: an element was not written"
     assert (ref > 0).float().mean() > 0.1 and (ref == 0).any(), "case must exercise both sides of the ReLU"
-    assert_close(out, ref, torch.float32 if dtype != torch.float64 else torch.float64, name=f"{backend} {case}")
+    tol = torch.float64 if dtype == torch.float64 else torch.float32 if dtype == torch.float32 else dtype
+    assert_close(out, ref, tol, name=f"{backend} {case}")
+    # per-head terms, same pass: each head's term vs the reference, and relu(sum) == the map
+    maps, heads = block_map(q, k, v, g, d ** -0.5, P, backend=backend, heads=True)
+    assert heads.shape == (B, H, N - P) and heads.dtype == maps.dtype and heads.device == k.device
+    assert not torch.isnan(heads).any(), "NaN in the head terms: an element was not written"
+    assert torch.equal(maps, out), "heads=True must not change the map"
+    assert_close(heads, ref_heads, tol, name=f"{backend} {case} head terms")
+    assert_close(heads.double().sum(1).clamp_min(0), maps.double(), torch.float32 if tol == torch.float64 else tol,
+                 name=f"{backend} relu(sum of heads) vs map")
+    assert (ref_heads < 0).any() and (ref_heads > 0).any(), "head terms before the ReLU take both signs"
 
 
 def _status(name):
@@ -86,14 +97,39 @@ def test_triton_backend(case):
     _check("triton", case)
 
 
-def test_cuda_backend():
-    ok, why = _status("cuda")
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton", "torch"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_on_cuda_tensors(case, name):
+    """Every backend on CUDA tensors against the float64 reference (GPU machines: make gpu-check)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    ok, why = _status(name)
     if not ok:
-        pytest.skip(f"CUDA backend: {why}")
-    B, H, N, d, P = CASES[0]
-    q, k, v, g = (t.cuda() for t in _inputs(B, H, N, d))
-    ref = block_map_reference(q.double(), k.double(), v.double(), g.double(), d ** -0.5, P)
-    assert_close(block_map(q, k, v, g, d ** -0.5, P, backend="cuda").cpu(), ref.cpu())
+        pytest.skip(f"{name}: {why}")
+    _check(name, case, device="cuda")
+
+
+def test_heads_reference_known_answer():
+    """One image, two heads, hand-computable: uniform attention (q = 0) over N = 3 tokens."""
+    q = torch.zeros(1, 2, 2)
+    k = torch.randn(1, 2, 3, 2)
+    v = torch.tensor([[[[1., 0.], [0., 1.], [2., 2.]], [[-3., 0.], [0., -3.], [1., 1.]]]])
+    g = torch.tensor([[[1., 1.], [1., 0.]]])
+    maps, heads = block_map_reference(q, k, v, g, 1.0, 1, heads=True)
+    # head 0: <g, v_n> = 1, 4 for tokens 1, 2; head 1: 0, 1; a = 1/3 everywhere
+    assert torch.allclose(heads, torch.tensor([[[1 / 3, 4 / 3], [0.0, 1 / 3]]]))
+    assert torch.allclose(maps, torch.tensor([[1 / 3, 5 / 3]]))
+    maps, heads = block_map_reference(q, k, -v, g, 1.0, 1, heads=True)
+    assert (maps == 0).all() and (heads < 0).any(), "the ReLU is after the head sum"
+
+
+def test_outputs_are_poisoned_before_the_kernel_runs():
+    """The conftest fixture is on: a fresh op output is NaN (uint8: 0xA5) until a kernel writes it."""
+    from daam_fast.ops import _alloc
+    assert _alloc.poisoning()
+    assert torch.isnan(_alloc.empty((3,), torch.float32, torch.device("cpu"))).all()
+    assert (_alloc.empty((3,), torch.uint8, torch.device("cpu")) == _alloc.UINT8_POISON).all()
 
 
 def test_dispatch_rules(monkeypatch):

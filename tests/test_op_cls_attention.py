@@ -3,9 +3,10 @@ forward (out and the [class] row a_cls) and backward (gradients of q, k, v throu
 
 Inputs are strided views of a qkv tensor laid out like timm's (``qkv.reshape(B, N, 3, H, d)
 .permute(2, 0, 3, 1, 4)``), as the explainer would pass them. Outputs are checked for NaN so an
-element a kernel forgot fails. Backends: torch (SDPA + row), cpp (the same on the CPU, when the
-extension is built), triton (TRITON_INTERPRET=1, small shapes), cuda (needs a GPU: skipped here;
-tests/test_build.py checks its launch code fails cleanly without a driver).
+element a kernel forgot fails (every op output also starts as NaN: tests/conftest.py). Backends:
+torch (SDPA + the O(N d) row: the CPU implementation; there is no C++ kernel, and asking for
+"cpp" raises saying so), triton (TRITON_INTERPRET=1, small shapes), cuda (needs a GPU: skipped
+here; tests/test_build.py checks its launch code fails cleanly without a driver).
 """
 import os
 
@@ -59,11 +60,20 @@ def _check_forward(name, case, device="cpu"):
     assert torch.allclose(a.sum(-1).double().cpu(), torch.ones(B, H, dtype=torch.float64), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["torch", "cpp"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_cpu_backends(case, name):
-    _skip_unless(name)
-    _check_forward(name, case)
+def test_torch_backend(case):
+    _check_forward("torch", case)
+
+
+def test_no_cpp_backend_named_for_what_it_is():
+    """cls_attention has no C++ kernel: an explicit "cpp" raises with the reason, auto on the CPU
+    resolves to "torch" (SDPA + row), never to a "cpp" that is the torch code again."""
+    q, k, v, _ = _inputs(1, 2, 5, 11, 16)
+    ok, why = _dispatch.backend_status("cls_attention", "cpp")
+    assert not ok and "SDPA" in why and "'torch'" in why
+    with pytest.raises(RuntimeError, match="no C\\+\\+ kernel"):
+        cls_attention(q, k, v, backend="cpp")
+    assert _dispatch.resolve("cls_attention", q.device) == "torch"
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -83,13 +93,18 @@ def test_triton_float16():
     assert_close(a, ref_a, torch.float16, name="triton fp16 a_cls")
 
 
-@pytest.mark.parametrize("case", CASES[:2], ids=IDS[:2])
-def test_cuda_backend(case):
-    _skip_unless("cuda")
-    _check_forward("cuda", case, device="cuda")
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton", "torch"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_on_cuda_tensors(case, name):
+    """Every backend on CUDA tensors against the float64 oracle (GPU machines: make gpu-check)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _skip_unless(name)
+    _check_forward(name, case, device="cuda")
 
 
-@pytest.mark.parametrize("name", ["torch", "cpp", "triton"])
+@pytest.mark.parametrize("name", ["torch", "triton"])
 def test_backward_matches_reference(name):
     """Gradients of q, k, v (through the qkv tensor, as in the explainer) from both outputs."""
     _skip_unless(name)
@@ -133,8 +148,7 @@ def test_dispatch_and_errors(monkeypatch):
     with pytest.raises(ValueError, match="DAAM_FAST_BACKEND"):
         cls_attention(q, k, v)
     monkeypatch.delenv("DAAM_FAST_BACKEND")
-    expected = "cpp" if _ext.has_cpp() else "torch"
-    assert _dispatch.resolve("cls_attention", q.device) == expected
+    assert _dispatch.resolve("cls_attention", q.device) == "torch"
     with pytest.raises(ValueError, match=r"\(B, H, M, d\)"):
         cls_attention(q[0], k, v)
     with pytest.raises(ValueError, match="does not match"):
@@ -153,8 +167,8 @@ def test_cuda_launch_without_driver_raises():
         pytest.skip("a real GPU is present: test_cuda_backend runs the kernel instead")
     m = _ext.ext()
     fake = 0x1000  # never dereferenced: cudaGetDevice fails before any launch
-    #      q     sb  sh sm  k     sb  sh sn  v     sb  sh sn  out   a     B  H  M  N   D   scale dtype stream
-    args = [fake, 96, 32, 1, fake, 96, 32, 1, fake, 96, 32, 1, fake, fake, 2, 3, 5, 17, 32, 0.18, 0, 0]
+    #      q     sb  sh sm  k     sb  sh sn  v     sb  sh sn  out   a     B  H  M  N   D   scale dtype dev stream
+    args = [fake, 96, 32, 1, fake, 96, 32, 1, fake, 96, 32, 1, fake, fake, 2, 3, 5, 17, 32, 0.18, 0, 0, 0]
     with pytest.raises(RuntimeError, match=r"CUDA error \d+ \(cuda\w+"):
         m.cls_attention_cuda(*args)
     bad = list(args)
@@ -168,4 +182,12 @@ def test_cuda_launch_without_driver_raises():
     bad = list(args)
     bad[18] = 256                                 # head dim beyond the kernel
     with pytest.raises(ValueError, match="head_dim"):
+        m.cls_attention_cuda(*bad)
+    bad = list(args)
+    bad[20] = 9                                   # dtype code: checked before the first CUDA call
+    with pytest.raises(ValueError, match="unsupported dtype code"):
+        m.cls_attention_cuda(*bad)
+    bad = list(args)
+    bad[21] = -1                                  # device index
+    with pytest.raises(ValueError, match="device index"):
         m.cls_attention_cuda(*bad)

@@ -162,8 +162,8 @@ def test_cuda_launch_without_driver_raises():
         pytest.skip("a real GPU is present: test_cuda runs the kernel instead")
     m = _ext.ext()
     fake = 0x1000
-    #      maps  img  code out   B  L  h  w  H   W  mode acc   alpha beta ws    stream
-    args = [fake, 0, 0, fake, 2, 3, 5, 7, 20, 28, 0, False, 0.4, 0.8, fake, 0]
+    #      maps  img  code out   B  L  h  w  H   W  mode acc   alpha beta ws    dev stream
+    args = [fake, 0, 0, fake, 2, 3, 5, 7, 20, 28, 0, False, 0.4, 0.8, fake, 0, 0]
     with pytest.raises(RuntimeError, match=r"CUDA error \d+ \(cuda\w+"):
         m.render_cuda(*args)
     bad = list(args)
@@ -173,6 +173,10 @@ def test_cuda_launch_without_driver_raises():
     bad = list(args)
     bad[2] = 1                                    # dtype code without a picture pointer
     with pytest.raises(ValueError, match="disagree"):
+        m.render_cuda(*bad)
+    bad = list(args)
+    bad[15] = -1                                  # device index: checked before the first CUDA call
+    with pytest.raises(ValueError, match="device index"):
         m.render_cuda(*bad)
     with pytest.raises(ValueError, match="sizes"):
         m.render_cpu(fake, 0, 0, fake, 0, 3, 5, 7, 20, 28, 0, False, 0.4, 0.8)

@@ -1,6 +1,7 @@
 // C++ CPU kernel of block_map (see csrc/block_map.h). One pass over k and v per (image, head):
-// logits and <g, v_n> are formed together, then a max-subtracted softmax; heads are summed
-// per image and the ReLU applied. OpenMP over (image, head), then over images.
+// logits and <g, v_n> are formed together, then a max-subtracted softmax; each head's term is
+// written to `heads` when asked (same pass), heads are summed per image and the ReLU applied.
+// OpenMP over (image, head), then over images.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -56,6 +57,10 @@ void block_map_impl(const BlockMapArgs& a) {
     }
     const T inv = T(1) / sum;
     for (int64_t n = 0; n < N; ++n) c[n] = c[n] * inv * w[n];
+    if (a.heads != nullptr) {
+      T* ht = static_cast<T*>(a.heads) + bh * (N - P);
+      for (int64_t n = P; n < N; ++n) ht[n - P] = c[n];
+    }
   }
 
 #pragma omp parallel for schedule(static) if (big)

@@ -146,18 +146,19 @@ void launch(const ClsAttentionArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-void cls_attention_cuda(const ClsAttentionArgs& a, int dtype, std::uintptr_t stream) {
+void cls_attention_cuda(const ClsAttentionArgs& a, int dtype, int device, std::uintptr_t stream) {
+  // every check before the first CUDA call, so a bad argument gives its own error
   check_cls_attention_args(a);
+  DAAM_CHECK(dtype >= 0 && dtype <= 2, "unsupported dtype code (0 float32, 1 float16, 2 bfloat16)");
   DAAM_CHECK(a.D <= 32 * kMaxChan, "head_dim > 128 is not supported by the CUDA cls_attention kernel");
   DAAM_CHECK(a.B * a.H <= 65535, "batch x heads exceeds the CUDA grid limit (65535)");
-  int device = -1;
-  DAAM_CUDA_CHECK(cudaGetDevice(&device));                     // fails cleanly without a driver / device
+  DAAM_CHECK(device >= 0, "device index must be >= 0");
+  DeviceGuard guard(device);                                   // fails cleanly without a driver / device
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   switch (dtype) {
     case 0: launch<float>(a, s); break;
     case 1: launch<__half>(a, s); break;
-    case 2: launch<__nv_bfloat16>(a, s); break;
-    default: DAAM_CHECK(false, "unsupported dtype code (0 float32, 1 float16, 2 bfloat16)");
+    default: launch<__nv_bfloat16>(a, s); break;
   }
 }
 

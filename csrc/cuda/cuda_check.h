@@ -17,3 +17,29 @@
       throw std::runtime_error(os__.str());                                               \
     }                                                                                     \
   } while (0)
+
+namespace daam {
+
+// Runs a launch on the tensors' device: sets `device` current if it is not, restores the
+// previous device on exit (flash-attention's CUDAGuard, without linking libtorch).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    DAAM_CUDA_CHECK(cudaGetDevice(&prev_));
+    if (prev_ != device) {
+      DAAM_CUDA_CHECK(cudaSetDevice(device));
+      restore_ = true;
+    }
+  }
+  ~DeviceGuard() {
+    if (restore_) cudaSetDevice(prev_);               // best effort: a destructor must not throw
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = 0;
+  bool restore_ = false;
+};
+
+}  // namespace daam

@@ -90,8 +90,12 @@ __global__ void __launch_bounds__(kThreads) render_pixels_kernel(RenderArgs a, c
   const int64_t HW = a.H * a.W;
   const int64_t pix = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (pix >= HW) return;
-  const int64_t f = blockIdx.y, b = f / a.L, l = f % a.L;
-  const int64_t y = pix / a.W, x = pix % a.W;
+  // 32-bit index division (the host checks H * W < 2^31 and B * L <= 65535): a 64-bit
+  // division is a SASS subroutine that costs a stack frame and spills on sm_80
+  const unsigned f32 = blockIdx.y, L32 = static_cast<unsigned>(a.L), W32 = static_cast<unsigned>(a.W);
+  const unsigned pix32 = static_cast<unsigned>(pix);
+  const int64_t f = f32, b = f32 / L32, l = f32 % L32;
+  const int64_t y = pix32 / W32, x = pix32 % W32;
   const FrameStats s = st[f];
   float heat;
   if (a.H != a.h || a.W != a.w) {
@@ -112,24 +116,26 @@ __global__ void __launch_bounds__(kThreads) render_pixels_kernel(RenderArgs a, c
     a.out[o] = static_cast<unsigned char>(heat);
     return;
   }
-  const float centres[3] = {3.f, 2.f, 1.f};
 #pragma unroll
   for (int c = 0; c < 3; ++c) {
+    const float centre = 3.f - static_cast<float>(c);               // r, g, b: 3, 2, 1
     const int64_t ip = (b * 3 + c) * HW + pix;
     const float im = a.image_dtype == 1 ? static_cast<float>(static_cast<const unsigned char*>(a.images)[ip])
                                         : static_cast<const float*>(a.images)[ip] * 255.f;
-    a.out[o * 3 + c] = to_u8(a.alpha * jet255(heat, centres[c]) + a.beta * im);
+    a.out[o * 3 + c] = to_u8(a.alpha * jet255(heat, centre) + a.beta * im);
   }
 }
 
 }  // namespace
 
-void render_cuda(const RenderArgs& a, float* workspace, std::uintptr_t stream) {
+void render_cuda(const RenderArgs& a, float* workspace, int device, std::uintptr_t stream) {
+  // every check before the first CUDA call, so a bad argument gives its own error
   check_render_args(a);
   DAAM_CHECK(workspace != nullptr, "null workspace");
   DAAM_CHECK(a.B <= 2147483647 && a.B * a.L <= 65535, "batch x blocks exceeds the CUDA grid limit (65535)");
-  int device = -1;
-  DAAM_CUDA_CHECK(cudaGetDevice(&device));             // fails cleanly without a driver / device
+  DAAM_CHECK(a.H * a.W < (int64_t{1} << 31), "output frames of 2^31 pixels or more");
+  DAAM_CHECK(device >= 0, "device index must be >= 0");
+  DeviceGuard guard(device);                           // fails cleanly without a driver / device
   cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
   FrameStats* st = reinterpret_cast<FrameStats*>(workspace);
   render_stats_kernel<<<static_cast<unsigned>(a.B), kThreads, 0, s>>>(a, st);

@@ -3,8 +3,9 @@ availability checks (``available() -> (ok, why)``, see ``_dispatch``) and the dt
 the CUDA launchers."""
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional
+from typing import ContextManager, Optional, Tuple
 
 import torch
 
@@ -40,3 +41,27 @@ def cuda_available(symbol: Optional[str] = None) -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA device"
     return True, ""
+
+
+def cuda_device_and_stream(t: torch.Tensor) -> Tuple[int, int]:
+    """(device index, cudaStream_t as an integer) of a CUDA tensor: what every CUDA entry point of
+    daam_fast._C takes, so the launch runs on the tensor's device (set and restored in C++), on
+    that device's current stream, whatever device is current."""
+    dev = t.device
+    if dev.type != "cuda":
+        raise ValueError(f"expected a CUDA tensor, got one on {dev}")
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return index, torch.cuda.current_stream(index).cuda_stream
+
+
+def device_guard(t: torch.Tensor) -> ContextManager:
+    """Context for a Triton launch: ``torch.cuda.device(t.device)`` for a CUDA tensor (Triton
+    launches on the current device), nothing for a CPU tensor (the interpreter)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def grid_dim(n: int, what: str, limit: int = 65535) -> int:
+    """A grid's second / third dimension, checked against CUDA's limit (65535)."""
+    if n > limit:
+        raise ValueError(f"{what} = {n} exceeds the CUDA grid limit ({limit}): split the batch")
+    return n

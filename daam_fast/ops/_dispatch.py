@@ -8,6 +8,9 @@ CUDA extension, ``triton.py``). Each backend module exposes ``available() -> (bo
 * explicit ``backend=`` argument, else ``DAAM_FAST_BACKEND``, else ``auto``;
 * auto on a CUDA tensor: cuda -> triton -> torch; on a CPU tensor: cpp -> torch;
 * an explicitly requested backend that is unavailable raises ``RuntimeError`` with the reason.
+
+An op without a kernel for a backend says so (``_MISSING``): cls_attention has no C++ kernel,
+since on the CPU PyTorch's SDPA already is a fused C++ kernel; its CPU path is "torch".
 """
 from __future__ import annotations
 
@@ -20,12 +23,18 @@ from .. import _config
 
 _AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpp", "torch")}
 _MODULE_OF = {"cpp": "cpu", "cuda": "cuda", "triton": "triton"}
+_MISSING = {
+    ("cls_attention", "cpp"): "cls_attention has no C++ kernel: on the CPU it runs PyTorch's SDPA (a fused "
+                              "C++ kernel) plus the O(N d) [class] row, which is backend 'torch'",
+}
 
 
 def backend_status(op: str, backend: str) -> tuple[bool, str]:
     """Whether ``backend`` can run ``op`` here, and if not, why."""
     if backend == "torch":
         return True, ""
+    if (op, backend) in _MISSING:
+        return False, _MISSING[(op, backend)]
     modname = _MODULE_OF.get(backend)
     if modname is None:
         return False, f"unknown backend {backend!r}"

@@ -3,7 +3,7 @@ decomposition + weighted channel combination), dispatched to C++ / CUDA / Triton
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 from torch import Tensor
 
@@ -22,28 +22,50 @@ def _check(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, prefix: int) -> None:
                          f"{tuple(q_cls.shape)} and {tuple(g.shape)}")
     if not 0 <= prefix < N:
         raise ValueError(f"block_map: prefix={prefix} must be in [0, N={N})")
+    if B == 0 or H == 0 or d == 0:
+        raise ValueError(f"block_map: empty input {tuple(k.shape)}")
     devs = {t.device for t in (q_cls, k, v, g)}
     if len(devs) != 1:
         raise ValueError(f"block_map: all inputs must be on one device, got {devs}")
 
 
+def _torch_impl(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int,
+                heads: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    if heads:
+        return block_map_reference(q_cls, k, v, g, scale, prefix, heads=True)
+    return block_map_reference(q_cls, k, v, g, scale, prefix), None
+
+
+def run_backend(name: str, q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int,
+                heads: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """(maps, head terms or None) from the named backend (no argument checks)."""
+    fn = _dispatch.get_impl("block_map", name, "block_map_" + name, _torch_impl)
+    return fn(q_cls, k, v, g, scale, prefix, heads)
+
+
 def block_map(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int = 0,
-              backend: Optional[str] = None) -> Tensor:
-    """Per-block map ``ReLU(sum_h softmax(scale q_cls.k)[n] <g_h, v_n>)`` for patch tokens.
+              backend: Optional[str] = None, heads: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Per-block map ``ReLU(sum_h softmax(scale q_cls.k)[n] <g_h, v_n>)`` for patch tokens
+    (docs/method.md §1, §3).
 
     Args:
         q_cls: (B, H, d) [class] query.  k, v: (B, H, N, d), any strides (views of the
             qkv output are read in place).  g: (B, H, d) coefficients.
         scale: softmax scale.  prefix: P, prefix tokens dropped from the output.
         backend: None (``DAAM_FAST_BACKEND`` or auto), "torch", "cpp", "triton", "cuda".
+        heads: also return each head's term ``a^h[n] <g^h, v^h[n]>`` before the ReLU, formed
+            in the same pass by every backend.
 
     Returns:
-        (B, N - P) float32 map on the inputs' device.
+        (B, N - P) float32 map on the inputs' device (float64 for float64 inputs on the torch
+        and cpp backends); with ``heads``, ``(maps, head_terms (B, H, N - P))`` of the same
+        dtype, where ``relu(head_terms.sum(1)) == maps`` (to the float32 rounding of the sum).
 
     Example:
         >>> m = block_map(q[:, :, 0], k, v, g.view(B, H, d), d ** -0.5, prefix=1)
+        >>> m, per_head = block_map(q[:, :, 0], k, v, g.view(B, H, d), d ** -0.5, prefix=1, heads=True)
     """
     _check(q_cls, k, v, g, prefix)
     name = _dispatch.resolve("block_map", k.device, backend)
-    fn = _dispatch.get_impl("block_map", name, "block_map_" + name, block_map_reference)
-    return fn(q_cls, k, v, g, scale, prefix)
+    maps, ht = run_backend(name, q_cls, k, v, g, float(scale), int(prefix), bool(heads))
+    return (maps, ht) if heads else maps

@@ -6,6 +6,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .. import _alloc
+
 MODE_CODE = {"nonlinear": 0, "linear": 1, "raw": 2}
 
 
@@ -17,7 +19,7 @@ def prepare(maps: Tensor, images: Optional[Tensor], size: Tuple[int, int]):
     H, W = size
     if images is None:
         img, code = None, 0
-        out = torch.empty(B, L, H, W, dtype=torch.uint8, device=maps.device)
+        out = _alloc.empty((B, L, H, W), torch.uint8, maps.device)
     else:
         img = images.detach().to(maps.device)
         if img.dtype == torch.uint8:
@@ -25,5 +27,5 @@ def prepare(maps: Tensor, images: Optional[Tensor], size: Tuple[int, int]):
         else:
             img, code = img.to(torch.float32), 2
         img = img.contiguous()
-        out = torch.empty(B, L, H, W, 3, dtype=torch.uint8, device=maps.device)
+        out = _alloc.empty((B, L, H, W, 3), torch.uint8, maps.device)
     return maps, img, code, out

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..._ext import ext
-from .._backends import cuda_available
+from .._backends import cuda_available, cuda_device_and_stream
 from ._prep import MODE_CODE, prepare
 
 
@@ -17,14 +17,15 @@ def available() -> tuple[bool, str]:
 
 def render_cuda(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],
                 alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False) -> Tensor:
-    """uint8 frames from CUDA tensors (see ``render_frames``)."""
+    """uint8 frames from CUDA tensors (see ``render_frames``); runs on the maps' device."""
     ok, why = available()
     if not ok:
         raise RuntimeError(f"CUDA backend unavailable: {why}")
     maps, img, code, out = prepare(maps, images, size)
     B, L, h, w = maps.shape
     ws = torch.empty(B * L * 8, dtype=torch.float32, device=maps.device)
+    device, stream = cuda_device_and_stream(maps)
     ext().render_cuda(maps.data_ptr(), img.data_ptr() if img is not None else 0, code, out.data_ptr(),
                       B, L, h, w, size[0], size[1], MODE_CODE[mode], bool(accumulate), float(alpha), float(beta),
-                      ws.data_ptr(), torch.cuda.current_stream(maps.device).cuda_stream)
+                      ws.data_ptr(), device, stream)
     return out

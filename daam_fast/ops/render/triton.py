@@ -6,14 +6,20 @@ blocks formed on the fly), reduces the statistics of SPEC section 5 itself (redu
 the tiles of a frame, but only h * w values: no second launch, no workspace), then per pixel
 gathers the four source values, turns them into uint8 levels, resizes bilinearly (torch's
 align_corners=False indices), rounds half to even, colours with JET and blends with the
-picture. Launched with ``enable_fp_fusion=False`` so no FMA changes torch's float32 results.
+picture. Faithful to torch's float32 results: launched with ``enable_fp_fusion=False`` (no FMA
+contraction), divisions are IEEE ``div_rn`` (Triton's ``/`` compiles to the approximate
+``div.full.f32``) and exp is libdevice's ``expf`` (as torch's CUDA sigmoid), not ``ex2.approx``.
+Sizes are not specialised (``do_not_specialize``: a size of 1 would become a constant), offsets
+are int64, and the grid's frame axis is checked against 65535.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import os
+from typing import List, Optional, Tuple
 
 from torch import Tensor
 
+from .._backends import device_guard, grid_dim
 from ._prep import MODE_CODE, prepare
 
 from .._backends import tl, triton  # noqa: F401  (triton is None when not installed)
@@ -23,6 +29,16 @@ MAX_HW = 1 << 14   # map resolution the one-program statistics handle (128 x 128
 
 
 if triton is not None:
+    from triton.language.extra import libdevice
+
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        @triton.jit
+        def _exp(x):                                # the interpreter's exp is NumPy's (libdevice: None)
+            return tl.exp(x)
+    else:
+        @triton.jit
+        def _exp(x):                                # libdevice expf, as torch's CUDA sigmoid
+            return libdevice.exp(x)
 
     @triton.jit
     def _frame(maps_ptr, base, l, hw, offs, mask, ACC: tl.constexpr):
@@ -38,12 +54,12 @@ if triton is not None:
     @triton.jit
     def _safe_div(num, den):
         ok = den > 0
-        return tl.where(ok, num / tl.where(ok, den, 1.0), 0.0)
+        return tl.where(ok, tl.math.div_rn(num, tl.where(ok, den, 1.0)), 0.0)
 
     @triton.jit
     def _sig_y(d, G):
         x = 5.0 * _safe_div(d, G)
-        return tl.where(G > 0, 1.0 / (1.0 + tl.exp(-x)) - 0.5, 0.0)
+        return tl.where(G > 0, tl.math.div_rn(1.0, 1.0 + _exp(-x)) - 0.5, 0.0)
 
     @triton.jit
     def _level(d, gmin, gmax, fmin, fmax, ymin, ymax, MODE: tl.constexpr):
@@ -52,7 +68,7 @@ if triton is not None:
         elif MODE == 0:
             z = _safe_div(_sig_y(d, gmax) - ymin, ymax - ymin)
         else:
-            z0 = tl.maximum((d - gmin) / ((fmax - gmin) + 1e-10), 0.0)
+            z0 = tl.maximum(tl.math.div_rn(d - gmin, (fmax - gmin) + 1e-10), 0.0)
             z = z0 * _safe_div(fmax - fmin, gmax - gmin)
         z = tl.minimum(tl.maximum(z, 0.0), 1.0)
         return tl.floor(z * 255.0)
@@ -66,7 +82,7 @@ if triton is not None:
 
     @triton.jit
     def _src(dst, n_in, n_out):                     # torch's source index, align_corners=False
-        ratio = n_in.to(tl.float32) / n_out.to(tl.float32)
+        ratio = tl.math.div_rn(n_in.to(tl.float32), n_out.to(tl.float32))
         r = tl.maximum(ratio * (dst.to(tl.float32) + 0.5) - 0.5, 0.0)
         i0 = tl.minimum(tl.floor(r).to(tl.int32), n_in - 1)
         l1 = tl.minimum(tl.maximum(r - i0.to(tl.float32), 0.0), 1.0)
@@ -75,19 +91,19 @@ if triton is not None:
 
     @triton.jit
     def _jet255(heat, centre):
-        t = tl.minimum(tl.maximum(heat / 255.0, 0.0), 1.0)
+        t = tl.minimum(tl.maximum(tl.math.div_rn(heat, 255.0), 0.0), 1.0)
         c = 1.5 - tl.abs(4.0 * t - centre)
         return tl.minimum(tl.maximum(c, 0.0), 1.0) * 255.0
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["L", "h", "w", "H", "W"])
     def _render_kernel(maps_ptr, img_ptr, out_ptr, L, h, w, H, W, alpha, beta,
                        MODE: tl.constexpr, ACC: tl.constexpr, IMG: tl.constexpr, RESIZE: tl.constexpr,
                        BLOCK: tl.constexpr, BLOCK_HW: tl.constexpr):
-        pid = tl.program_id(0)
-        f = tl.program_id(1)
+        pid = tl.program_id(0).to(tl.int64)
+        f = tl.program_id(1).to(tl.int64)
         b = f // L
         l = f % L
-        hw = h * w
+        hw = h.to(tl.int64) * w
         base = b * L * hw
         offs_hw = tl.arange(0, BLOCK_HW)
         mhw = offs_hw < hw
@@ -101,8 +117,8 @@ if triton is not None:
         ymin = tl.min(tl.where(mhw, y, float("inf")), axis=0)
         ymax = tl.max(tl.where(mhw, y, float("-inf")), axis=0)
 
-        HW = H * W
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        HW = H.to(tl.int64) * W
+        offs = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
         mask = offs < HW
         if RESIZE:
             yy = offs // W
@@ -133,9 +149,26 @@ if triton is not None:
                 tl.store(out_ptr + o * 3 + c, v.to(tl.uint8), mask=mask)
 
 
+def launches(maps: Tensor, img: Optional[Tensor], mode: str, size: Tuple[int, int], alpha: float, beta: float,
+             accumulate: bool, out: Optional[Tensor] = None, code: Optional[int] = None) -> List[tuple]:
+    """The (kernel, grid, args, kwargs) this backend launches for prepared float32 maps."""
+    B, L, h, w = maps.shape
+    H, W = size
+    if code is None:
+        code = 0 if img is None else (1 if img.dtype.is_floating_point is False else 2)
+    if out is None:
+        out = maps.new_empty((0,), dtype=maps.dtype)
+    BLOCK = 256
+    grid = (triton.cdiv(H * W, BLOCK), grid_dim(B * L, "render frames (batch x blocks)"))
+    args = (maps, img if img is not None else maps, out, L, h, w, H, W, float(alpha), float(beta))
+    kwargs = dict(MODE=MODE_CODE[mode], ACC=bool(accumulate), IMG=code, RESIZE=(H, W) != (h, w),
+                  BLOCK=BLOCK, BLOCK_HW=max(16, triton.next_power_of_2(h * w)), enable_fp_fusion=False)
+    return [(_render_kernel, grid, args, kwargs)]
+
+
 def render_triton(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],
                   alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False) -> Tensor:
-    """uint8 frames (see ``render_frames``); map resolution h * w up to 16384."""
+    """uint8 frames (see ``render_frames``); map resolution h * w up to 16384; runs on the maps' device."""
     ok, why = available()
     if not ok:
         raise RuntimeError(why)
@@ -143,10 +176,7 @@ def render_triton(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple
     B, L, h, w = maps.shape
     if h * w > MAX_HW:
         raise ValueError(f"render_triton: maps of {h}x{w} exceed {MAX_HW} values per frame")
-    H, W = size
-    BLOCK = 256
-    grid = (triton.cdiv(H * W, BLOCK), B * L)
-    _render_kernel[grid](maps, img if img is not None else maps, out, L, h, w, H, W, float(alpha), float(beta),
-                         MODE=MODE_CODE[mode], ACC=bool(accumulate), IMG=code, RESIZE=(H, W) != (h, w),
-                         BLOCK=BLOCK, BLOCK_HW=max(16, triton.next_power_of_2(h * w)), enable_fp_fusion=False)
+    with device_guard(maps):
+        for kernel, grid, args, kwargs in launches(maps, img, mode, size, alpha, beta, accumulate, out, code):
+            kernel[grid](*args, **kwargs)
     return out
