@@ -15,7 +15,7 @@ from torch import nn
 from daam_fast import DAAM, MemoryBank, daam_reference
 from daam_fast.adapters import families, get_adapter
 from daam_fast.models import dino_to_timm, load_dino
-from models import randomize
+from models import randomize, tiny_vit
 from tolerances import assert_close
 
 try:
@@ -402,6 +402,23 @@ def test_unsupported_architectures_list_what_is_missing():
                                num_heads=3, img_size=32, patch_size=8)
     with pytest.raises(ValueError, match=r"blocks\[0\].attn is RelPosAttention, not timm's Attention"):
         DAAM(relpos)
+
+
+def test_mixed_attention_kinds_refused_with_the_blocks_named():
+    """Each timm kind claims a model by its first block and checks every block: a model mixing
+    timm's Attention and EvaAttention is refused whichever comes first."""
+    vit = tiny_vit(depth=2)
+    vit.blocks[1].attn = eva().blocks[0].attn
+    with pytest.raises(ValueError, match=r"blocks mix attention classes \(timm's Attention in blocks\[0\], "
+                                         r"EvaAttention in blocks\[1\]\)"):
+        get_adapter(vit)
+    model = eva()
+    model.blocks[1].attn = tiny_vit(depth=1).blocks[0].attn
+    with pytest.raises(ValueError, match=r"mix attention classes \(EvaAttention in blocks\[0\], Attention in"):
+        get_adapter(model)
+    assert type(get_adapter(eva())).__name__ == "TimmEvaAdapter"
+    assert type(get_adapter(beit())).__name__ == "TimmBeitAdapter"
+    assert type(get_adapter(tiny_vit())).__name__ == "TimmViTAdapter"
 
 
 def test_beit_bias_really_matters():
