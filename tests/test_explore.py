@@ -31,7 +31,8 @@ def smooth_images(n, H=224, W=224):
 
 def test_page_is_self_contained(tmp_path):
     res = make_result()
-    path = ex.explore(res, smooth_images(2, 40, 56), tmp_path / "run.html", methods={"direct": make_result(method="direct")})
+    path = ex.explore(res, smooth_images(2, 40, 56), tmp_path / "run.html",
+                      methods={"direct": make_result(method="direct")})
     text = open(path, encoding="utf-8").read()
     assert "http://" not in text and "https://" not in text
     assert not re.search(r"<(script|link|img|iframe)[^>]*\s(src|href)\s*=", text, re.I)

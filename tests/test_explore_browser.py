@@ -19,7 +19,8 @@ from daam_fast.ops.render.reference import colormap_jet
 from daam_fast.render import render
 from daam_fast.result import DAAMResult
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+playwright_api = pytest.importorskip("playwright.sync_api",
+                                     reason="playwright is not installed (pip install playwright)")
 
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
@@ -130,7 +131,8 @@ def python_frame(data, st, picture):
     img = torch.from_numpy(picture).permute(2, 0, 1)[None]
     heat = render(series[None], None, mode=st["norm"], size=(H, W), backend="torch")[0, st["block"]]
     if st["cmap"] == "jet":
-        rgb = render(series[None], img, mode=st["norm"], alpha=st["alpha"], beta=st["beta"], backend="torch")[0, st["block"]]
+        rgb = render(series[None], img, mode=st["norm"], alpha=st["alpha"], beta=st["beta"],
+                     backend="torch")[0, st["block"]]
     else:
         col = _lut(st["cmap"])[heat.long()]
         a, b = torch.tensor(st["alpha"], dtype=torch.float32), torch.tensor(st["beta"], dtype=torch.float32)
@@ -186,7 +188,8 @@ def test_canvas_equals_python_render_through_the_controls(browser, page_file):
         box = pg.js("window.daamExplorer.box()")
         assert st["thrOn"] and box == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
         marks = pg.js("""(() => { const c = document.getElementById('marks');
-            return Array.from(c.getContext('2d', {willReadFrequently: true}).getImageData(0, 0, c.width, c.height).data); })()""")
+            const ctx = c.getContext('2d', {willReadFrequently: true});
+            return Array.from(ctx.getImageData(0, 0, c.width, c.height).data); })()""")
         assert np.array(marks).reshape(-1, 4)[:, 3].max() == 255                # the outline is drawn
         pg.page.select_option("#cmap", "viridis")                                # colour maps
         check(pg, data, "viridis")

@@ -189,7 +189,7 @@ def iframe_html(page: str, height: int = 760) -> str:
             f'border:1px solid #ccc;border-radius:4px" sandbox="allow-scripts"></iframe>')
 
 
-def read_page(path_or_html: str) -> Dict[str, Any]:
+def read_page(path_or_html: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
     """Decode the data of a written page (for checks): the JSON with each method's maps as tensors.
 
     Returns:
@@ -197,7 +197,7 @@ def read_page(path_or_html: str) -> Dict[str, Any]:
         (B, L, h, w) and, with heads, ``heads_t`` (B, L, H, h, w): float32 tensors exactly as
         the page decodes them (float16 value * row scale).
     """
-    text = path_or_html
+    text = os.fspath(path_or_html)
     if "<" not in text[:200] and os.path.exists(text):
         with open(text, encoding="utf-8") as f:
             text = f.read()
