@@ -189,8 +189,10 @@ def run_cmd(argv: list, threads: int, rss: bool = False) -> dict:
 def cli_outputs() -> list:
     """The --outputs choices of the ``daam-fast explain`` this interpreter runs ([] if it has none)."""
     out = subprocess.run([sys.executable, "-m", "daam_fast", "explain", "--help"], capture_output=True, text=True).stdout
-    m = re.search(r"--outputs[^\n]*?\{([a-z0-9_,]+)\}", out) or re.search(r"choices: ([a-z0-9_,]+)", out)
-    return m.group(1).split(",") if m and "--outputs" in out else []
+    if "--outputs" not in out:
+        return []
+    from daam_fast.outputs import OUTPUTS
+    return list(OUTPUTS)
 
 
 def explain_only_files(paths: list, model, batch: int) -> int:

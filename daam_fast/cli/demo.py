@@ -25,9 +25,11 @@ def _cmd_demo(args) -> int:
     model = zoo.load_model("shapes_vit")
     info = zoo.model_info("shapes_vit")
     q = args.quiet
-    s1 = explain_files(paths, model, os.path.join(out, "supervised"), method="grad", quiet=q)
+    every = "overlay,maps,grid,gif,mp4"          # a handful of images: every per-image output
+    s1 = explain_files(paths, model, os.path.join(out, "supervised"), method="grad", quiet=q, outputs=every)
     ssl = zoo.load_model("shapes_vit_ssl")
-    s2 = explain_files(paths, ssl, os.path.join(out, "self_supervised"), bank=zoo.load_bank("shapes_vit"), quiet=q)
+    s2 = explain_files(paths, ssl, os.path.join(out, "self_supervised"), bank=zoo.load_bank("shapes_vit"), quiet=q,
+                       outputs=every)
     # one figure for the README: each image's attention flow (supervised) and final maps
     from ..preprocess import input_spec, prepare
     x, rgb = prepare(batch.images, input_spec(model))
