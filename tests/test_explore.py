@@ -42,6 +42,15 @@ def test_page_is_self_contained(tmp_path):
     assert "/*__JS__*/" not in text and "__DATA__" not in text
 
 
+def test_names_cannot_break_out_of_the_page():
+    res = make_result()
+    evil = "</script><script>alert(1)</script><!--"
+    text = ex.page_html(res, None, class_names=[evil] * 10, names=[evil, "b"], title=evil)
+    assert "<script>alert" not in text and "<!--" not in text
+    data = ex.read_page(text)
+    assert data["names"][0] == evil and data["class_labels"][0] == [evil] and data["title"] == evil
+
+
 def page_css():
     return resources.files("daam_fast.explore").joinpath("page.css").read_text()
 

@@ -145,7 +145,7 @@ def page_html(res: Optional[DAAMResult], images: ImagesLike = None, methods: Opt
     """
     data = page_data(res, images, methods, class_names, names, title, mode, colour_map, alpha, beta,
                      image_format, quality, max_side, heat_side, max_rows)
-    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")   # no </script>, <!--
     page = _asset("page.html")
     return (page.replace("/*__CSS__*/", _asset("page.css"))
                 .replace("/*__JS__*/", _asset("page.js"))
