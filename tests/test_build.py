@@ -84,3 +84,67 @@ def test_no_ext_switch(monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], env={**__import__('os').environ, "DAAM_FAST_NO_EXT": "1"},
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "torch"]
+
+
+class _FakeTensor:
+    def __init__(self, device):
+        self.device = torch.device(device)
+
+
+def test_device_guard_logic(monkeypatch):
+    """Launches run on their tensors' device, whatever device is current: the CUDA entry points
+    get the tensor's device index (the C++ DeviceGuard sets and restores it) and that device's
+    stream; Triton launches run inside torch.cuda.device(t.device). Checked without a GPU."""
+    from daam_fast.ops import _backends
+    asked = []
+
+    class _Stream:
+        cuda_stream = 1234
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda index=None: asked.append(index) or _Stream())
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert _backends.cuda_device_and_stream(_FakeTensor("cuda:1")) == (1, 1234)
+    assert asked == [1], "the stream must be the tensor's device's, not the current device's"
+    assert _backends.cuda_device_and_stream(_FakeTensor("cuda")) == (0, 1234)
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        _backends.cuda_device_and_stream(_FakeTensor("cpu"))
+    guard = _backends.device_guard(_FakeTensor("cuda:1"))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert not isinstance(_backends.device_guard(_FakeTensor("cpu")), torch.cuda.device)
+    with pytest.raises(ValueError, match="65535"):
+        _backends.grid_dim(70000, "frames")
+
+
+@pytest.mark.parametrize("op", ["block_map", "cls_attention", "render"])
+def test_cuda_launchers_pass_the_device(monkeypatch, op):
+    """Each CUDA launcher hands the extension the (device, stream) of its tensors."""
+    import importlib
+    mod = importlib.import_module(f"daam_fast.ops.{op}.cuda")
+    calls = {}
+
+    class _FakeExt:
+        def block_map_cuda_workspace(self, B, H, N):
+            return 1
+
+        def __getattr__(self, name):
+            return lambda *a: calls.setdefault(name, a)
+
+    seen = []
+    monkeypatch.setattr(mod, "cuda_device_and_stream", lambda t: seen.append(t) or (3, 777))
+    monkeypatch.setattr(mod, "ext", lambda: _FakeExt())
+    monkeypatch.setattr(mod, "available", lambda: (True, ""), raising=False)
+    if op == "render":
+        monkeypatch.setattr(mod, "cuda_available", lambda *a: (True, ""))
+    if op == "block_map":
+        q, k, g = torch.randn(1, 2, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 8)
+        mod.block_map_cuda(q, k, k, g, 0.3, 1)
+        args = calls["block_map_cuda"]
+    elif op == "cls_attention":
+        q = torch.randn(1, 2, 5, 8)
+        mod.cls_attention_cuda(q, q, q, 0.3)
+        args = calls["cls_attention_cuda"]
+    else:
+        mod.render_cuda(torch.rand(1, 2, 3, 3), None, "nonlinear", (6, 6))
+        args = calls["render_cuda"]
+    assert seen, "the launcher must ask for its tensors' device"
+    assert tuple(args[-2:]) == (3, 777), f"{op}: device index and stream must be the last two arguments"
