@@ -37,9 +37,13 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests -k "not triton"
 
 # CPU benchmarks (pytest-benchmark); installs the `bench` extra (daam-timm-vit, grad-cam) first.
+# Then the commands against their explainer (benchmarks/bench_cli.py: explain, video, peak RSS);
+# `make bench BENCH_CLI=--quick` for the small sizes (about a minute on 2 free cores).
+BENCH_CLI ?=
 bench: $(STAMP)
 	$(BIN)/pip install -q daam-timm-vit grad-cam $(PINS) $(QUIET_PIP)
 	$(BIN)/python -m pytest -q -s benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds
+	$(BIN)/python benchmarks/bench_cli.py $(BENCH_CLI)
 
 bench-video: $(STAMP)
 	$(BIN)/python benchmarks/bench_video.py --frames 200 --batch 16 --threads 1
