@@ -148,7 +148,7 @@ def page_html(res: Optional[DAAMResult], images: ImagesLike = None, methods: Opt
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")   # no </script>, <!--
     page = _asset("page.html")
     return (page.replace("/*__CSS__*/", _asset("page.css"))
-                .replace("/*__JS__*/", _asset("page.js"))
+                .replace("/*__JS__*/", _asset("render.js") + "\n" + _asset("page.js"))
                 .replace("__TITLE__", _html.escape(str(title)))
                 .replace("__DATA__", blob))
 
