@@ -76,7 +76,8 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
                   bank=None, smoothing: float = _D.smoothing, maps_out: Optional[str] = None,
                   maps_dtype=_D.maps_dtype, codec: str = _D.codec, crf: int = _D.crf, preset: str = _D.preset,
                   queue_size: int = _D.queue_size, corrupt: str = _D.corrupt, progress: bool = True,
-                  daam_options: Optional[dict] = None, audio: bool = _D.audio) -> VideoSummary:
+                  daam_options: Optional[dict] = None, audio: bool = _D.audio,
+                  encoder_threads: int = _D.encoder_threads) -> VideoSummary:
     """Explain every frame of ``src`` and write the overlays to ``dst`` (MP4, same frame rate and size).
 
     Pipeline: decode (PyAV, reader thread) -> batch -> preprocess per the model's input spec ->
@@ -108,10 +109,13 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
             ``method``, ``smoothing``, ``grid``) or ``.zarr``
             (same arrays, metadata as attributes; needs zarr installed).
         maps_dtype: dtype of the stored maps (float32 default, float16 halves the file).
-        codec: "auto" (libx264, else mpeg4), "libx264" or "mpeg4".
+        codec: "auto" (libx264, else mpeg4), "libx264", "mpeg4", or "h264_nvenc" (NVIDIA's
+            hardware encoder: needs an NVIDIA GPU and driver; the PyAV wheels' FFmpeg has it).
         crf: quality, 0 (best) .. 51 (libx264's constant rate factor; mapped to MPEG-4's quantiser).
-        preset: libx264 speed preset ("ultrafast" .. "veryslow"); "veryfast" by default, "ultrafast"
-            costs about a third of the encoding time for files about 1.5 x larger.
+        preset: libx264 speed preset ("ultrafast" .. "veryslow"; for h264_nvenc mapped onto p1 .. p7).
+            "ultrafast" by default: per 1080p frame about 21 ms of CPU against 71 for "veryfast"
+            (30 ms vs 9 at 720p), for files about 1.7 x larger at the same crf (benchmarks/NOTES.md).
+        encoder_threads: encoder threads; 0 (default): FFmpeg's choice.
         queue_size: batches in flight between the stages, at most.
         corrupt: "error" (default): a frame the decoder flags as corrupt stops the run like a
             decoding error; "keep": explain it anyway (listed in the summary).
@@ -136,7 +140,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     """
     VideoOptions(method=method, block=block, layout=layout, scale=scale, mode=mode, batch_size=batch_size,
                  target=target, smoothing=smoothing, maps_dtype=maps_dtype, codec=codec, crf=crf, preset=preset,
-                 queue_size=queue_size, corrupt=corrupt, audio=audio).check()
+                 queue_size=queue_size, corrupt=corrupt, audio=audio, encoder_threads=encoder_threads).check()
     if not str(dst).lower().endswith(OUTPUT_EXTENSIONS):
         raise ValueError(f"dst={dst!r}: the output must be one of {', '.join(OUTPUT_EXTENSIONS)}")
     if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
@@ -158,7 +162,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     maps_file = _maps_writer(maps_out, maps_dtype)
     wq: "queue.Queue" = queue.Queue(maxsize=queue_size)
     writer = _Writer(dst, fps, codec_name, crf, preset, compose, maps_file, wq,
-                     audio_src=src if (audio and info.audio) else None)
+                     audio_src=src if (audio and info.audio) else None, threads=encoder_threads)
     t0 = time.perf_counter()
     corrupt_frames: List[int] = []
     grid = None

@@ -7,6 +7,19 @@ from typing import Optional
 from .info import _audio_codec
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+# NVENC's presets p1 (fastest) .. p7 (best) for the x264 names (the same speed order).
+NVENC_PRESETS = dict(zip(X264_PRESETS, ("p1", "p1", "p2", "p3", "p4", "p4", "p5", "p6", "p7")))
+
+
+def encoder_options(codec: str, crf: int, preset: str) -> dict:
+    """FFmpeg options of the video encoder for a quality ``crf`` (0 best .. 51) and an x264 preset
+    name: libx264 takes them as they are; h264_nvenc gets constant quality ``cq`` and the
+    matching p1 .. p7 preset. (MPEG-4 part 2 is set through its quantiser, in the writer.)"""
+    if codec == "libx264":
+        return {"crf": str(crf), "preset": preset}
+    if codec.endswith("_nvenc"):
+        return {"rc": "vbr", "cq": str(max(1, crf)), "preset": NVENC_PRESETS.get(preset, "p1"), "tune": "hq"}
+    return {}
 
 
 def _pick_codec(codec: str) -> str:

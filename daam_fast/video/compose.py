@@ -60,6 +60,8 @@ class _Composer:
         idx = torch.tensor(self.sel, device=maps.device)
         frames = render(maps.index_select(1, idx), images=img, mode=self.mode)      # (B, k', ph, pw, 3)
         pos = {b: j for j, b in enumerate(self.sel)}
+        if len(self.blocks) == 1 and self.size == (self.ph, self.pw):    # one panel, even size: the frame itself
+            return frames[:, pos[self.blocks[0]]].cpu().numpy()
         B = frames.shape[0]
         out = torch.zeros(B, self.size[0], self.size[1], 3, dtype=torch.uint8, device=frames.device)
         for j, b in enumerate(self.blocks):

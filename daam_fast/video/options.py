@@ -11,7 +11,7 @@ from .codec import X264_PRESETS
 from .compose import LAYOUTS, BlockSpec
 
 OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
-CODECS = ("auto", "libx264", "mpeg4")
+CODECS = ("auto", "libx264", "mpeg4", "h264_nvenc")
 CORRUPT = ("error", "keep")
 
 
@@ -42,7 +42,8 @@ class VideoOptions:
     maps_dtype: type = np.float32
     codec: str = "auto"
     crf: int = 18
-    preset: str = "veryfast"
+    preset: str = "ultrafast"
+    encoder_threads: int = 0
     queue_size: int = 2
     corrupt: str = "error"
     audio: bool = True
@@ -76,6 +77,9 @@ class VideoOptions:
             raise ValueError(f"crf must be an integer in 0 .. 51, got {self.crf!r}")
         if self.preset not in X264_PRESETS:
             raise ValueError(f"preset={self.preset!r}: expected one of {', '.join(X264_PRESETS)}")
+        if isinstance(self.encoder_threads, bool) or not isinstance(self.encoder_threads, int) \
+                or self.encoder_threads < 0:
+            raise ValueError(f"encoder_threads must be an integer >= 0 (0: FFmpeg's choice), got {self.encoder_threads!r}")
         if self.scale is not None and not (isinstance(self.scale, (int, float)) and 0 < self.scale <= 8):
             raise ValueError(f"scale must be a number in (0, 8], got {self.scale!r}")
 

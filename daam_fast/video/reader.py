@@ -39,13 +39,18 @@ class _Reader(threading.Thread):
     uint8, x (B, 3, h, w) the model input, corrupt the flagged frame indices, times the frames'
     presentation times in seconds (None where unknown); then :class:`_End` or :class:`_Failed`."""
 
-    def __init__(self, src: str, spec, batch_size: int, q: "queue.Queue", stop: threading.Event, corrupt: str):
+    def __init__(self, src: str, spec, batch_size: int, q: "queue.Queue", stop: threading.Event, corrupt: str,
+                 device=None):
         super().__init__(name="daam-video-reader", daemon=True)
         self.src, self.spec, self.batch_size, self.q, self.stop, self.corrupt = src, spec, batch_size, q, stop, corrupt
+        # on a GPU, the uint8 frames are copied once and prepared there; the writer renders from the same copy
+        self.gpu = torch.device(device) if device is not None and torch.device(device).type == "cuda" else None
 
     def _flush(self, start: int, pics: List[np.ndarray], flagged: List[int], times: List[Optional[float]]) -> bool:
         from ..preprocess import prepare
         rgb = torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2)          # (B, 3, H, W) uint8
+        if self.gpu is not None:
+            rgb = rgb.pin_memory().to(self.gpu, non_blocking=True)
         x, _ = prepare(rgb, self.spec)
         return _put(self.q, (start, rgb, x, flagged, list(times)), self.stop)
 
@@ -62,6 +67,8 @@ class _Reader(threading.Thread):
             try:
                 with av.open(self.src) as c:
                     stream = c.streams.video[0]
+                    if self.gpu is not None:
+                        stream.thread_type = "AUTO"     # frame-threaded decoding: the CPU feeds a GPU
                     for frame in c.decode(stream):
                         if getattr(frame, "is_corrupt", False):
                             if self.corrupt == "error":

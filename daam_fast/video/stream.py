@@ -31,8 +31,8 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
             ) -> Iterator[Batch]:
     """Yield ``(start, rgb, maps, targets, corrupt, times)`` per batch, in order.
 
-    ``rgb`` (B, 3, H, W) uint8 on the CPU; ``maps`` (B, L, h, w) float32 (smoothed) on the
-    model's device; ``targets`` (B,); ``corrupt``: indices of the frames the decoder flagged;
+    ``rgb`` (B, 3, H, W) uint8 on the CPU (on the GPU with a CUDA model); ``maps`` (B, L, h, w)
+    float32 (smoothed) on the model's device; ``targets`` (B,); ``corrupt``: indices of the frames the decoder flagged;
     ``times``: each frame's presentation time in seconds (None where the container gives none).
     """
     from tqdm import tqdm
@@ -43,7 +43,7 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
     device = next(model.parameters()).device
     q: "queue.Queue" = queue.Queue(maxsize=queue_size)
     stop = threading.Event()
-    reader = _Reader(src, input_spec(model), batch_size, q, stop, corrupt)
+    reader = _Reader(src, input_spec(model), batch_size, q, stop, corrupt, device=device)
     bar = tqdm(total=info.frames or None, desc=os.path.basename(src), unit="frame", disable=not progress,
                dynamic_ncols=True)
     state: Optional[Tensor] = None

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import torch
 
-from .codec import OUT_TIME_BASE, _Audio
+from .codec import OUT_TIME_BASE, _Audio, encoder_options
 from .compose import _Composer
 
 
@@ -16,8 +16,9 @@ class _Writer(threading.Thread):
     """Renders and encodes batches from a bounded queue; opens the output on the first batch."""
 
     def __init__(self, dst: str, fps: Fraction, codec: str, crf: int, preset: str, compose: _Composer, maps,
-                 q: "queue.Queue", audio_src: Optional[str] = None):
+                 q: "queue.Queue", audio_src: Optional[str] = None, threads: int = 0):
         super().__init__(name="daam-video-writer", daemon=True)
+        self.threads = threads                    # encoder threads, 0: FFmpeg's choice
         self.dst, self.fps, self.codec, self.crf, self.preset = dst, fps, codec, crf, preset
         self.compose, self.maps, self.q = compose, maps, q
         self.audio_src = audio_src
@@ -38,8 +39,10 @@ class _Writer(threading.Thread):
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = OUT_TIME_BASE          # each frame keeps its input time (VFR)
         stream.time_base = OUT_TIME_BASE
-        if self.codec == "libx264":
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        if self.threads:
+            stream.thread_count = self.threads
+        if self.codec != "mpeg4":
+            stream.options = encoder_options(self.codec, self.crf, self.preset)
         else:   # MPEG-4 part 2: constant quantiser, 2 (best) .. 31; map crf 0..51 onto it
             q = max(2, min(31, round(2 + self.crf * 29 / 51)))
             stream.codec_context.qscale = True                   # AV_CODEC_FLAG_QSCALE
