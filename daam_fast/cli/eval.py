@@ -28,7 +28,8 @@ def _command_line(args, n: int) -> str:
               f"--steps {args.steps}", f"--order {args.order}", f"--baseline {args.baseline}",
               f"--drop-baseline {args.drop_baseline}", f"--tolerance {args.tolerance:g}",
               f"--rollout-discard {args.rollout_discard:g}", f"--rollout-fusion {args.rollout_fusion}",
-              f"--batch-size {args.batch_size}"]
+              f"--batch-size {args.batch_size}", f"--metrics {args.metrics}", f"--box-thresholds {args.box_thresholds}",
+              f"--noise-samples {args.noise_samples}", f"--noise-sigma {args.noise_sigma:g}", f"--topk {args.topk:g}"]
     if args.threads:
         parts.append(f"--threads {args.threads}")
     parts.append(f"--out {args.out}")
@@ -42,7 +43,7 @@ def _cmd_eval(args) -> int:
 
 def _run_eval(args) -> int:
     from .. import evaluate as E
-    from .._model import inspect_vit
+    from ..adapters import get_adapter
     from ..preprocess import input_spec
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in E.METHODS]
@@ -50,6 +51,12 @@ def _run_eval(args) -> int:
         raise UsageError(f"unknown method(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(E.METHODS)}")
     if args.num_images is not None and args.num_images < 1:
         raise UsageError("--num-images must be >= 1")
+    try:
+        E.metric_groups(args.metrics)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.box_thresholds < 1 or args.noise_samples < 1 or not args.noise_sigma > 0 or not 0 < args.topk <= 1:
+        raise UsageError("need --box-thresholds >= 1, --noise-samples >= 1, --noise-sigma > 0 and 0 < --topk <= 1")
     existing = [f for f in E.OUTPUT_FILES if os.path.exists(os.path.join(args.out, f))]
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a directory")
@@ -58,7 +65,7 @@ def _run_eval(args) -> int:
     opts = daam_options(args)
     model, _ = load_model(args)
     try:
-        headless = inspect_vit(model).num_classes == 0
+        headless = get_adapter(model).num_classes == 0
     except ValueError as e:
         raise UsageError(str(e)) from None
     if headless:
@@ -76,10 +83,11 @@ def _run_eval(args) -> int:
     if args.target == "label" and labels is None:
         raise UsageError("--target label needs labelled data (--data shapes)")
     cfg = from_args(E.EvalConfig, args)
+    spec = input_spec(model)
     t0 = time.time()
     try:
         res = E.evaluate(model, data.images, masks, methods, targets=labels if args.target == "label" else None,
-                         config=cfg, progress=not args.quiet, daam_options=opts)
+                         config=cfg, progress=not args.quiet, daam_options=opts, input_norm=(spec.mean, spec.std))
     except ValueError as e:
         raise UsageError(str(e)) from None
     if masks is not None:
@@ -108,7 +116,8 @@ def add_cli(sub) -> None:
     from .. import evaluate as E
     from ..metrics import BASELINES, ORDERS
     d = E.EvalConfig()
-    p = sub.add_parser("eval", help="compare DAAM with baselines: deletion/insertion, drop, pointing games",
+    p = sub.add_parser("eval", help="compare DAAM with baselines: faithfulness, localisation, boxes, sanity, "
+                                    "robustness, complexity",
                        description=_description(E.__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p, batch_size=d.batch_size)
     p.add_argument("--data", default="shapes", help="'shapes' (generated, with masks and labels) or a directory of images")
@@ -125,8 +134,20 @@ def add_cli(sub) -> None:
     p.add_argument("--rollout-discard", type=float, default=d.rollout_discard)
     p.add_argument("--rollout-fusion", default=d.rollout_fusion, choices=list(baselines.HEAD_FUSIONS))
     p.add_argument("--perturb-batch", type=int, default=d.perturb_batch, help="perturbed images per forward pass")
+    p.add_argument("--metrics", default=d.metrics,
+                   help="comma-separated metric groups (default: all): faithfulness (deletion, insertion, average "
+                        "drop, increase), localisation (pointing games), boxes (MaxBoxAccV2, PxAP; need masks), "
+                        "randomisation (model-parameter randomisation, cascading and independent), robustness "
+                        "(max-sensitivity, local Lipschitz, stability), complexity (Gini sparseness, entropy)")
+    p.add_argument("--box-thresholds", type=int, default=d.box_thresholds,
+                   help="map thresholds of MaxBoxAccV2 / PxAP in [0, 1) (100: steps of 0.01)")
+    p.add_argument("--noise-samples", type=int, default=d.noise_samples,
+                   help="noise samples per image of max-sensitivity / local Lipschitz")
+    p.add_argument("--noise-sigma", type=float, default=d.noise_sigma, help="their noise std (model-input units)")
+    p.add_argument("--topk", type=float, default=d.topk, help="share of cells of the randomisation top-k intersection")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    p.add_argument("--out", required=True, help="output directory (results.md, results.json, eval.png)")
+    p.add_argument("--out", required=True,
+                   help="output directory (results.md, results.json, eval.png, randomisation.png)")
     p.add_argument("--per-image", action="store_true", help="also write per_image.csv")
     add_overwrite(p, "replace earlier results in --out")
     add_quiet(p)

@@ -21,15 +21,16 @@ def _run_config(spec: ModelSpec, method: str, target: Optional[int], daam_option
     """Settings that determine the maps, and the map shape, from a model loaded on the driver."""
     import torch
     from .. import DAAM
-    from .._model import token_grid
+    from ..adapters import get_adapter
     from ..models import class_names
     from ..preprocess import input_spec
     model, _ = spec.load("cpu")
     daam = DAAM(model, method=method, **(daam_options or {}))    # ValueError here if it cannot be explained
+    adapter = get_adapter(model)
     size = input_spec(model).size
-    h, w = token_grid(model, torch.zeros(1, 3, *size))
+    h, w = adapter.grid(torch.zeros(1, 3, *size))
     cfg = {"format": FORMAT_VERSION, "model": dataclasses.asdict(spec), "method": method, "target": target,
-           "map_shape": [daam.layout.depth, h, w], "input_size": list(size),
+           "map_shape": [adapter.depth, h, w], "input_size": list(size),
            "classes": list(class_names(model) or [])}
     del daam, model
     return cfg
