@@ -1,13 +1,15 @@
 """``block_map``: the fused per-block DAAM map (softmax row capture + [class]-token
-decomposition + weighted channel combination), dispatched to C++ / CUDA / Triton / PyTorch.
+decomposition + weighted channel combination), dispatched to C++ / CUDA / Triton / PyTorch,
+as the PyTorch op ``daam_fast::block_map`` (see ``daam_fast/ops/_library.py``).
 """
 from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
+import torch
 from torch import Tensor
 
-from .. import _dispatch
+from .. import _dispatch, _library
 from .reference import block_map_reference
 
 __all__ = ["block_map", "block_map_reference"]
@@ -32,7 +34,8 @@ def _check(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, prefix: int) -> None:
 def _torch_impl(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int,
                 heads: bool) -> Tuple[Tensor, Optional[Tensor]]:
     if heads:
-        return block_map_reference(q_cls, k, v, g, scale, prefix, heads=True)
+        maps, terms = block_map_reference(q_cls, k, v, g, scale, prefix, heads=True)
+        return maps, terms.contiguous()
     return block_map_reference(q_cls, k, v, g, scale, prefix), None
 
 
@@ -43,10 +46,33 @@ def run_backend(name: str, q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale
     return fn(q_cls, k, v, g, scale, prefix, heads)
 
 
+def _out_dtype(q_cls: Tensor, backend: str) -> torch.dtype:
+    return torch.float64 if q_cls.dtype == torch.float64 and backend in ("torch", "cpp") else torch.float32
+
+
+if _library.HAS_CUSTOM_OP:
+    @torch.library.custom_op("daam_fast::block_map", mutates_args=())
+    def _op(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int, backend: str,
+            heads: bool) -> Tuple[Tensor, Tensor]:
+        maps, ht = run_backend(backend, q_cls, k, v, g, scale, prefix, heads)
+        return maps, (ht if ht is not None else maps.new_empty((0,)))
+
+    @_op.register_fake
+    def _(q_cls, k, v, g, scale, prefix, backend, heads):
+        B, H, N, _d = k.shape
+        dt = _out_dtype(q_cls, backend)
+        maps = k.new_empty((B, N - prefix), dtype=dt)
+        return maps, (k.new_empty((B, H, N - prefix), dtype=dt) if heads else k.new_empty((0,), dtype=dt))
+else:  # pragma: no cover - torch < 2.4
+    def _op(q_cls, k, v, g, scale, prefix, backend, heads):
+        maps, ht = run_backend(backend, q_cls, k, v, g, scale, prefix, heads)
+        return maps, (ht if ht is not None else maps.new_empty((0,)))
+
+
 def block_map(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int = 0,
               backend: Optional[str] = None, heads: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Per-block map ``ReLU(sum_h softmax(scale q_cls.k)[n] <g_h, v_n>)`` for patch tokens
-    (docs/method.md §1, §3).
+    (docs/method.md §1, §3). The PyTorch op ``torch.ops.daam_fast.block_map``.
 
     Args:
         q_cls: (B, H, d) [class] query.  k, v: (B, H, N, d), any strides (views of the
@@ -66,6 +92,6 @@ def block_map(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, pref
         >>> m, per_head = block_map(q[:, :, 0], k, v, g.view(B, H, d), d ** -0.5, prefix=1, heads=True)
     """
     _check(q_cls, k, v, g, prefix)
-    name = _dispatch.resolve("block_map", k.device, backend)
-    maps, ht = run_backend(name, q_cls, k, v, g, float(scale), int(prefix), bool(heads))
+    name = _library.resolve("block_map", k.device.type, backend)
+    maps, ht = _op(q_cls, k, v, g, float(scale), int(prefix), name, bool(heads))
     return (maps, ht) if heads else maps

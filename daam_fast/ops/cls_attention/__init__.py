@@ -1,7 +1,9 @@
 """``cls_attention``: softmax attention forward that also returns the normalised [class]
 row a_cls (B, H, N), dispatched to CUDA / Triton (flash-style, row written in the epilogue)
-or SDPA + the O(N d) row (CPU, and the PyTorch fallback). Differentiable: the backward
-recomputes with SDPA (and the row) and lets PyTorch's own backward do the work.
+or SDPA + the O(N d) row (CPU, and the PyTorch fallback), as the PyTorch op
+``daam_fast::cls_attention`` (``daam_fast/ops/_library.py``). Differentiable
+(``register_autograd``): the backward recomputes with SDPA (and the row) and lets PyTorch's own
+backward do the work.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _dispatch
+from .. import _dispatch, _library
 from .reference import cls_attention_math, cls_attention_reference, cls_row
 
 __all__ = ["cls_attention", "cls_attention_reference", "cls_attention_math", "cls_row"]
@@ -33,40 +35,84 @@ def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"cls_attention: all inputs must be on one device, got {devs}")
 
 
+def _out_dtype(q: Tensor, backend: str) -> torch.dtype:
+    if backend == "torch" or q.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return q.dtype
+    return torch.float32
+
+
+def _row_dtype(q: Tensor, backend: str) -> torch.dtype:
+    return torch.float64 if q.dtype == torch.float64 and backend == "torch" else torch.float32
+
+
 def _forward(q: Tensor, k: Tensor, v: Tensor, scale: float, name: str) -> Tuple[Tensor, Tensor]:
     fn = _dispatch.get_impl("cls_attention", name, "cls_attention_" + name, cls_attention_reference)
-    return fn(q, k, v, scale)
+    out, a_cls = fn(q, k, v, scale)
+    return out.contiguous(), a_cls.contiguous()
 
 
-class ClsAttentionFn(torch.autograd.Function):
-    """Forward: the chosen backend. Backward: recompute SDPA (and the row, when its gradient
-    is asked for) on the saved q, k, v and run PyTorch's backward of those."""
+def _backward(q: Tensor, k: Tensor, v: Tensor, scale: float, need, g_out: Optional[Tensor],
+              g_a: Optional[Tensor]):
+    """Gradients of q, k, v: recompute SDPA (and the row, when its gradient is asked for) on the
+    saved inputs and run PyTorch's own backward of those."""
+    with torch.enable_grad():
+        qq, kk, vv = (t.detach().requires_grad_(r) for t, r in zip((q, k, v), need))
+        outs, grads = [], []
+        if g_out is not None:
+            outs.append(F.scaled_dot_product_attention(qq, kk, vv, scale=scale))
+            grads.append(g_out.to(outs[-1].dtype))
+        if g_a is not None and (need[0] or need[1]):
+            outs.append(cls_row(qq[:, :, 0], kk, scale))
+            grads.append(g_a.to(outs[-1].dtype))
+        inputs = [t for t, r in zip((qq, kk, vv), need) if r]
+        res = torch.autograd.grad(outs, inputs, grads, allow_unused=True) if outs and inputs else []
+    it = iter(res)
+    return tuple(next(it) if r else None for r in need)
 
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, name: str):  # type: ignore[override]
-        out, a_cls = _forward(q, k, v, scale, name)
+
+if _library.HAS_CUSTOM_OP:
+    @torch.library.custom_op("daam_fast::cls_attention", mutates_args=())
+    def _op(q: Tensor, k: Tensor, v: Tensor, scale: float, backend: str) -> Tuple[Tensor, Tensor]:
+        return _forward(q, k, v, scale, backend)
+
+    @_op.register_fake
+    def _(q, k, v, scale, backend):
+        B, H, M, D = q.shape
+        return (q.new_empty((B, H, M, D), dtype=_out_dtype(q, backend)),
+                q.new_empty((B, H, k.shape[2]), dtype=_row_dtype(q, backend)))
+
+    def _setup_context(ctx, inputs, output):
+        q, k, v, scale, _backend = inputs
         ctx.save_for_backward(q, k, v)
         ctx.scale = scale
-        return out, a_cls
 
-    @staticmethod
-    def backward(ctx, g_out: Optional[Tensor], g_a: Optional[Tensor]):  # type: ignore[override]
+    def _op_backward(ctx, g_out, g_a):
         q, k, v = ctx.saved_tensors
-        need = ctx.needs_input_grad[:3]
-        with torch.enable_grad():
-            qq, kk, vv = (t.detach().requires_grad_(r) for t, r in zip((q, k, v), need))
-            outs, grads = [], []
-            if g_out is not None:
-                outs.append(F.scaled_dot_product_attention(qq, kk, vv, scale=ctx.scale))
-                grads.append(g_out)
-            if g_a is not None and (need[0] or need[1]):
-                outs.append(cls_row(qq[:, :, 0], kk, ctx.scale))
-                grads.append(g_a)
-            inputs = [t for t, r in zip((qq, kk, vv), need) if r]
-            res = torch.autograd.grad(outs, inputs, grads, allow_unused=True) if outs and inputs else []
-        it = iter(res)
-        dq, dk, dv = (next(it) if r else None for r in need)
+        dq, dk, dv = _backward(q, k, v, ctx.scale, ctx.needs_input_grad[:3], g_out, g_a)
         return dq, dk, dv, None, None
+
+    _op.register_autograd(_op_backward, setup_context=_setup_context)
+
+    def _apply(q, k, v, scale, name):
+        return _op(q, k, v, scale, name)
+else:  # pragma: no cover - torch < 2.4
+    class ClsAttentionFn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, scale, name):  # type: ignore[override]
+            out, a_cls = _forward(q, k, v, scale, name)
+            ctx.save_for_backward(q, k, v)
+            ctx.scale = scale
+            return out, a_cls
+
+        @staticmethod
+        def backward(ctx, g_out, g_a):  # type: ignore[override]
+            q, k, v = ctx.saved_tensors
+            return (*_backward(q, k, v, ctx.scale, ctx.needs_input_grad[:3], g_out, g_a), None, None)
+
+    def _apply(q, k, v, scale, name):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+            return ClsAttentionFn.apply(q, k, v, scale, name)
+        return _forward(q, k, v, scale, name)
 
 
 def cls_attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
@@ -79,7 +125,8 @@ def cls_attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None
         k, v: (B, H, N, d) keys and values (after any q/k norm); any strides with a unit
             last stride are read in place (views of timm's qkv output need no copy).
         scale: softmax scale; default d ** -0.5.
-        backend: None (``DAAM_FAST_BACKEND`` or auto), "torch", "cpp", "triton", "cuda".
+        backend: None (``DAAM_FAST_BACKEND`` or auto), "torch" (SDPA + row: the CPU path),
+            "triton", "cuda". There is no "cpp" kernel: asking for it raises.
 
     Returns:
         out: (B, H, M, d) in q's dtype, equal to ``F.scaled_dot_product_attention(q, k, v)``.
@@ -94,7 +141,5 @@ def cls_attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None
     _check(q, k, v)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    name = _dispatch.resolve("cls_attention", q.device, backend)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        return ClsAttentionFn.apply(q, k, v, float(scale), name)
-    return _forward(q, k, v, float(scale), name)
+    name = _library.resolve("cls_attention", q.device.type, backend)
+    return _apply(q, k, v, float(scale), name)

@@ -1,6 +1,6 @@
 """``render``: maps -> uint8 frames in one kernel (cumulative sum over blocks, SPEC section 5
 normalisation, uint8 truncation, bilinear resize, JET colour map, overlay), dispatched to
-C++ (CPU) / CUDA -> Triton (GPU) / PyTorch.
+C++ (CPU) / CUDA -> Triton (GPU) / PyTorch, as the PyTorch op ``daam_fast::render``.
 """
 from __future__ import annotations
 
@@ -10,8 +10,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _dispatch
+from .. import _dispatch, _library
 from .reference import MODES, _tame_extremes, colormap_jet, normalize_frames, render_reference
+
+
+def _run(maps: Tensor, images: Optional[Tensor], mode: str, H: int, W: int, alpha: float, beta: float,
+         accumulate: bool, backend: str) -> Tensor:
+    fn = _dispatch.get_impl("render", backend, "render_" + backend, render_reference)
+    return fn(maps, images, mode, (H, W), alpha, beta, accumulate).contiguous()
+
+
+if _library.HAS_CUSTOM_OP:
+    @torch.library.custom_op("daam_fast::render", mutates_args=())
+    def _op(maps: Tensor, images: Optional[Tensor], mode: str, H: int, W: int, alpha: float, beta: float,
+            accumulate: bool, backend: str) -> Tensor:
+        return _run(maps, images, mode, H, W, alpha, beta, accumulate, backend)
+
+    @_op.register_fake
+    def _(maps, images, mode, H, W, alpha, beta, accumulate, backend):
+        B, L = maps.shape[:2]
+        shape = (B, L, H, W) if images is None else (B, L, H, W, 3)
+        return maps.new_empty(shape, dtype=torch.uint8)
+else:  # pragma: no cover - torch < 2.4
+    _op = _run
 
 __all__ = ["render_frames", "render_reference", "normalize_frames", "colormap_jet", "MODES"]
 
@@ -58,11 +79,10 @@ def render_frames(maps: Tensor, images: Optional[Tensor] = None, mode: str = "no
     if maps.dtype != torch.float32:
         maps = maps.float()
     maps = _tame_extremes(torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0))
-    name = _dispatch.resolve("render", maps.device, backend)
+    name = _library.resolve("render", maps.device.type, backend)
     if name != "torch" and images is not None and tuple(images.shape[-2:]) != size:
         # the kernels take pictures at the output size: resize them as the torch path does
         img = images.to(maps.device)
         img = img.float() if img.dtype == torch.uint8 else img.float() * 255.0
         images = F.interpolate(img, size=size, mode="bilinear", align_corners=False) / 255.0
-    fn = _dispatch.get_impl("render", name, "render_" + name, render_reference)
-    return fn(maps, images, mode, size, alpha, beta, accumulate)
+    return _op(maps, images, mode, size[0], size[1], float(alpha), float(beta), bool(accumulate), name)

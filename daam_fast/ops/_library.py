@@ -1,0 +1,31 @@
+"""The fused ops as PyTorch ops: ``daam_fast::block_map``, ``daam_fast::cls_attention`` and
+``daam_fast::render`` (``torch.library.custom_op`` with ``register_fake``; cls_attention also
+``register_autograd``), so Dynamo keeps them in the graph (no graph break), fake tensors and
+``torch.export`` see their output shapes, and ``torch.library.opcheck`` tests them.
+
+Gated on the torch version: with a torch older than 2.4 (no ``custom_op``) the public functions
+call the backends directly, as before. The backend is chosen outside the op (``resolve``: the
+``backend`` argument, ``DAAM_FAST_BACKEND``, availability), a constant for Dynamo, and passed
+in as a string. Triton kernels run inside the op (opaque to Inductor; ``triton_op`` /
+``wrap_triton`` were not adopted: they cannot be exercised without a GPU, see benchmarks/NOTES.md).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _dispatch
+
+HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
+
+
+def _constant(fn):
+    deco = getattr(torch.compiler, "assume_constant_result", None)
+    return deco(fn) if deco is not None else fn
+
+
+@_constant
+def resolve(op: str, device_type: str, backend: Optional[str]) -> str:
+    """The backend that runs ``op`` on ``device_type`` tensors (a trace-time constant for Dynamo)."""
+    return _dispatch.resolve(op, torch.device(device_type), backend)
