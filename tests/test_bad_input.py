@@ -61,7 +61,7 @@ def test_bad_images(fn):
         run(torch.randn(2, 3, 32, 32), target=torch.tensor([0, -1]))
     with pytest.raises(ValueError, match="one entry per image"):
         run(torch.randn(2, 3, 32, 32), target=[1, 2, 3])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="integer class indices"):
         run(torch.randn(2, 3, 32, 32), target=torch.tensor([0.5, 1.0]))
 
 

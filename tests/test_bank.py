@@ -1,4 +1,4 @@
-"""Dimension-wise importance weights (SPEC section 4) on hand-made banks."""
+"""Dimension-wise importance weights (docs/method.md §4) on hand-made banks."""
 import math
 
 import torch
@@ -61,12 +61,14 @@ def test_save_load_roundtrip(tmp_path):
 
 def test_bank_validation():
     import pytest
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"features must be \(K_bank, C\)"):
         MemoryBank(torch.randn(5), torch.zeros(5, dtype=torch.long))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"labels must be \(5,\)"):
         MemoryBank(torch.randn(5, 3), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="labels must be integers"):
         MemoryBank(torch.randn(5, 3), torch.zeros(5))
+    with pytest.raises(ValueError, match="k >= 1"):
+        MemoryBank(torch.randn(5, 3), torch.zeros(5, dtype=torch.long), k=0)
     bad = torch.randn(5, 3)
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):

@@ -197,7 +197,7 @@ def test_restores_model_and_reraises(monkeypatch):
     def boom(*a, **k):
         raise KeyError("boom")
 
-    monkeypatch.setattr(baselines, "_softmax_attention", boom)
+    monkeypatch.setattr(baselines, "softmax_rows", boom)
     for fn in (baselines.rollout, baselines.grad_rollout):
         with pytest.raises(KeyError, match="boom"):
             fn(model, x)

@@ -47,7 +47,7 @@ def test_exception_in_call_leaves_no_state():
     model = tiny_vit()
     x = torch.randn(2, 3, 32, 32)
     with DAAM(model) as daam:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="target 99 out of range"):
             daam(x, target=99)
         res = daam(x)                       # still works after an error
         assert res.maps.shape == (2, 3, 4, 4)

@@ -115,7 +115,7 @@ def test_self_supervised(use_bank):
 
 
 def test_self_supervised_no_relu_on_g():
-    """SPEC 3: without a head, G is used as is (negative channels count)."""
+    """docs/method.md §3: without a head, G is used as is (negative channels count)."""
     model = tiny_vit(num_classes=0)
     x = _inputs((3, 32, 32), 2)
     res = daam_reference(model, x, dtype=torch.float64)

@@ -1,7 +1,7 @@
 """Cross-check against the other DAAM implementation on PyPI (daam-timm-vit), when installed.
 
 It is installed for benchmarks only (`make bench`); without it this test is skipped with
-the reason. Both implement SPEC sections 1-3. Measured with daam-timm-vit 0.2.1: the first
+the reason. Both implement docs/method.md §1-3. Measured with daam-timm-vit 0.2.1: the first
 block's maps agree, later blocks do not; finite differences (tests/test_reference_hand.py and
 the check below) side with daam_fast, so only block 1 is compared with it, and every block
 with finite differences.
@@ -17,7 +17,7 @@ daam_timm_vit = pytest.importorskip("daam", reason="daam-timm-vit not installed 
 
 
 # global_pool='avg' is left out on purpose: daam-timm-vit weights each query row's attention
-# by that row's own gradient (sum_r A[r, n] G_r); daam_fast follows SPEC 7 literally (the mean
+# by that row's own gradient (sum_r A[r, n] G_r); daam_fast follows docs/method.md §7 literally (the mean
 # row of A times the gradient of the mean token, sum_r G_r). Both are documented choices.
 @pytest.mark.parametrize("kw", [dict(), dict(reg_tokens=2)], ids=["token-P1", "registers-P3"])
 def test_same_maps_as_daam_timm_vit(kw):
@@ -34,7 +34,9 @@ def test_same_maps_as_daam_timm_vit(kw):
 
 def test_later_blocks_by_finite_differences():
     """Block 2 of a 3-block model: G by central differences, map by explicit loops."""
-    from daam_fast.reference import _explicit_attention
+    from daam_fast._session import patched
+    from daam_fast.adapters import get_adapter
+    from daam_fast.reference._explicit import explicit_core
     model = tiny_vit().double()
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
     ours = DAAM(model)(x)
@@ -56,12 +58,9 @@ def test_later_blocks_by_finite_differences():
 
     G = torch.tensor([(run(c, eps) - run(c, -eps)) / (2 * eps) for c in range(48)])
     store = []
-    for blk in model.blocks:
-        blk.attn.forward = _explicit_attention(blk.attn, store)
-    with torch.no_grad():
+    adapter = get_adapter(model)
+    with patched(adapter, lambda blk: explicit_core(adapter, blk, store)), torch.no_grad():
         model(x)
-    for blk in model.blocks:
-        del blk.attn.forward
     a0, v = store[b]["A"][0, :, 0], store[b]["v"][0]                     # (H, N), (H, N, d)
     S = a0[:, :, None] * v                                               # (H, N, d)
     L = (S * G.clamp_min(0).reshape(3, 1, 16)).sum(dim=(0, 2)).clamp_min(0)[1:].reshape(4, 4)

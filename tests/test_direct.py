@@ -1,4 +1,4 @@
-"""method="direct" (SPEC section 7): the fast forward-only path against the literal reference."""
+"""method="direct" (docs/method.md §7): the fast forward-only path against the literal reference."""
 import pytest
 import torch
 

@@ -18,8 +18,13 @@ def shapes_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("eval"))
     rc = cli.main(["eval", "--model", "shapes_vit", "--data", "shapes", "--num-images", "8", "--seed", "3",
                    "--steps", "2", "--methods", ",".join(METHODS), "--out", out, "--quiet", "--per-image",
-                   "--batch-size", "5", "--threads", "1"])
+                   "--batch-size", "5", "--threads", "1", "--noise-samples", "2", "--box-thresholds", "20"])
     return rc, out
+
+
+# the results.json keys of issue 15 and their ranges
+TRUST_KEYS = {"randomisation": (-1, 1), "max_sensitivity": (0, 10), "local_lipschitz": (0, 10), "stability": (-1, 1),
+              "sparseness": (0, 1), "complexity": (0, math.log(64)), "max_box_acc": (0, 100), "pxap": (0, 1)}
 
 
 def test_eval_writes_table_figure_json(shapes_run):
@@ -35,9 +40,12 @@ def test_eval_writes_table_figure_json(shapes_run):
     assert js["n"] == 8 and js["methods"] == list(METHODS)
     for key, row in js["table"].items():
         for m, v in row.items():
-            assert v["count"] == 8, (key, m)
-            hi = 100 if key in ("avg_drop", "increase", "pointing") else 1
-            assert 0 <= v["mean"] <= hi, (key, m, v)
+            assert v["count"] == 8 or key in ("stability", "complexity"), (key, m)   # NaN: no copy kept the class, a zero map
+            lo, hi = TRUST_KEYS.get(key, (-1, 1) if key.startswith("randomisation") else
+                                    (0, 100 if key in ("avg_drop", "increase", "pointing") else 1))
+            assert lo <= v["mean"] <= hi, (key, m, v)
+    for key in TRUST_KEYS:
+        assert set(js["table"][key]) == set(METHODS), key
     assert len(js["fractions"]) == 3
     assert set(js["blocks"]) == {"daam", "direct", "rollout", "grad_rollout"}     # the methods with L > 1
     assert len(js["blocks"]["daam"]["accumulated"]) == 6                          # shapes_vit has 6 blocks
@@ -92,6 +100,57 @@ def test_eval_on_a_directory_with_masks_matches_generated(tmp_path, shapes_run):
                      "--out", out2, "--quiet", "--threads", "1"]) == 0
     t = json.load(open(os.path.join(out2, "results.json")))["table"]
     assert "pointing" not in t and "deletion" in t
+
+
+def test_eval_trust_metrics(shapes_run):
+    """Issue 15: every key in results.json, the randomisation curves and figure, the cost of each metric, and the
+    numbers equal to the metrics called directly on DAAM's final maps."""
+    from daam_fast.boxes import masks_to_boxes
+    _, out = shapes_run
+    js = json.load(open(os.path.join(out, "results.json")))
+    md = open(os.path.join(out, "results.md")).read()
+    for label in ("MaxBoxAccV2", "PxAP", "Randomisation", "Max-sensitivity", "Local Lipschitz", "Stability",
+                  "Sparseness", "Complexity", "Cost of each metric", "randomisation.png"):
+        assert label in md, label
+    from PIL import Image
+    with Image.open(os.path.join(out, "randomisation.png")) as im:
+        assert im.size[0] > 1000
+    r = js["randomisation"]["daam"]
+    assert r["steps"] == ["original", "head"] + [f"block {b}" for b in range(6, 0, -1)] + ["embedding"]
+    assert r["layers"] == r["steps"][1:]
+    assert math.isclose(r["cascading"]["spearman"][0], 1.0, abs_tol=1e-6)
+    assert r["cascading"]["spearman"][-1] < 0.5                                   # DAAM depends on the weights
+    assert math.isclose(js["table"]["randomisation"]["daam"]["mean"], r["cascading"]["spearman"][-1], rel_tol=1e-5)
+    for m in METHODS:
+        assert set(js["metric_ms_per_image"][m]) == {"faithfulness", "localisation", "boxes", "randomisation",
+                                                     "robustness", "complexity"}
+        assert all(v >= 0 for v in js["metric_ms_per_image"][m].values())
+    model = load_model("shapes_vit")
+    batch = make_shapes(8, seed=3)
+    x, _ = prepare(batch.images, input_spec(model))
+    with DAAM(model) as daam:
+        sal = daam(x).final
+    t = js["table"]
+    assert math.isclose(t["sparseness"]["daam"]["mean"], metrics.sparseness(sal).mean().item(), rel_tol=1e-4)
+    assert math.isclose(t["complexity"]["daam"]["mean"], metrics.complexity(sal).mean().item(), rel_tol=1e-4)
+    ba = metrics.max_box_acc(sal, masks_to_boxes(batch.masks), (64, 64), thresholds=20)
+    assert math.isclose(t["max_box_acc"]["daam"]["mean"], 100 * ba.value.item(), rel_tol=1e-4, abs_tol=1e-6)
+    assert js["max_box_acc"]["daam"]["best_threshold"] == pytest.approx(ba.best_threshold.tolist())
+    px = metrics.pxap(sal, batch.masks, thresholds=20)
+    assert math.isclose(t["pxap"]["daam"]["mean"], px.pxap.item(), rel_tol=1e-4)
+
+
+def test_eval_metric_groups(tmp_path, capsys):
+    """--metrics picks the groups: only their rows, no curves figure without faithfulness; a bad name is exit 2."""
+    out = str(tmp_path / "o")
+    assert cli.main(["eval", "--num-images", "4", "--methods", "attention,gradcam", "--metrics", "complexity,boxes",
+                     "--box-thresholds", "10", "--out", out, "--quiet", "--threads", "1"]) == 0
+    js = json.load(open(os.path.join(out, "results.json")))
+    assert set(js["table"]) == {"sparseness", "complexity", "max_box_acc", "pxap"}
+    assert js["metrics"] == ["boxes", "complexity"]
+    assert not os.path.exists(os.path.join(out, "eval.png")) and not os.path.exists(os.path.join(out, "randomisation.png"))
+    assert cli.main(["eval", "--metrics", "faithfulness,sanity", "--out", str(tmp_path / "p")]) == 2
+    assert "sanity" in capsys.readouterr().err
 
 
 def test_threads_option_is_restored(tmp_path):

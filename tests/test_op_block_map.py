@@ -156,3 +156,32 @@ def test_shape_checks():
         block_map(q[:, :1], k, v, g, 0.3, 1)
     with pytest.raises(ValueError, match=r"\(B, H, N, d\)"):
         block_map(q, k, v[:, :, :5], g, 0.3, 1)
+
+
+HALF = [torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name", ["torch", "cpp", "triton"])
+def test_half_precision(name, dtype):
+    """float16 / bfloat16 inputs on every backend against the float64 reference of the same
+    (rounded) inputs, with the dtype's row of tests/tolerances.py (the CPU runs both)."""
+    if name == "triton" and os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
+    ok, why = _status(name)
+    if not ok:
+        pytest.skip(f"{name}: {why}")
+    _check(name, (2, 3, 50, 40, 2), dtype=dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", HALF, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name", ["cuda", "triton", "torch"])
+def test_half_precision_on_cuda_tensors(name, dtype):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    ok, why = _status(name)
+    if not ok:
+        pytest.skip(f"{name}: {why}")
+    for case in (CASES[0], CASES[2]):
+        _check(name, case, dtype=dtype, device="cuda")

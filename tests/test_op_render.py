@@ -180,3 +180,15 @@ def test_cuda_launch_without_driver_raises():
         m.render_cuda(*bad)
     with pytest.raises(ValueError, match="sizes"):
         m.render_cpu(fake, 0, 0, fake, 0, 3, 5, 7, 20, 28, 0, False, 0.4, 0.8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name", ["torch", "cpp", "triton"])
+def test_half_precision_maps(name, dtype):
+    """float16 / bfloat16 maps (an autocast explainer's) render as their float32 values do."""
+    _skip_unless(name)
+    block, maps, img = _data(*SHAPES[0])
+    half = maps.to(dtype)
+    ref = render_frames(half.float(), img, "nonlinear", size=(20, 28), backend="torch")
+    assert_frames_close(render_frames(half, img, "nonlinear", size=(20, 28), backend=name), ref, "overlay",
+                        f"{name} {dtype}")

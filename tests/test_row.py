@@ -167,3 +167,36 @@ def test_row_refuses_mean_pooled_models():
         fast(tiny_vit(global_pool="avg", fc_norm=True), torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="mean-pooled"):
         row_reference(tiny_vit(global_pool="avg", fc_norm=True), torch.randn(1, 3, 32, 32))
+
+
+def test_row_heads_topk_and_callable_targets():
+    """The options every method takes: per-head terms (== the reference's), top-k rows, a
+    callable target (== the class index it picks), a similarity on a headless model."""
+    from daam_fast import Similarity, TopK
+    model = tiny_vit(reg_tokens=1)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    with DAAM(model, method="row", heads=True) as d:
+        res = d(x, target=TopK(2))
+    ref = daam_reference(model, x, target=TopK(2), dtype=torch.float64, method="row", heads=True)
+    assert res.topk == 2 and res.block_maps.shape[0] == 4
+    assert torch.equal(res.targets, ref.targets)
+    assert_close(res.block_maps, ref.block_maps, name="top-2 row maps")
+    assert_close(res.head_maps, ref.head_maps, name="row head_maps")
+    assert_close(res.head_maps.sum(2).clamp_min(0), res.block_maps, name="relu(sum of heads) == maps")
+    picked = fast(model, x, target=lambda out: out[:, 3])
+    assert_close(picked.block_maps, fast(model, x, target=3).block_maps, name="callable target vs index")
+    ssl = tiny_vit(num_classes=0)
+    q = torch.randn(48, generator=torch.Generator().manual_seed(7))
+    assert_close(fast(ssl, x, target=Similarity(q)).block_maps, reference(ssl, x, target=Similarity(q)).block_maps,
+                 name="similarity target")
+
+
+def test_row_options():
+    """checkpoint=True (a backward through the blocks) does not apply; compile=True gives the same maps."""
+    model = tiny_vit()
+    with pytest.raises(ValueError, match="checkpoint"):
+        DAAM(model, method="row", checkpoint=True)
+    x = torch.randn(2, 3, 32, 32)
+    want = fast(model, x).block_maps
+    with DAAM(model, method="row", compile=True) as d:
+        assert_close(d(x).block_maps, want, name="compile=True")

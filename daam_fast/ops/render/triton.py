@@ -162,7 +162,8 @@ def launches(maps: Tensor, img: Optional[Tensor], mode: str, size: Tuple[int, in
     grid = (triton.cdiv(H * W, BLOCK), grid_dim(B * L, "render frames (batch x blocks)"))
     args = (maps, img if img is not None else maps, out, L, h, w, H, W, float(alpha), float(beta))
     kwargs = dict(MODE=MODE_CODE[mode], ACC=bool(accumulate), IMG=code, RESIZE=(H, W) != (h, w),
-                  BLOCK=BLOCK, BLOCK_HW=max(16, triton.next_power_of_2(h * w)), enable_fp_fusion=False)
+                  BLOCK=BLOCK, BLOCK_HW=max(16, triton.next_power_of_2(h * w)), enable_fp_fusion=False,
+                  num_warps=8)   # 4 warps spill 4 bytes on sm_90 (ptxas sweep, benchmarks/NOTES.md)
     return [(_render_kernel, grid, args, kwargs)]
 
 
