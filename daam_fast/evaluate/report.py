@@ -47,17 +47,83 @@ def _table_md(results: dict, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _cost_md(results: dict, summary: dict) -> str:
+    """ms per image of each metric group (the explain call of the group's own perturbed inputs included)."""
+    methods = results["methods"]
+    cost = summary.get("metric_ms_per_image", {})
+    groups = [g for g in results.get("groups", ()) if any(g in cost.get(m, {}) for m in methods)]
+    if not groups:
+        return ""
+    lines = ["| metric group, ms / image | " + " | ".join(LABELS[m] for m in methods) + " |",
+             "|---|" + "---:|" * len(methods)]
+    for g in groups:
+        lines.append(f"| {g} | " + " | ".join(f"{cost[m][g]:.1f}" if g in cost.get(m, {}) else "n/a"
+                                             for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def _randomisation_figure(results: dict, path: str, title: str) -> bool:
+    """Cascading randomisation curves (Spearman, SSIM, top-k per step) and the independent test per layer."""
+    rnd = {m: t["randomisation"] for m, t in results.get("trust", {}).items() if "randomisation" in t}
+    if not rnd:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    colors = _colors()
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    names = {"spearman": "Spearman rank correlation", "ssim": "SSIM", "topk": "top-k intersection"}
+    for ax, sim in zip(axes[:3], ("spearman", "ssim", "topk")):
+        for m, r in rnd.items():
+            if sim not in r["cascading"]:
+                continue
+            y = r["cascading"][sim]
+            ax.plot(range(len(y)), y, marker="o", ms=3, color=colors[m], lw=2 if m in DAAM_METHODS else 1.2,
+                    ls="--" if DAAM_METHODS.get(m, "grad") != "grad" else "-", label=LABELS[m])
+            steps = r["steps"]
+        ax.set_xticks(range(len(steps)))
+        ax.set_xticklabels([st.replace("block ", "b") for st in steps], rotation=45, fontsize=7)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("cascading randomisation: layers re-drawn, from the output down")
+        ax.set_ylabel(f"{names[sim]} to the original map (mean)")
+        ax.set_title(f"Cascading: {names[sim]} (lower = passes)", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    ax = axes[3]
+    for m, r in rnd.items():
+        y = r["independent"].get("spearman")
+        if y:
+            ax.plot(range(len(y)), y, marker="s", ms=3, color=colors[m], lw=1.2, label=LABELS[m])
+            layers = r["layers"]
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels([st.replace("block ", "b") for st in layers], rotation=45, fontsize=7)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("independent randomisation: this layer alone re-drawn")
+    ax.set_ylabel("Spearman to the original map (mean)")
+    ax.set_title("Independent: one layer at a time", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def _figure(results: dict, path: str, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     methods = results["methods"]
     has_blocks = bool(results["blocks"])
-    ncols = 3 if has_blocks else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.9))
-    x = results["fractions"].numpy()
+    kinds = ("deletion", "insertion") if results.get("fractions") is not None else ()
+    ncols = len(kinds) + has_blocks
+    if not ncols:
+        return
+    fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.9), squeeze=False)
+    axes = axes[0]
+    x = results["fractions"].numpy() if kinds else None
     colors = _colors()
-    for ax, kind in zip(axes[:2], ("deletion", "insertion")):
+    for ax, kind in zip(axes[:len(kinds)], kinds):
         for m in methods:
             c = results["curves"][m][kind]
             aucs = results["per_image"][m][kind]
@@ -71,7 +137,7 @@ def _figure(results: dict, path: str, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title="method (AUC)", title_fontsize=7)
     if has_blocks:
-        ax = axes[2]
+        ax = axes[len(kinds)]
         for m, blk in results["blocks"].items():
             L = blk["accumulated"].shape[1]
             b = range(1, L + 1)
@@ -101,6 +167,35 @@ def _figure(results: dict, path: str, title: str) -> None:
 
 
 
+def _trust_notes(results: dict, cfg: dict) -> list:
+    """How the trust rows of the table were computed (only for the groups that ran)."""
+    g = results.get("groups", ())
+    out = []
+    if "boxes" in g and any("max_box_acc" in t for t in results.get("trust", {}).values()):
+        out.append(f"MaxBoxAccV2 (Choe et al. 2020): each map upsampled to the image, min-max normalised, "
+                   f"thresholded at {cfg['box_thresholds']} levels in [0, 1); the box of the largest 8-connected "
+                   "component against the object's box; for each IoU level 0.3 / 0.5 / 0.7 the best threshold over "
+                   "all images, then the mean of the three (per-image hits at those thresholds give the ± s.e.). "
+                   "PxAP: precision-recall over all pixels of all images (pooled, no s.e.).")
+    if "randomisation" in g:
+        out.append("Randomisation (Adebayo et al. 2018): one copy of the model, its layers re-drawn in place from "
+                   "the head down to the embedding (each tensor from a Gaussian with its own mean and std); the maps "
+                   "of the fully random model against the original maps (Spearman on the patch grid, SSIM on maps "
+                   f"upsampled to the image, top-{100 * cfg['topk']:g}% cells); near 1 = the map does not depend on "
+                   "the weights (fails). 'One layer random': each layer alone re-drawn, mean over layers. The "
+                   "'random' method draws new noise at every step, so it passes trivially: the test is a necessary "
+                   "condition, not a sufficient one.")
+    if "robustness" in g:
+        out.append(f"Robustness: {cfg['noise_samples']} Gaussian noise samples per image (std {cfg['noise_sigma']:g} "
+                   "in model-input units); maps divided by their maximum; max-sensitivity = max ||e(x+d) - e(x)|| / "
+                   "||e(x)||, local Lipschitz = max ||e(x+d) - e(x)|| / ||d||. Stability: Spearman between the map "
+                   "and the maps of 4 copies (brightness -0.1 / +0.1, contrast 0.8 / 1.2) that keep the prediction.")
+    if "complexity" in g:
+        out.append("Sparseness: Gini index of |map| over the patch grid (1 - 1/M for one cell, 0 for a flat map); "
+                   "complexity: entropy of |map| / sum |map| (0 for one cell, ln M for a flat map).")
+    return [p for o in out for p in (o, "")]
+
+
 def write_report(results: dict, out: str, meta: dict, per_image: bool = False) -> dict:
     """Write ``results.md`` (table + notes), ``results.json`` (aggregates, mean curves), ``eval.png``
     and, with ``per_image``, ``per_image.csv`` into ``out``. Returns the summary."""
@@ -113,6 +208,8 @@ def write_report(results: dict, out: str, meta: dict, per_image: bool = False) -
     title = (f"{meta.get('model', 'model')} on {n} images of {meta.get('data', 'data')} "
              f"({cfg['steps']} {cfg['order']} steps, {cfg['baseline']} baseline)")
     _figure(results, os.path.join(out, "eval.png"), title)
+    has_rnd = _randomisation_figure(results, os.path.join(out, "randomisation.png"),
+                                    f"Model-parameter randomisation: {meta.get('model', 'model')} on {n} images")
     md = [f"# Evaluation: {meta.get('model', 'model')} on {n} images of {meta.get('data', 'data')}", ""]
     if meta.get("command"):
         md += ["```", meta["command"], "```", ""]
@@ -124,6 +221,12 @@ def write_report(results: dict, out: str, meta: dict, per_image: bool = False) -
            f"normalised map; pointing games against the object masks (tolerance {cfg['tolerance']:g} px). "
            f"Rollout: discard ratio {cfg['rollout_discard']:g}, head fusion '{cfg['rollout_fusion']}'.", ""]
     md += [_table_md(results, summary), ""]
+    md += _trust_notes(results, cfg)
+    cost = _cost_md(results, summary)
+    if cost:
+        md += ["## Cost of each metric", "",
+               f"Wall-clock ms per image on this run (torch threads: {meta.get('threads', '?')}), every method's "
+               "own explanations of the perturbed / randomised inputs included.", "", cost, ""]
     if results.get("chance_energy") is not None:
         md += [f"Chance level: a uniform map scores the mean mask area, {results['chance_energy']:.3f}, in the energy "
                f"pointing game; a random point hits with about that probability ({100 * results['chance_energy']:.1f} %).", ""]
@@ -148,17 +251,44 @@ def write_report(results: dict, out: str, meta: dict, per_image: bool = False) -
                 per_row = torch.nanmean(blk["per_block"], 0).tolist()
                 lines.append(f"| {LABELS[m]} L_b (block alone) | " + " | ".join(f"{v:.3f}" for v in per_row) + " |")
         md += lines + [""]
-    md += ["![deletion and insertion curves, per-block energy pointing game](eval.png)", ""]
+    rnd = {m: t["randomisation"] for m, t in results.get("trust", {}).items() if "randomisation" in t}
+    if rnd:
+        steps = next(iter(rnd.values()))["steps"]
+        md += ["## Model-parameter randomisation (cascading, Spearman to the original map, mean)", "",
+               "| method | " + " | ".join(steps) + " |", "|---|" + "---:|" * len(steps)]
+        md += [f"| {LABELS[m]} | " + " | ".join(f"{v:.3f}" for v in r["cascading"]["spearman"]) + " |"
+               for m, r in rnd.items()]
+        md += [""]
+    boxes = {m: t["max_box_acc"] for m, t in results.get("trust", {}).items() if "max_box_acc" in t}
+    if boxes:
+        md += ["## MaxBoxAccV2 per IoU level (best map threshold in brackets)", "",
+               "| method | IoU 0.3 | IoU 0.5 | IoU 0.7 | PxAP pooled | mean per-image AP |", "|---|---:|---:|---:|---:|---:|"]
+        for m, b in boxes.items():
+            px = results["trust"][m].get("pxap", {})
+            md.append(f"| {LABELS[m]} | " + " | ".join(f"{100 * a:.1f} ({t:.2f})" for a, t in
+                                                        zip(b["per_iou"], b["best_threshold"]))
+                      + f" | {px.get('pooled', float('nan')):.3f} | {px.get('per_image_mean', float('nan')):.3f} |")
+        md += [""]
+    if results.get("fractions") is not None or results["blocks"]:
+        md += ["![deletion and insertion curves, per-block energy pointing game](eval.png)", ""]
+    if has_rnd:
+        md += ["![cascading and independent randomisation curves](randomisation.png)", ""]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(md))
     js = {"meta": meta, "config": cfg, "n": n, "methods": methods,
           "table": {k: {m: {"mean": v[0], "se": v[1], "count": v[2]} for m, v in row.items()}
                     for k, row in summary["table"].items()},
           "ms_per_image": summary["ms_per_image"],
-          "fractions": results["fractions"].tolist(),
+          "metric_ms_per_image": summary.get("metric_ms_per_image", {}),
+          "metrics": list(results.get("groups", ())),
+          "fractions": results["fractions"].tolist() if results.get("fractions") is not None else None,
           "mean_curves": {m: {k: c.mean(0).tolist() for k, c in cs.items()} for m, cs in results["curves"].items()},
           "blocks": {m: {k: torch.nanmean(v, 0).tolist() for k, v in b.items()} for m, b in results["blocks"].items()},
           "chance_energy": results.get("chance_energy")}
+    for key in ("randomisation", "max_box_acc", "pxap"):
+        per_method = {m: t[key] for m, t in results.get("trust", {}).items() if key in t}
+        if per_method:
+            js[key] = per_method
     if dvg:
         js["direct_vs_grad"] = dvg
     with open(os.path.join(out, "results.json"), "w") as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from .. import baselines as _baselines
 from .. import metrics as M
 from ..result import DAAMResult
-from .config import DAAM_METHODS, DEFAULT_METHODS, GRAD_ONLY_OPTIONS, METHODS, ROWS, EvalConfig
+from .config import DAAM_METHODS, DEFAULT_METHODS, GRAD_ONLY_OPTIONS, METHODS, ROWS, EvalConfig, metric_groups
+from .trust import batch_metrics, dataset_metrics
 
 __all__ = ["explain", "evaluate"]
 
@@ -65,8 +66,14 @@ def _predict(model, images: Tensor, batch_size: int) -> Tensor:
 
 def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, methods: Sequence[str] = DEFAULT_METHODS,
              targets: Optional[Tensor] = None, config: Optional[EvalConfig] = None, progress: bool = True,
-             daam_options: Optional[dict] = None) -> dict:
+             daam_options: Optional[dict] = None,
+             input_norm: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> dict:
     """Explain ``images`` with every method and score every final map.
+
+    The metric groups of ``config.metrics`` (:data:`~daam_fast.evaluate.config.METRIC_GROUPS`):
+    faithfulness and localisation per batch (as before), robustness and complexity per batch,
+    boxes (MaxBoxAccV2, PxAP) and the randomisation test over all images at once (the best box
+    threshold is chosen over the data set; the model copy is re-randomised once per step).
 
     Args:
         model: a timm ViT with a classifier head (eval mode).
@@ -78,25 +85,29 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         progress: tqdm progress bars.
         daam_options: extra :class:`daam_fast.DAAM` keywords for the DAAM methods (``compile``;
             ``checkpoint`` for "daam" only, dropped for the others). They change the cost, not the maps.
+        input_norm: (mean, std) of the model input, so that the stability copies change brightness
+            and contrast in pixel space (clipped to [0, 1]); None: in model-input units.
 
     Returns:
         dict with "per_image" {method: {metric: (n,) tensor}}, "curves" {method: {"deletion",
         "insertion": (n, steps + 1)}}, "fractions" (steps + 1,), "blocks" {method: {"accumulated",
         "per_block": (n, L) energy pointing game per block}} for methods with L > 1,
-        "final" {method: (n, h, w)} for the DAAM methods, "seconds" {method: explain time},
-        "targets", "predictions", "config", "methods".
+        "final" {method: (n, h, w)}, "seconds" {method: explain time}, "metric_seconds" {method:
+        {group: seconds}}, "trust" {method: dataset-level box / PxAP / randomisation results},
+        "groups", "targets", "predictions", "config", "methods".
     """
     from tqdm import tqdm
-    from .._model import inspect_vit
+    from ..adapters import get_adapter
     from ..explainer import DAAM
     cfg = config or EvalConfig()
+    groups = metric_groups(cfg.metrics)
     methods = list(methods)
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {', '.join(bad)}; expected from {', '.join(METHODS)}")
     if not methods:
         raise ValueError("no methods to evaluate")
-    adapter = inspect_vit(model)
+    adapter = get_adapter(model)
     if adapter.num_classes == 0:
         raise ValueError("evaluation needs a model with a classifier head (deletion / insertion track a class score)")
     n = images.shape[0]
@@ -107,7 +118,8 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
     preds = logits.argmax(1)
     targets = preds if targets is None else torch.as_tensor(targets, device=images.device).long()
     out = {"per_image": {}, "curves": {}, "blocks": {}, "final": {}, "seconds": {}, "fractions": None,
-           "targets": targets, "predictions": preds, "config": asdict(cfg), "methods": methods, "n": n}
+           "targets": targets, "predictions": preds, "config": asdict(cfg), "methods": methods, "n": n,
+           "metric_seconds": {}, "trust": {}, "groups": groups}
 
     score_fn = adapter.run                                  # logits (B, K) for every model family
 
@@ -115,7 +127,7 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         per: Dict[str, List[Tensor]] = {k: [] for k, *_ in ROWS}
         curves: Dict[str, List[Tensor]] = {"deletion": [], "insertion": []}
         blocks: Dict[str, List[Tensor]] = {"accumulated": [], "per_block": []}
-        finals, secs = [], 0.0
+        finals, secs, msecs = [], 0.0, {}
         daam = None
         if meth in DAAM_METHODS:
             opts = dict(daam_options or {})
@@ -125,6 +137,13 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
             daam = DAAM(model, method=DAAM_METHODS[meth], **opts)
         gen = torch.Generator().manual_seed(cfg.seed)               # "random": one stream over all images
         bar = tqdm(total=n, desc=f"{meth:>12}", unit="img", disable=not progress, leave=True)
+
+        calls = [0]
+
+        def maps_of(m, xx, tt, meth=meth, daam=daam):       # the method's explainer for the trust metrics
+            calls[0] += 1                                    # "random": new noise at every call
+            g = torch.Generator().manual_seed(cfg.seed + 7919 * calls[0])
+            return explain(m, xx, meth, tt, cfg, daam=daam if m is model else None, generator=g).final.detach()
         with contextlib.ExitStack() as stack:
             stack.callback(bar.close)
             if daam is not None:
@@ -135,32 +154,46 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
                 res = explain(model, x, meth, t, cfg, daam=daam, generator=gen)
                 secs += time.perf_counter() - t0
                 sal = res.final.detach()
-                kw = dict(steps=cfg.steps, order=cfg.order, baseline=cfg.baseline, batch_size=cfg.perturb_batch)
-                d = M.deletion(score_fn, x, sal, t, **kw)
-                i = M.insertion(score_fn, x, sal, t, **kw)
-                cc = M.confidence_change(score_fn, x, sal, t, baseline=cfg.drop_baseline)
-                out["fractions"] = d.fractions.cpu()
-                per["deletion"].append(d.auc)
-                per["insertion"].append(i.auc)
-                per["avg_drop"].append(cc.drop)
-                per["increase"].append(cc.increase.float())
-                curves["deletion"].append(d.curve)
-                curves["insertion"].append(i.curve)
-                if masks is not None:
+                if "faithfulness" in groups:
+                    t1 = time.perf_counter()
+                    kw = dict(steps=cfg.steps, order=cfg.order, baseline=cfg.baseline, batch_size=cfg.perturb_batch)
+                    d = M.deletion(score_fn, x, sal, t, **kw)
+                    i = M.insertion(score_fn, x, sal, t, **kw)
+                    cc = M.confidence_change(score_fn, x, sal, t, baseline=cfg.drop_baseline)
+                    out["fractions"] = d.fractions.cpu()
+                    per["deletion"].append(d.auc)
+                    per["insertion"].append(i.auc)
+                    per["avg_drop"].append(cc.drop)
+                    per["increase"].append(cc.increase.float())
+                    curves["deletion"].append(d.curve)
+                    curves["insertion"].append(i.curve)
+                    msecs["faithfulness"] = msecs.get("faithfulness", 0.0) + time.perf_counter() - t1
+                batch_metrics(groups, model, maps_of, score_fn, x, t, sal, cfg, per, msecs, input_norm,
+                              seed=cfg.seed + s)
+                if masks is not None and "localisation" in groups:
+                    t1 = time.perf_counter()
                     mk = masks[s:s + cfg.batch_size]
                     per["pointing"].append(M.pointing_game(sal, mk, tolerance=cfg.tolerance))
                     per["energy"].append(M.energy_pointing_game(sal, mk))
                     if res.maps.shape[1] > 1:
                         blocks["accumulated"].append(M.energy_pointing_game(res.maps, mk))
                         blocks["per_block"].append(M.energy_pointing_game(res.block_maps, mk))
-                if meth in DAAM_METHODS:
-                    finals.append(sal)
+                    msecs["localisation"] = msecs.get("localisation", 0.0) + time.perf_counter() - t1
+                finals.append(sal)
                 bar.update(x.shape[0])
         out["per_image"][meth] = {k: torch.cat(v).float().cpu() for k, v in per.items() if v}
-        out["curves"][meth] = {k: torch.cat(v).float().cpu() for k, v in curves.items()}
+        fin = torch.cat(finals).float()
+
+        def fresh(m, xx, tt, meth=meth):                    # no shared DAAM: the model may be a randomised copy
+            calls[0] += 1
+            g = torch.Generator().manual_seed(cfg.seed + 7919 * calls[0])
+            return explain(m, xx, meth, tt, cfg, generator=g).final.detach()
+        out["trust"][meth] = dataset_metrics(groups, model, fresh, images, targets, fin, masks, cfg,
+                                             out["per_image"][meth], msecs)
+        out["curves"][meth] = {k: torch.cat(v).float().cpu() for k, v in curves.items() if v}
         if blocks["accumulated"]:
             out["blocks"][meth] = {k: torch.cat(v).float().cpu() for k, v in blocks.items()}
-        if finals:
-            out["final"][meth] = torch.cat(finals).float().cpu()
+        out["final"][meth] = fin.cpu()
         out["seconds"][meth] = secs
+        out["metric_seconds"][meth] = msecs
     return out

@@ -7,40 +7,9 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
+from ..metrics import spearman  # noqa: F401  (one implementation: daam_fast.metrics.similarity)
+
 __all__ = ["spearman", "summarize"]
-
-
-def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation per row, ties given their average rank.
-
-    rho = Pearson(rank(a), rank(b)); a constant row gives NaN.
-
-    Args:
-        a, b: (B, M) (or (B, ...), flattened per row).
-
-    Returns:
-        (B,) float32.
-    """
-    a, b = a.reshape(a.shape[0], -1).float(), b.reshape(b.shape[0], -1).float()
-
-    def ranks(x: Tensor) -> Tensor:
-        B, Mn = x.shape
-        v, idx = x.sort(dim=1)
-        new = torch.ones_like(v, dtype=torch.bool)
-        new[:, 1:] = v[:, 1:] != v[:, :-1]
-        gid = new.long().cumsum(dim=1) - 1 + torch.arange(B, device=x.device)[:, None] * Mn   # group ids, unique per row
-        pos = torch.arange(Mn, device=x.device, dtype=torch.float32).expand(B, Mn)
-        tot = torch.zeros(B * Mn, device=x.device).index_add_(0, gid.flatten(), pos.flatten())
-        cnt = torch.zeros(B * Mn, device=x.device).index_add_(0, gid.flatten(), torch.ones(B * Mn, device=x.device))
-        avg = (tot / cnt.clamp_min(1))[gid]
-        out = torch.empty_like(avg)
-        out.scatter_(1, idx, avg)
-        return out
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
-    den = (ra.pow(2).sum(1) * rb.pow(2).sum(1)).sqrt()
-    return torch.where(den > 0, (ra * rb).sum(1) / den.clamp_min(1e-30), torch.full_like(den, float("nan")))
 
 
 def _mean_se(v: Tensor) -> Tuple[float, float, int]:
@@ -62,8 +31,14 @@ def summarize(results: dict) -> dict:
             if v is None:
                 continue
             m, se, k = _mean_se(v * scale)
+            pooled = results.get("trust", {}).get(meth, {}).get(key, {})
+            if key == "pxap" and "pooled" in pooled:        # Choe et al.'s PxAP pools the pixels of all images
+                m, se = pooled["pooled"] * scale, float("nan")
             table.setdefault(key, {})[meth] = (m, se, k)
-    summary = {"table": table, "ms_per_image": {m: 1000 * s / results["n"] for m, s in results["seconds"].items()}}
+    n = results["n"]
+    summary = {"table": table, "ms_per_image": {m: 1000 * s / n for m, s in results["seconds"].items()},
+               "metric_ms_per_image": {m: {g: 1000 * s / n for g, s in d.items()}
+                                       for m, d in results.get("metric_seconds", {}).items()}}
     if "daam" in results["final"] and "direct" in results["final"]:
         g, d = results["final"]["daam"], results["final"]["direct"]
         rho = spearman(d, g)

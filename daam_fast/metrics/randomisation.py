@@ -36,7 +36,7 @@ class Randomisation(NamedTuple):
 
     steps: names of the cascading steps, "original" first, then the layer randomised at each
     step (cumulative); cascading {similarity: (B, S)} per image and step (column 0: the trained
-    model against itself); layers: names of the independent steps; independent
+    model's maps against themselves, 1 unless a map is constant); layers: names of the independent steps; independent
     {similarity: (B, len(layers))}: that layer alone randomised.
     """
 
@@ -152,9 +152,8 @@ def randomisation(model: nn.Module, explain: ExplainFn, images: Tensor, targets,
         cascading: Dict[str, List[Tensor]] = {s: [] for s in similarities}
         steps: List[str] = []
         if "cascading" in modes:
-            steps.append("original")
-            for s, v in _similarities(ref, explain_batched(explain, work, images, t, batch_size), size, k,
-                                      similarities).items():
+            steps.append("original")                     # the copy is the model: its maps are ``ref``
+            for s, v in _similarities(ref, ref, size, k, similarities).items():
                 cascading[s].append(v)
             for j, (name, names) in enumerate(layers):
                 randomise_([params[n] for n in names], seed + j)
