@@ -1,4 +1,4 @@
-"""``daam-fast eval``: DAAM and the baselines on the same images, faithfulness and localisation.
+"""``daam-fast eval``: DAAM and the baselines on the same images: faithfulness, localisation, trust.
 
 Every method explains the same images for the same target class (each image's prediction,
 or its label with ``--target label``); each final map is scored with the metrics of
@@ -12,8 +12,9 @@ The output is a Markdown table (metric x method, mean +- standard error over ima
 the cost of each metric in ms per image), ``results.json``, and two figures: ``eval.png``, the
 mean deletion / insertion curves and the per-block energy pointing game of the methods that
 give one map per block (DAAM's D_b and L_b: how localisation forms through the blocks), and
-``randomisation.png``, the cascading and independent randomisation curves per method. With both "daam" and "direct", the report also says how closely the forward-only
-"direct" maps follow the exact "grad" ones. The DAAM methods are the explainer's method table
+``randomisation.png``, the cascading and independent randomisation curves per method. With
+both "daam" and "direct", the report also says how closely the forward-only "direct" maps
+follow the exact "grad" ones. The DAAM methods are the explainer's method table
 ("daam" = grad, "direct", ...), so a method added there is evaluated without other edits.
 
 Modules: ``config`` (method keys, :class:`EvalConfig`), ``runner`` (:func:`explain`,
