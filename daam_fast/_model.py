@@ -1,76 +1,132 @@
-"""Input checks shared by the fast path and the reference; the model layout lives in the adapters.
-
-(:mod:`daam_fast.adapters`; ``inspect_vit`` / ``token_grid`` are kept as thin aliases.)
-"""
+"""Input checks shared by the fast path, the reference and the baselines, and the checks
+a call leaves to its end (the model layout itself lives in :mod:`daam_fast.adapters`)."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .adapters import Adapter, get_adapter
+from .targets import TargetLike  # noqa: F401  (compatibility: imported by modules not yet on targets)
 
-TargetLike = Union[None, int, Tensor, List[int]]
-
-# Compatibility names: the layout is now the model's adapter (daam_fast.adapters).
+# Compatibility names, still imported by video / evaluate / distributed; the layout is the
+# model's adapter (daam_fast.adapters.get_adapter). Not public: do not use in new code.
 ViTLayout = Adapter
 
 
 def inspect_vit(model: nn.Module) -> Adapter:
-    """The model's adapter (its layout); raise ``ValueError`` naming why it cannot be explained."""
+    """Deprecated alias of :func:`daam_fast.adapters.get_adapter`."""
     return get_adapter(model)
 
 
-def can_reduce_last_block(layout: Adapter) -> bool:
-    """The last block only needs the rows the head reads, if its family supports the reduction."""
-    return layout.head_rows is not None and layout.can_reduce_last_block()
-
-
 def token_grid(model: nn.Module, images: Tensor) -> Tuple[int, int]:
-    """(h, w) patch grid for ``images`` (B, C, H, W): dynamic size if the model has it."""
+    """Deprecated: ``get_adapter(model).grid(images)``."""
     return get_adapter(model).grid(images)
 
 
-def check_images(images: Tensor, layout: Adapter) -> None:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor (B, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-    if images.shape[1] != layout.in_chans:
-        raise ValueError(f"images have {images.shape[1]} channels, the model expects {layout.in_chans}")
-    if images.shape[0] == 0:
-        raise ValueError("empty batch")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor (normalised model input), got {images.dtype}; "
-                         "use daam_fast.preprocess.prepare() for uint8 pictures")
-    if not torch.isfinite(images).all():
-        bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"images contain NaN or inf (images {bad})")
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("DAAM needs autograd: call it outside torch.inference_mode()")
+def resolve_targets(target, batch: int, num_classes: int, device) -> Optional[Tensor]:
+    """Deprecated (for modules not yet on :mod:`daam_fast.targets`): None, or the (B,) long
+    class indices of an int / list / tensor target, checked as :class:`~daam_fast.targets.ClassTarget` does."""
+    from types import SimpleNamespace
 
-
-def resolve_targets(target: TargetLike, batch: int, num_classes: int, device) -> Optional[Tensor]:
-    """Validate a user target before the forward pass: None, int, list or (B,) tensor -> (B,) long."""
+    from .targets import ClassTarget
     if target is None:
         return None
     if num_classes == 0:
         raise ValueError("target given, but the model has no classifier head (self-supervised path: "
                          "pass a MemoryBank with bank=... instead)")
-    if isinstance(target, bool):
-        raise TypeError("target must be an int, a sequence of ints or a (B,) tensor, not bool")
-    if isinstance(target, int):
-        t = torch.full((batch,), target, dtype=torch.long)
-    else:
-        t = torch.as_tensor(target)
-        if t.is_floating_point():
-            raise TypeError(f"target must be integer class indices, got {t.dtype}")
-        t = t.long().flatten() if t.dim() <= 1 else t
-        if t.dim() != 1 or (t.numel() != batch and t.numel() != 1):
-            raise ValueError(f"target must be an int or have one entry per image ({batch}), got shape {tuple(t.shape)}")
-        t = t.expand(batch) if t.numel() == 1 else t
-    lo, hi = int(t.min()), int(t.max())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(f"target {lo if lo < 0 else hi} out of range for a model with {num_classes} classes")
-    return t.to(device)
+    t = ClassTarget(target)
+    t.adapter, t.batch = SimpleNamespace(num_classes=num_classes), batch
+    t._check()
+    return t._t.to(device)
+
+
+def can_reduce_last_block(adapter: Adapter) -> bool:
+    """The last block only needs the rows the head reads, if its family supports the reduction."""
+    return adapter.head_rows is not None and adapter.can_reduce_last_block()
+
+
+def _nonfinite_error(rows: List[int]) -> Exception:
+    return ValueError(f"images contain NaN or inf (images {rows})")
+
+
+def check_images(images: Tensor, adapter: Adapter, finite: bool = True) -> Optional[Tensor]:
+    """Check a batch before the forward.
+
+    Args:
+        images: (B, C, H, W) float model input.  adapter: the model's adapter.
+        finite: check for NaN / inf now (a host synchronisation); False returns the (B,)
+            flags of the images that are not finite, for :class:`Checks` at the end of the call.
+
+    Raises:
+        TypeError / ValueError naming what is wrong; RuntimeError inside ``torch.inference_mode()``.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    if images.shape[1] != adapter.in_chans:
+        raise ValueError(f"images have {images.shape[1]} channels, the model expects {adapter.in_chans}")
+    if images.shape[0] == 0:
+        raise ValueError("empty batch")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor (normalised model input), got {images.dtype}; "
+                         "use daam_fast.preprocess.prepare() for uint8 pictures")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("DAAM needs autograd: call it outside torch.inference_mode()")
+    bad = ~torch.isfinite(images.detach()).flatten(1).all(dim=1)
+    if not finite:
+        return bad
+    Checks([(bad, _nonfinite_error)]).raise_first()
+    return None
+
+
+def _output_error(per_image: int) -> Callable[[List[int]], Exception]:
+    def make(rows: List[int]) -> Exception:
+        idx = sorted({r // per_image for r in rows})
+        return ValueError(f"the model's output is not finite (NaN or inf) for image(s) {idx[:10]}"
+                          f"{' ...' if len(idx) > 10 else ''}: the input values overflow the network "
+                          "(are the images normalised as the model expects?)")
+    return make
+
+
+def output_flags(out: Tensor) -> Tensor:
+    """(R,) flags of the rows whose model output is NaN / inf (finite but huge pixels overflow
+    float32 inside the network: the maps would be zero or NaN without a word)."""
+    return ~torch.isfinite(out.detach()).flatten(1).all(dim=1)
+
+
+class Checks:
+    """Value checks of one call, read with one host synchronisation at its end.
+
+    Each entry is (flags (R,) bool, make_error(bad rows) -> Exception); entries are in
+    priority order (bad images before the model output they cause).
+    """
+
+    def __init__(self, entries=()):
+        self.entries: List[Tuple[Tensor, Callable[[List[int]], Exception]]] = list(entries)
+
+    def add(self, flags: Optional[Tensor], make_error: Callable[[List[int]], Exception]) -> None:
+        if flags is not None:
+            self.entries.append((flags, make_error))
+
+    def add_images(self, flags: Optional[Tensor]) -> None:
+        """Flags from :func:`check_images` (``finite=False``)."""
+        self.add(flags, _nonfinite_error)
+
+    def add_output(self, out: Tensor, per_image: int = 1) -> None:
+        """The model output must be finite (see :func:`output_flags`)."""
+        self.add(output_flags(out), _output_error(per_image))
+
+    def raise_first(self) -> None:
+        """Raise the first failing check's error (one synchronisation when all pass)."""
+        if not self.entries:
+            return
+        flags = [f.flatten().to(self.entries[0][0].device) for f, _ in self.entries]
+        if not bool(torch.cat(flags).any()):
+            return
+        for f, make in self.entries:
+            rows = f.flatten().nonzero().flatten().tolist()
+            if rows:
+                raise make(rows)

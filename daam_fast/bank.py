@@ -1,4 +1,4 @@
-"""Memory bank and dimension-wise importance weights for self-supervised models (SPEC section 4)."""
+"""Memory bank and dimension-wise importance weights for self-supervised models (docs/method.md §4)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ __all__ = ["MemoryBank", "dimension_weights", "label_free_weights"]
 
 
 class MemoryBank:
-    """L2-normalised training features with integer labels, for the k-NN vote of SPEC section 4.
+    """L2-normalised training features with integer labels, for the k-NN vote of docs/method.md §4.
 
     Args:
         features: (K_bank, C) features; normalised to unit L2 norm on construction.
@@ -40,7 +40,7 @@ class MemoryBank:
         self.labels = labels.long()
         self.k = int(k)
         self.temperature = float(temperature)
-
+        self._num_classes = int(self.labels.max().item()) + 1 if self.labels.numel() else 0   # read once, here
     @classmethod
     def from_features(cls, features: Tensor, labels: Tensor, k: int = 20, temperature: float = 0.07) -> "MemoryBank":
         """Build a bank from raw (unnormalised) features (K_bank, C) and labels (K_bank,)."""
@@ -52,12 +52,13 @@ class MemoryBank:
 
     @property
     def num_classes(self) -> int:
-        return int(self.labels.max().item()) + 1
+        """Labels are 0 .. num_classes - 1 (read once on construction: no device read per call)."""
+        return self._num_classes
 
     def to(self, device) -> "MemoryBank":
         out = MemoryBank.__new__(MemoryBank)
         out.features, out.labels = self.features.to(device), self.labels.to(device)
-        out.k, out.temperature = self.k, self.temperature
+        out.k, out.temperature, out._num_classes = self.k, self.temperature, self._num_classes
         return out
 
     def save(self, path: str | os.PathLike) -> None:
@@ -79,7 +80,7 @@ class MemoryBank:
 
 
 def _normalise_weights(p: Tensor) -> Tensor:
-    """Step 5 of SPEC section 4, batched: p (B, C) -> w in [0, 1]."""
+    """Step 5 of docs/method.md §4, batched: p (B, C) -> w in [0, 1]."""
     s = p.sum(dim=1, keepdim=True).abs()
     w = torch.where(s > 0, p / torch.where(s > 0, s, torch.ones_like(s)), p)
     lo, hi = w.min(dim=1, keepdim=True).values, w.max(dim=1, keepdim=True).values
@@ -88,7 +89,7 @@ def _normalise_weights(p: Tensor) -> Tensor:
 
 
 def dimension_weights(features: Tensor, bank: MemoryBank) -> Tuple[Tensor, Tensor]:
-    """Dimension-wise importance weights w (SPEC section 4), batched.
+    """Dimension-wise importance weights w (docs/method.md §4), batched.
 
     Args:
         features: (B, C) pooled features f (unnormalised).

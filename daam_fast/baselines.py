@@ -30,15 +30,18 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._model import TargetLike, ViTLayout, check_images, inspect_vit, resolve_targets, token_grid
+from ._model import check_images
+from ._rows import attention_row, query_row, softmax_rows
+from ._session import frozen, patched
+from .adapters import Adapter, get_adapter
 from .result import DAAMResult
+from .targets import Scored, Target, TargetLike, as_target
 
 __all__ = ["BASELINES", "attention_map", "rollout", "grad_rollout", "gradcam", "explain"]
 
@@ -47,99 +50,52 @@ HEAD_FUSIONS = ("mean", "max", "min")
 
 
 # ---------------------------------------------------------------------------------- capture
-@contextlib.contextmanager
-def _patched_attention(layout: ViTLayout, on_block: Callable) -> Iterator[None]:
-    """Replace each block's attention forward (through the model's adapter: timm, Hugging Face,
+def _capture(adapter: Adapter, on_block: Callable) -> patched:
+    """Each block's attention forward replaced (through the model's adapter: timm, Hugging Face,
     torchvision) by the family's own q / k / v, SDPA and output ops, calling
     ``on_block(b, q, k, v, T, bias, x)`` on the way; restored on exit."""
-    patched: List[nn.Module] = []
-    try:
-        for b, attn in enumerate(layout.attns):
-            if "forward" in attn.__dict__:
-                raise RuntimeError(f"blocks[{b}].attn.forward is already patched (a DAAM context or another hook "
-                                   "library is active on this model): run the baseline outside it")
-            attn.forward = layout.attn_forward(b, _make_core(layout, b, on_block), lambda: True)
-            patched.append(attn)
-        yield
-    finally:
-        for attn in patched:
-            attn.__dict__.pop("forward", None)
+    H, d = adapter.num_heads, adapter.head_dim
+
+    def make_core(b: int):
+        scale = adapter.scale(b)
+
+        def core(x: Tensor, rows: Optional[int], ctx) -> Tensor:
+            q, k, v = adapter.qkv(b, x, rows, ctx)
+            bias = adapter.attn_bias(b, ctx)
+            mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)      # fused; (B, H, R, d)
+            T = o.transpose(1, 2).reshape(x.shape[0], q.shape[2], H * d)
+            T = on_block(b, q, k, v, T, mask, x)
+            return adapter.attn_out(b, T, x, rows)
+
+        return core
+
+    return patched(adapter, make_core)
 
 
-def _make_core(layout: ViTLayout, b: int, on_block: Callable):
-    H, d = layout.num_heads, layout.head_dim
-    scale = layout.scale(b)
-
-    def core(x: Tensor, rows: Optional[int], ctx) -> Tensor:
-        B = x.shape[0]
-        q, k, v = layout.qkv(b, x, rows, ctx)
-        bias = layout.attn_bias(b, ctx)
-        mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)      # fused; (B, H, R, d)
-        T = o.transpose(1, 2).reshape(B, q.shape[2], H * d)
-        T = on_block(b, q, k, v, T, mask, x)
-        return layout.attn_out(b, T, x, rows)
-
-    return core
-
-
-@contextlib.contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration (flags and modes restored)."""
-    modes = [(m, m.training) for m in model.modules()]
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-        for m, mode in modes:
-            m.training = mode
-
-
-def _setup(model: nn.Module, images: Tensor, target: TargetLike, need_head: bool):
-    layout = inspect_vit(model)
-    check_images(images, layout)
-    if need_head and layout.num_classes == 0:
+def _setup(model: nn.Module, images: Tensor, target: TargetLike, need_score: bool, topk: Optional[int] = None):
+    """(adapter, bound target, grid, images as the model runs them)."""
+    adapter = get_adapter(model)
+    check_images(images, adapter)
+    if need_score and adapter.num_classes == 0 and target is None:
         raise ValueError("this baseline needs a classifier head (a target logit to differentiate); "
-                         "the model has num_classes=0")
-    targets = resolve_targets(target, images.shape[0], layout.num_classes, images.device)
-    return layout, targets, token_grid(model, images)
+                         "the model has num_classes=0: pass a target scoring the feature (e.g. a callable)")
+    tgt = as_target(target, adapter, images.shape[0], topk=topk)
+    return adapter, tgt, adapter.grid(images), tgt.expand(images)
 
 
-def _outputs(out, layout: ViTLayout, targets: Optional[Tensor]):
-    """(Y summed target logits or None, targets, logits, features)."""
+def _scored(out, tgt: Target, need_score: bool) -> Scored:
+    """The target's scores of the output (Y = y.sum() when differentiated)."""
     if isinstance(out, tuple):
         out = out[0]
-    B = out.shape[0]
-    if layout.num_classes > 0:
-        if targets is None:
-            targets = out.detach().argmax(dim=1)
-        return out.gather(1, targets[:, None]).sum(), targets, out.detach().float(), None
-    return None, torch.full((B,), -1, dtype=torch.long, device=out.device), None, out.detach().float()
+    if not need_score:
+        out = out.detach()
+    return tgt.score(out)
 
 
-def _query_row(M: Tensor, layout: ViTLayout) -> Tensor:
-    """The row the head reads, (B, ..., N, N) -> (B, ..., N): row 0 ([class]) or the mean of the patch rows."""
-    if layout.pool == "token":
-        return M[..., 0, :]
-    return M[..., layout.num_prefix:, :].mean(dim=-2)
-
-
-def _softmax_attention(scale: float, q: Tensor, k: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """(B, H, R, N) float32 softmax(q k^T scale + bias): the O(N^2) matrix, one block at a time."""
-    s = torch.einsum("bhqd,bhkd->bhqk", q.float(), k.float()) * scale
-    if bias is not None:
-        s = s + bias.float()
-    return s.softmax(dim=-1)
-
-
-def _result(rows: List[Tensor], layout: ViTLayout, grid, targets, logits, features, method: str,
+def _result(rows: List[Tensor], adapter: Adapter, grid, scored: Scored, tgt: Target, method: str,
             maps_rows: Optional[List[Tensor]] = None) -> DAAMResult:
-    P = layout.num_prefix
+    P = adapter.num_prefix
     h, w = grid
     B = rows[0].shape[0]
     bm = torch.stack([r[:, P:] for r in rows], dim=1).float().reshape(B, len(rows), h, w)
@@ -147,8 +103,9 @@ def _result(rows: List[Tensor], layout: ViTLayout, grid, targets, logits, featur
         maps = torch.cumsum(bm, dim=1)
     else:
         maps = torch.stack([r[:, P:] for r in maps_rows], dim=1).float().reshape(B, len(rows), h, w)
-    return DAAMResult(block_maps=bm, maps=maps, targets=targets, logits=logits, features=features,
-                      method=method, grid=(h, w))
+    return DAAMResult(block_maps=bm, maps=maps, targets=scored.targets, logits=scored.logits,
+                      features=scored.features, weights=scored.weights, method=method, grid=(h, w),
+                      topk=tgt.per_image)
 
 
 # ---------------------------------------------------------------------------------- baselines
@@ -160,30 +117,28 @@ def attention_map(model: nn.Module, images: Tensor, target: TargetLike = None) -
     reported. O(B H N d) extra work, no N x N matrix.
 
     Args:
-        model: a timm ViT (as for :class:`daam_fast.DAAM`).
+        model: any model :class:`daam_fast.DAAM` accepts.
         images: (B, C, H, W) normalised model input.
-        target: None (each image's argmax), int or (B,): reported in ``targets`` only.
+        target: as for DAAM (:mod:`daam_fast.targets`): reported in ``targets`` only (with
+            top-k, each image's rows repeat the same map).
 
     Returns:
         DAAMResult with block_maps = maps (B, 1, h, w), method "attention".
     """
-    layout, targets, grid = _setup(model, images, target, need_head=False)
-    L, P = layout.depth, layout.num_prefix
+    adapter, tgt, grid, x = _setup(model, images, target, need_score=False)
+    L = adapter.depth
     keep: dict = {}
 
     def on_block(b, q, k, v, T, bias, x):
         if b == L - 1:
             with torch.no_grad():
-                sel = slice(0, 1) if layout.pool == "token" else slice(P, None)
-                a = _softmax_attention(layout.scale(b), q[:, :, sel], k, None if bias is None else bias[:, :, sel])
-                keep["row"] = a.mean(dim=2).mean(dim=1)                          # (B, N)
+                a = attention_row(q, k, adapter.scale(b), adapter.num_prefix, adapter.pool, bias)
+                keep["row"] = a.float().mean(dim=1)                              # (B, N)
         return T
 
-    with _frozen(model), _patched_attention(layout, on_block), torch.no_grad():
-        out = layout.run(images)
-    _, targets, logits, features = _outputs(out, layout, targets)
-    row = keep["row"]
-    return _result([row], layout, grid, targets, logits, features, "attention")
+    with frozen(model), _capture(adapter, on_block), torch.no_grad():
+        out = adapter.run(x)
+    return _result([keep["row"]], adapter, grid, _scored(out, tgt, False), tgt, "attention")
 
 
 def _fuse_heads(A: Tensor, head_fusion: str) -> Tensor:
@@ -222,8 +177,8 @@ def rollout(model: nn.Module, images: Tensor, target: TargetLike = None, discard
     Memory: O(B N^2) for R plus one block's (B, H, N, N) softmax at a time (inherent to rollout).
 
     Args:
-        model: a timm ViT.  images: (B, C, H, W) normalised model input.
-        target: reported only.
+        model: any model :class:`daam_fast.DAAM` accepts.  images: (B, C, H, W) normalised model input.
+        target: as for DAAM (:mod:`daam_fast.targets`), reported only.
         discard_ratio: in [0, 1); 0 is the original method (jacobgil's default: 0.9).
         head_fusion: "mean" (original), "max" or "min".
 
@@ -235,30 +190,30 @@ def rollout(model: nn.Module, images: Tensor, target: TargetLike = None, discard
         raise ValueError(f"head_fusion={head_fusion!r}: expected one of {', '.join(HEAD_FUSIONS)}")
     if not 0.0 <= float(discard_ratio) < 1.0:
         raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
-    layout, targets, grid = _setup(model, images, target, need_head=False)
+    adapter, tgt, grid, x = _setup(model, images, target, need_score=False)
+    P, pool = adapter.num_prefix, adapter.pool
     st: dict = {"R": None, "rows": [], "block_rows": []}
 
     def on_block(b, q, k, v, T, bias, x):
         with torch.no_grad():
-            A = _discard(_fuse_heads(_softmax_attention(layout.scale(b), q, k, bias), head_fusion), discard_ratio)
+            A = _discard(_fuse_heads(softmax_rows(q, k, adapter.scale(b), bias).float(), head_fusion), discard_ratio)
             N = A.shape[-1]
             A = (A + torch.eye(N, device=A.device)) / 2
             A = A / A.sum(dim=-1, keepdim=True)
             st["R"] = A if st["R"] is None else A @ st["R"]
-            st["block_rows"].append(_query_row(A, layout))
-            st["rows"].append(_query_row(st["R"], layout))
+            st["block_rows"].append(query_row(A, P, pool))
+            st["rows"].append(query_row(st["R"], P, pool))
         return T
 
-    with _frozen(model), _patched_attention(layout, on_block), torch.no_grad():
-        out = layout.run(images)
-    _, targets, logits, features = _outputs(out, layout, targets)
-    return _result(st["block_rows"], layout, grid, targets, logits, features, "rollout", maps_rows=st["rows"])
+    with frozen(model), _capture(adapter, on_block), torch.no_grad():
+        out = adapter.run(x)
+    return _result(st["block_rows"], adapter, grid, _scored(out, tgt, False), tgt, "rollout", maps_rows=st["rows"])
 
 
 def grad_rollout(model: nn.Module, images: Tensor, target: TargetLike = None) -> DAAMResult:
     """Gradient-weighted attention rollout (Chefer, Gur & Wolf 2021, generic attention explainability).
 
-    Per block: Ā_b = mean_h( (dY/dA_b^h ⊙ A_b^h)^+ ), with Y the target logit and A_b the
+    Per block: Ā_b = mean_h( (dY/dA_b^h ⊙ A_b^h)^+ ), with Y the target's score and A_b the
     softmax attention; R_b = R_{b-1} + Ā_b R_{b-1}, R_0 = I. maps[:, b] = R_b[0, P:] (through
     block b), block_maps[:, b] = Ā_b[0, P:]. dY/dA_b^h = dY/dT_b^h (v_b^h)^T (T = A v), taken
     from one backward that stops at block 1's T, so the forward keeps fused attention.
@@ -267,59 +222,63 @@ def grad_rollout(model: nn.Module, images: Tensor, target: TargetLike = None) ->
     gradient at a time and the (B, N, N) matrix R (inherent to rollout).
 
     Args:
-        model: a timm ViT with a classifier head.  images: (B, C, H, W) normalised model input.
-        target: None (each image's argmax), int or (B,) class indices.
+        model: any model :class:`daam_fast.DAAM` accepts; without a classifier head, a
+            target that scores the feature must be given.  images: (B, C, H, W) normalised.
+        target: as for DAAM (:mod:`daam_fast.targets`): None (each image's argmax), int,
+            (B,) class indices, "top<k>", a callable ``f(output) -> (B,)`` or a Target.
 
     Returns:
         DAAMResult: maps (B, L, h, w) (rollout through each block; not a cumulative sum of
         ``block_maps``), method "grad_rollout".
     """
-    layout, targets, grid = _setup(model, images, target, need_head=True)
+    adapter, tgt, grid, x = _setup(model, images, target, need_score=True)
+    P, pool = adapter.num_prefix, adapter.pool
     saved: list = []
 
     def on_block(b, q, k, v, T, bias, x):
         if not T.requires_grad:          # frozen parameters: the graph starts at block 1's T
             T.requires_grad_(True)
-        saved.append((layout.scale(b), q.detach(), k.detach(), v.detach(), T, None if bias is None else bias.detach()))
+        saved.append((adapter.scale(b), q.detach(), k.detach(), v.detach(), T, None if bias is None else bias.detach()))
         return T
 
-    with _frozen(model), _patched_attention(layout, on_block), torch.enable_grad():
-        out = layout.run(images)
-        Y, targets, logits, features = _outputs(out, layout, targets)
-        grads = torch.autograd.grad(Y, [s[4] for s in saved])
+    with frozen(model), _capture(adapter, on_block), torch.enable_grad():
+        out = adapter.run(x)
+        scored = _scored(out, tgt, True)
+        grads = torch.autograd.grad(scored.y.sum(), [s[4] for s in saved])
     R = None
     rows, block_rows = [], []
     with torch.no_grad():
         for (scale, q, k, v, _, bias), gT in zip(saved, grads):
             B, H, N, d = v.shape
-            A = _softmax_attention(scale, q, k, bias)                              # (B, H, N, N)
+            A = softmax_rows(q, k, scale, bias).float()                            # (B, H, N, N)
             gA = gT.float().reshape(B, N, H, d).transpose(1, 2) @ v.float().transpose(-2, -1)
             cam = (gA * A).clamp_min(0).mean(dim=1)                                 # (B, N, N)
             if R is None:
                 R = torch.eye(N, device=cam.device).expand(B, N, N)
             R = R + cam @ R
-            block_rows.append(_query_row(cam, layout))
-            rows.append(_query_row(R, layout))
-    return _result(block_rows, layout, grid, targets, logits, features, "grad_rollout", maps_rows=rows)
+            block_rows.append(query_row(cam, P, pool))
+            rows.append(query_row(R, P, pool))
+    return _result(block_rows, adapter, grid, scored, tgt, "grad_rollout", maps_rows=rows)
 
 
 def gradcam(model: nn.Module, images: Tensor, target: TargetLike = None) -> DAAMResult:
     """Grad-CAM on the last block (the usual ViT setting: ``blocks[-1].norm1``, patch tokens as the grid).
 
-    With X (B, N, C) the output of the last block's norm1 and Y the target logit:
+    With X (B, N, C) the output of the last block's norm1 and Y the target's score:
     alpha_c = mean_{n >= P} dY/dX[n, c];  map[n] = ReLU( sum_c alpha_c X[n, c] ), n >= P.
     (pytorch-grad-cam's GradCAM with ``target_layers=[model.blocks[-1].norm1]``, before its
     rescaling to [0, 1].)
 
     Args:
-        model: a timm ViT with a classifier head.  images: (B, C, H, W) normalised model input.
-        target: None (each image's argmax), int or (B,) class indices.
+        model: any model :class:`daam_fast.DAAM` accepts; without a classifier head, a
+            target that scores the feature must be given.  images: (B, C, H, W) normalised.
+        target: as for DAAM (:mod:`daam_fast.targets`).
 
     Returns:
         DAAMResult with block_maps = maps (B, 1, h, w), method "gradcam".
     """
-    layout, targets, grid = _setup(model, images, target, need_head=True)
-    P, L = layout.num_prefix, layout.depth
+    adapter, tgt, grid, x = _setup(model, images, target, need_score=True)
+    P, L = adapter.num_prefix, adapter.depth
     keep: dict = {}
 
     def on_block(b, q, k, v, T, bias, x):
@@ -333,26 +292,27 @@ def gradcam(model: nn.Module, images: Tensor, target: TargetLike = None) -> DAAM
         if x is not None and not x.requires_grad:
             x.requires_grad_(True)
 
-    with _frozen(model), _patched_attention(layout, on_block), torch.enable_grad():
-        handle = layout.attns[-1].register_forward_pre_hook(pre_hook, with_kwargs=True)
+    with frozen(model), _capture(adapter, on_block), torch.enable_grad():
+        handle = adapter.attns[-1].register_forward_pre_hook(pre_hook, with_kwargs=True)
         try:
-            out = layout.run(images)
+            out = adapter.run(x)
         finally:
             handle.remove()
-        Y, targets, logits, features = _outputs(out, layout, targets)
-        (g,) = torch.autograd.grad(Y, [keep["X"]])
+        scored = _scored(out, tgt, True)
+        (g,) = torch.autograd.grad(scored.y.sum(), [keep["X"]])
     with torch.no_grad():
         X = keep["X"].detach().float()
         alpha = g[:, P:].float().mean(dim=1, keepdim=True)                         # (B, 1, C)
         cam = (X * alpha).sum(dim=-1).clamp_min(0)                                 # (B, N)
-    return _result([cam], layout, grid, targets, logits, features, "gradcam")
+    return _result([cam], adapter, grid, scored, tgt, "gradcam")
 
 
 def explain(model: nn.Module, images: Tensor, method: str, target: TargetLike = None, **kw) -> DAAMResult:
     """Run one baseline by name ("attention", "rollout", "grad_rollout", "gradcam").
 
     Args:
-        model: a timm ViT.  images: (B, C, H, W).  target: None, int or (B,).
+        model: any model :class:`daam_fast.DAAM` accepts.  images: (B, C, H, W).
+        target: as for DAAM (:mod:`daam_fast.targets`).
         **kw: options of the baseline (e.g. ``discard_ratio``, ``head_fusion`` for rollout).
 
     Returns:

@@ -1,0 +1,147 @@
+"""What a DAAM call captures in flight: the call state, the capture slots, the attention
+computation of the patched forwards, and the map of a block from its slot and coefficients.
+
+The methods (:mod:`daam_fast.methods`) decide what to keep in each block and where the
+coefficients G_b come from; this module is what they share.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _config
+from ._model import Checks
+from ._rows import attention_row, cls_row, row_map
+from .adapters import Adapter
+from .ops.block_map import block_map
+from .ops.cls_attention import cls_attention
+from .targets import Target
+
+__all__ = ["CallState", "QKVSlot", "RowSlot", "attend", "kernel_backend", "slot_map"]
+
+
+class QKVSlot(NamedTuple):
+    """Block b kept the [class] query (B, H, d) and k, v (B, H, N, d): the fused ``block_map``
+    op forms the row and the map in one pass when the coefficients arrive."""
+
+    q_cls: Tensor
+    k: Tensor
+    v: Tensor
+
+
+class RowSlot(NamedTuple):
+    """Block b's attention row a (B, H, N), formed in the forward (an attention bias,
+    mean-pooling, or the row the cls_attention kernel wrote), and its values v (B, H, N, d)."""
+
+    a: Tensor
+    v: Tensor
+
+
+Slot = Union[QKVSlot, RowSlot]
+
+
+class CallState:
+    """Everything one call holds; dropped as soon as the call ends.
+
+    Attributes:
+        adapter, method, target: the model's adapter, the method object, the bound target.
+        relu: whether G_b is ReLU'd (docs/method.md §3).
+        slots / maps / head_maps: per block, filled as the call proceeds.
+        checks: value checks read once at the end of the call.
+    """
+
+    def __init__(self, adapter: Adapter, method, target: Target, backend: Optional[str],
+                 reduce_rows: Optional[int], heads: bool = False, checkpoint: bool = False):
+        L = adapter.depth
+        self.adapter = adapter
+        self.method = method
+        self.target = target
+        self.relu = target.relu_coefficients()
+        self.backend = backend
+        self.reduce_rows = reduce_rows
+        self.heads = heads
+        self.checkpoint = checkpoint
+        self.slots: List[Optional[Slot]] = [None] * L
+        self.maps: List[Optional[Tensor]] = [None] * L
+        self.head_maps: List[Optional[Tensor]] = [None] * L
+        self.first: Optional[Tensor] = None      # block 1's T: where the backward stops
+        self.deferred = False                    # inside the first pass of a checkpointed block
+        self.split_first = False                 # block 1: graph on the [class] row of T_1 only
+        self.x_last: Optional[Tensor] = None     # method="direct": the input of the final norm
+        self.error: Optional[BaseException] = None
+        self.checks = Checks()
+
+
+def kernel_backend(backend: Optional[str]) -> Optional[str]:
+    """The backend of the cls_attention kernel when one was asked for explicitly ("triton" or
+    "cuda", by ``backend=`` or ``DAAM_FAST_BACKEND``), else None.
+
+    Under auto the kernel is not used: no GPU measurement shows it faster than the model's
+    SDPA plus the O(N d) row yet (issue 13), so auto keeps SDPA.
+    """
+    name = (backend or _config.backend()).lower()
+    return name if name in ("triton", "cuda") else None
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Optional[Tensor], want_row: bool,
+           backend: Optional[str], pool: str) -> Tuple[Tensor, Optional[Tensor]]:
+    """Block attention: (out (B, H, R, d), a_cls (B, H, N) float32 or None).
+
+    SDPA (the model's own fused attention), unless the [class] row is wanted (``want_row``:
+    a method that reads it in the forward) and a kernel backend was asked for explicitly
+    (:func:`kernel_backend`): then the cls_attention kernel writes out and a_cls in one pass.
+    """
+    name = kernel_backend(backend) if want_row and bias is None and pool == "token" else None
+    if name is not None:
+        return cls_attention(q, k, v, scale, backend=name)
+    mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale), None
+
+
+def formed_row(st: CallState, q: Tensor, k: Tensor, scale: float, bias: Optional[Tensor]) -> Tensor:
+    """(B, H, N) the row the head reads, formed now (no graph)."""
+    adapter = st.adapter
+    with torch.no_grad():
+        return attention_row(q.detach(), k.detach(), scale, adapter.num_prefix, adapter.pool,
+                             None if bias is None else bias.detach())
+
+
+def _block_map_heads(slot: QKVSlot, g: Tensor, scale: float, prefix: int, backend: Optional[str]):
+    """block_map with the per-head terms (issue 16). Until every backend has ``heads=``, a
+    TypeError from the op means it has not: the terms are formed here from the same row."""
+    try:
+        return block_map(slot.q_cls, slot.k, slot.v, g, scale, prefix, backend=backend, heads=True)
+    except TypeError as e:
+        if "heads" not in str(e):
+            raise
+    return row_map(cls_row(slot.q_cls, slot.k, scale), slot.v, g, prefix, heads=True)
+
+
+def slot_map(st: CallState, slot: Slot, G: Tensor, scale: float) -> Tuple[Tensor, Optional[Tensor]]:
+    """Block map (B, N - P) float32 and, with ``heads``, the per-head terms (B, H, N - P).
+
+    Args:
+        st: the call state.  slot: what the block kept.  G: (B, C) coefficients, already
+            ReLU'd where the method asks for it.  scale: the block's softmax scale.
+    """
+    adapter = st.adapter
+    g = G.reshape(G.shape[0], adapter.num_heads, adapter.head_dim)
+    if isinstance(slot, QKVSlot):
+        g = g.to(slot.k.dtype)
+        if st.heads:
+            return _block_map_heads(slot, g, scale, adapter.num_prefix, st.backend)
+        return block_map(slot.q_cls, slot.k, slot.v, g, scale, adapter.num_prefix, backend=st.backend), None
+    if st.heads:
+        return row_map(slot.a, slot.v, g, adapter.num_prefix, heads=True)
+    return row_map(slot.a, slot.v, g, adapter.num_prefix), None
+
+
+def coefficients(st: CallState, grad: Tensor) -> Tensor:
+    """(B, C) G_b from dY/dT_b (B, R, C): row 0, or the patch rows summed (mean-pooled), ReLU'd
+    where the target says so (docs/method.md §2, §3, §7)."""
+    adapter = st.adapter
+    G = grad[:, 0] if adapter.pool == "token" else grad[:, adapter.num_prefix:].sum(dim=1)
+    return G.clamp_min(0) if st.relu else G

@@ -1,0 +1,92 @@
+"""The interface of a DAAM method (one module per method in this package)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from torch import Tensor
+
+from .._capture import CallState, attend
+from ..adapters import Adapter
+from ..adapters.base import Core
+from ..targets import Scored
+
+__all__ = ["Method"]
+
+
+class Method:
+    """How one method computes the maps of a call.
+
+    A method is one object (``METHOD`` in its module, listed in :data:`daam_fast.methods.METHODS`).
+    The explainer patches every block's attention with :meth:`core` for the duration of its
+    context, holds the model frozen, and per call builds a :class:`~daam_fast._capture.CallState`
+    and calls :meth:`run`, which fills ``st.maps`` (and ``st.head_maps``) per block.
+
+    Attributes:
+        name: the ``method=`` string.
+        summary: one line for help texts.
+        forward_only: no backward through the blocks (``checkpoint=True`` is refused).
+        reduce_first_block: the block-1 row split of "grad" applies.
+        reduce_last_block: the last block may compute only the rows the head reads.
+        kernel_row: the method reads the [class] row in the forward, so the cls_attention
+            kernel may produce it beside the attention output (only when a kernel backend
+            is asked for explicitly, see :func:`daam_fast._capture.kernel_backend`).
+    """
+
+    name: str = ""
+    summary: str = ""
+    forward_only: bool = False
+    reduce_first_block: bool = False
+    reduce_last_block: bool = True
+    kernel_row: bool = False
+
+    def support(self, adapter: Adapter) -> Optional[str]:
+        """None if the method can explain the model, else the reason it cannot."""
+        return None
+
+    def core(self, adapter: Adapter, b: int, state: Callable[[], CallState]) -> Core:
+        """Block b's attention core ``core(x, rows, ctx)`` (see :mod:`daam_fast.adapters.base`).
+
+        The default runs the family's q / k / v, the attention (:func:`daam_fast._capture.attend`)
+        and hands everything to :meth:`capture`. ``state()`` is the current call's state.
+        """
+        H, d = adapter.num_heads, adapter.head_dim
+        scale = adapter.scale(b)
+
+        def core(x: Tensor, rows: Optional[int], ctx) -> Tensor:
+            st = state()
+            q, k, v = adapter.qkv(b, x, rows, ctx)
+            bias = adapter.attn_bias(b, ctx)                               # e.g. BEiT's relative position bias
+            o, a = attend(q, k, v, scale, bias, self.kernel_row, st.backend, adapter.pool)
+            T = o.transpose(1, 2).reshape(x.shape[0], q.shape[2], H * d)    # input of norm / proj
+            return self.capture(st, b, scale, x, rows, q, k, v, T, a, bias)
+
+        return core
+
+    def capture(self, st: CallState, b: int, scale: float, x: Tensor, rows: Optional[int], q: Tensor,
+                k: Tensor, v: Tensor, T: Tensor, a: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+        """Keep what block b's map needs; return the attention module's output.
+
+        Args:
+            x: (B, N, C) attention input.  rows: query rows (None: all).  q: (B, H, R, d),
+            k, v: (B, H, N, d).  T: (B, R, H*d) attention output before the projection.
+            a: (B, H, N) the [class] row when the kernel wrote it, else None.
+            bias: (1 or B, H, N, N) attention bias or None.
+        """
+        raise NotImplementedError
+
+    def run(self, st: CallState, images: Tensor) -> Scored:
+        """The call: forward (and backward), filling ``st.maps`` / ``st.head_maps``.
+
+        Args:
+            images: (R, C, H, W) the batch the model runs (each image ``st.target.per_image`` times).
+
+        Returns:
+            What the target made of the model output. Value checks go to ``st.checks``
+            (read after this returns), errors of hooks to ``st.error``.
+        """
+        raise NotImplementedError
+
+    def score(self, st: CallState, out: Tensor) -> Scored:
+        """The model output's check (left to the end of the call) and the target's scores."""
+        st.checks.add_output(out, st.target.per_image)
+        return st.target.score(out)

@@ -1,0 +1,335 @@
+"""What is explained: the scalar Y per image whose gradient gives the coefficients G_b.
+
+A target turns the model's output (logits (B, K), or the pooled feature (B, C) of a model
+without a head) into one score per image; DAAM, :func:`daam_fast.daam_reference` and the
+baselines differentiate their sum. Targets given as plain values keep working:
+
+====================================  ==============================================
+``target=``                            meaning
+====================================  ==============================================
+None                                   the image's own argmax (model with a head), else
+                                       :class:`LabelFree` (or :class:`BankTarget` with ``bank=``)
+int, (B,) tensor or list of ints       :class:`ClassTarget`: that class's logit
+"top3" (or ``topk=3``)                 :class:`TopK`: each image's 3 best classes, rows image-major
+a callable ``f(output) -> (B,)``       :class:`Score`: any score of the output, e.g. a
+                                       regression output, a similarity to a query feature
+                                       (:class:`Similarity`), a text embedding's dot product
+a :class:`Target`                      itself
+====================================  ==============================================
+
+Coefficients (docs/method.md §3): G_b is ReLU'd for a model with a classifier head (the
+paper's supervised rule), not for a model without one (the self-supervised rule); a
+:class:`Score` may say otherwise with ``relu=``.
+
+Example:
+    >>> from daam_fast import DAAM, Score, TopK
+    >>> res = DAAM(model)(x, target=TopK(3))                   # rows i*3 + j: image i, j-th class
+    >>> res = DAAM(dino)(x, target=Score(lambda f: f @ text))  # headless: feature . text embedding
+"""
+from __future__ import annotations
+
+import copy
+import re
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .adapters import Adapter
+from .bank import MemoryBank, dimension_weights, label_free_weights
+
+__all__ = ["Target", "ClassTarget", "TopK", "BankTarget", "LabelFree", "Score", "Similarity", "TargetLike",
+           "Scored", "as_target"]
+
+TargetLike = Union[None, int, str, Sequence[int], Tensor, "Target", Callable[[Tensor], Tensor]]
+
+
+class Scored(NamedTuple):
+    """What a target made of one output: y (R,) scores with the graph (Y = y.sum()), and what
+    the result reports: targets (R,) long (-1: no class), logits (R, K) / features (R, C)
+    float32 detached, weights (R, C) or None."""
+
+    y: Tensor
+    targets: Tensor
+    logits: Optional[Tensor]
+    features: Optional[Tensor]
+    weights: Optional[Tensor]
+
+
+# (flags (R,) bool on the device, error maker(list of bad rows) -> Exception): value checks
+# that would stall the GPU if read before the maps are formed; read once at the end.
+Deferred = Tuple[Tensor, Callable[[List[int]], Exception]]
+
+
+class Target:
+    """Base class of targets. A subclass sets ``head`` (True: needs a classifier head,
+    False: needs a model without one, None: either) and implements :meth:`score`.
+
+    Attributes:
+        per_image: rows explained per image (k for :class:`TopK`, else 1).
+    """
+
+    head: Optional[bool] = None
+    per_image: int = 1
+    relu: Optional[bool] = None
+    adapter: Optional[Adapter] = None
+    batch: int = 0
+
+    def bind(self, adapter: Adapter, batch: int) -> "Target":
+        """A copy checked against the model and the batch size (before any forward).
+
+        Raises:
+            ValueError / TypeError: the target cannot apply to this model or batch.
+        """
+        name = type(self).__name__
+        if self.head is True and adapter.num_classes == 0:
+            raise ValueError(f"{name}: the model has no classifier head (self-supervised path: use target=None, "
+                             "bank=, or a callable scoring the feature)")
+        if self.head is False and adapter.num_classes > 0:
+            raise ValueError(f"{name} is for models without a classifier head (num_classes=0)")
+        bound = copy.copy(self)
+        bound.adapter, bound.batch = adapter, int(batch)
+        bound._check()
+        return bound
+
+    def _check(self) -> None:
+        """Subclass hook: checks needing the adapter / batch (self.adapter, self.batch)."""
+
+    def relu_coefficients(self) -> bool:
+        """Whether G_b is ReLU'd (docs/method.md §3): by default iff the model has a head."""
+        return self.adapter.num_classes > 0 if self.relu is None else bool(self.relu)
+
+    def expand(self, images: Tensor) -> Tensor:
+        """The batch the model runs: each image ``per_image`` times, image-major."""
+        return images if self.per_image == 1 else images.repeat_interleave(self.per_image, dim=0)
+
+    def score(self, out: Tensor) -> Scored:
+        """Scores from the model output (R, K) or (R, C), R = batch * per_image."""
+        raise NotImplementedError
+
+    def deferred(self) -> List[Deferred]:
+        """Value checks left for the end of the call (no host synchronisation before)."""
+        return []
+
+    def _report(self, out: Tensor, targets: Optional[Tensor] = None, weights: Optional[Tensor] = None,
+                y: Optional[Tensor] = None) -> Scored:
+        det = out.detach().float()
+        sup = self.adapter.num_classes > 0
+        if targets is None:
+            targets = torch.full((out.shape[0],), -1, dtype=torch.long, device=out.device)
+        return Scored(y, targets, det if sup else None, None if sup else det, weights)
+
+
+class ClassTarget(Target):
+    """The pre-softmax logit of a class (docs/method.md §2).
+
+    Args:
+        index: None (each image's argmax), an int for every image, or (B,) class indices
+            (tensor or list).
+    """
+
+    head = True
+
+    def __init__(self, index: Union[None, int, Sequence[int], Tensor] = None):
+        self.index = index
+        self._t: Optional[Tensor] = None
+
+    def _check(self) -> None:
+        idx, B, K = self.index, self.batch, self.adapter.num_classes
+        if idx is None:
+            return
+        if isinstance(idx, bool):
+            raise TypeError("target must be an int, a sequence of ints or a (B,) tensor, not bool")
+        if isinstance(idx, int):
+            t = torch.full((B,), idx, dtype=torch.long)
+        else:
+            t = torch.as_tensor(idx)
+            if t.is_floating_point() or t.dtype == torch.bool:
+                raise TypeError(f"target must be integer class indices, got {t.dtype}")
+            t = t.long().flatten() if t.dim() <= 1 else t
+            if t.dim() != 1 or (t.numel() != B and t.numel() != 1):
+                raise ValueError(f"target must be an int or have one entry per image ({B}), got shape {tuple(t.shape)}")
+            t = t.expand(B) if t.numel() == 1 else t
+        if t.device.type == "cpu":                      # checked now; a device tensor at the end
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= K:
+                raise ValueError(f"target {lo if lo < 0 else hi} out of range for a model with {K} classes")
+        self._t = t
+
+    def _range_error(self, rows: List[int]) -> Exception:
+        t = self._t.cpu()
+        bad = [int(t[i]) for i in rows]
+        return ValueError(f"target {bad[0]} out of range for a model with {self.adapter.num_classes} classes")
+
+    def deferred(self) -> List[Deferred]:
+        if self._t is None or self._t.device.type == "cpu":
+            return []
+        return [((self._t < 0) | (self._t >= self.adapter.num_classes), self._range_error)]
+
+    def score(self, out: Tensor) -> Scored:
+        if self._t is None:
+            t = out.detach().argmax(dim=1)
+        else:
+            t = self._t.to(out.device)
+        idx = t.clamp(0, out.shape[1] - 1)              # a bad index fails at the end, not on the device
+        return self._report(out, targets=t, y=out.gather(1, idx[:, None])[:, 0])
+
+
+class TopK(Target):
+    """Each image's k best classes, explained in one batched call.
+
+    Rows are image-major: row ``i * k + j`` of the result is image i explained for its j-th
+    best class (``res.targets`` names it, ``res.topk == k``). The model runs on the batch
+    repeated k times.
+
+    Args:
+        k: classes per image, 1 <= k <= the number of classes.
+    """
+
+    head = True
+
+    def __init__(self, k: int):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"TopK: k must be a positive int, got {k!r}")
+        self.k = self.per_image = int(k)
+
+    def _check(self) -> None:
+        if self.k > self.adapter.num_classes:
+            raise ValueError(f"TopK: k={self.k} exceeds the model's {self.adapter.num_classes} classes")
+
+    def score(self, out: Tensor) -> Scored:
+        k = self.k
+        top = out.detach()[::k].topk(k, dim=1).indices.reshape(-1)         # (B * k,) image-major
+        return self._report(out, targets=top, y=out.gather(1, top[:, None])[:, 0])
+
+
+class BankTarget(Target):
+    """Model without a head: Y = sum_d w_d f_d with the dimension-wise weights w of the
+    memory bank's k-NN vote (docs/method.md §4); the voted class c* is reported.
+
+    Args:
+        bank: a :class:`daam_fast.MemoryBank` of the model's training features.
+    """
+
+    head = False
+
+    def __init__(self, bank: MemoryBank):
+        if not isinstance(bank, MemoryBank):
+            raise TypeError(f"bank must be a daam_fast.MemoryBank, got {type(bank).__name__}")
+        self.bank = bank
+
+    def bind(self, adapter: Adapter, batch: int) -> "Target":
+        if adapter.num_classes > 0:
+            raise ValueError("bank= is for models without a classifier head (num_classes=0)")
+        return super().bind(adapter, batch)
+
+    def score(self, out: Tensor) -> Scored:
+        w, c = dimension_weights(out.detach(), self.bank)
+        return self._report(out, targets=c, weights=w, y=(w.to(out.dtype) * out).sum(dim=1))
+
+
+class LabelFree(Target):
+    """Model without a head and no bank: Y = sum_d w_d f_d with the label-free weights
+    w = minmax(f'^2 / |sum f'^2|) (the image as its own single neighbour, docs/method.md §4)."""
+
+    head = False
+
+    def score(self, out: Tensor) -> Scored:
+        w = label_free_weights(out.detach())
+        return self._report(out, weights=w, y=(w.to(out.dtype) * out).sum(dim=1))
+
+
+class Score(Target):
+    """Any differentiable score of the model output: ``fn(output) -> (B,)``.
+
+    ``output`` is the logits (B, K) of a model with a head, else the pooled feature (B, C),
+    in the model's dtype and with its graph. Examples: a regression output ``lambda o: o[:, 0]``,
+    a text embedding's dot product ``lambda f: f @ text``. The reported targets are -1.
+
+    Args:
+        fn: the score function.
+        relu: ReLU on G_b (None: as the model's default, on iff it has a head).
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], relu: Optional[bool] = None):
+        if not callable(fn):
+            raise TypeError(f"Score: fn must be callable, got {type(fn).__name__}")
+        self.fn, self.relu = fn, relu
+
+    def score(self, out: Tensor) -> Scored:
+        s = self.fn(out)
+        if not isinstance(s, Tensor):
+            raise TypeError(f"target callable must return a (B,) tensor of scores, got {type(s).__name__}")
+        if s.dim() == 2 and s.shape[1] == 1:
+            s = s[:, 0]
+        if tuple(s.shape) != (out.shape[0],):
+            raise ValueError(f"target callable must return (B,) = ({out.shape[0]},) scores, got shape {tuple(s.shape)}")
+        if not s.is_floating_point():
+            raise TypeError(f"target callable must return floating-point scores, got {s.dtype}")
+        return self._report(out, y=s)
+
+
+class Similarity(Score):
+    """Cosine similarity of the output (the feature of a model without a head) to a query.
+
+    Args:
+        query: (C,) or (B, C) query feature, e.g. the feature of another image or a text
+            embedding in the same space.
+        relu: as for :class:`Score`.
+    """
+
+    def __init__(self, query: Tensor, relu: Optional[bool] = None):
+        if not isinstance(query, Tensor) or query.dim() not in (1, 2):
+            raise ValueError("Similarity: query must be a (C,) or (B, C) tensor")
+        self.query = query.detach()
+        super().__init__(self._cos, relu)
+
+    def _cos(self, out: Tensor) -> Tensor:
+        q = self.query.to(device=out.device, dtype=out.dtype)
+        if q.shape[-1] != out.shape[1]:
+            raise ValueError(f"Similarity: query has {q.shape[-1]} channels, the model output {out.shape[1]}")
+        return F.cosine_similarity(out, q.expand_as(out) if q.dim() == 1 else q, dim=1)
+
+
+_TOP = re.compile(r"top(\d+)")
+
+
+def as_target(target: TargetLike, adapter: Adapter, batch: int, bank: Optional[MemoryBank] = None,
+              topk: Optional[int] = None) -> Target:
+    """The bound :class:`Target` of a user's ``target`` / ``bank`` / ``topk`` arguments.
+
+    Args:
+        target: see the module docstring.  adapter: the model's adapter.  batch: B.
+        bank: a MemoryBank (model without a head): the same as ``target=BankTarget(bank)``.
+        topk: k: the same as ``target=TopK(k)``.
+
+    Raises:
+        ValueError / TypeError naming what is wrong, before any forward.
+    """
+    if bank is not None:
+        if target is not None or topk is not None:
+            raise ValueError("give bank= or target= / topk=, not both (target=BankTarget(bank) is bank=bank)")
+        target = BankTarget(bank)
+    if topk is not None:
+        if target is not None:
+            raise ValueError("give target= or topk=, not both (target=TopK(k) is topk=k)")
+        target = TopK(topk)
+    if isinstance(target, str):
+        m = _TOP.fullmatch(target.strip().lower())
+        if not m:
+            raise ValueError(f"target={target!r}: the only string target is 'top<k>' (e.g. 'top3')")
+        target = TopK(int(m.group(1)))
+    if target is None:
+        target = ClassTarget() if adapter.num_classes > 0 else LabelFree()
+    elif isinstance(target, (int, list, tuple, Tensor)) or hasattr(target, "__array__"):
+        if adapter.num_classes == 0:
+            raise ValueError("target given, but the model has no classifier head (self-supervised path: "
+                             "pass a MemoryBank with bank=..., or a callable scoring the feature)")
+        target = ClassTarget(target)
+    elif not isinstance(target, Target):
+        if not callable(target):
+            raise TypeError(f"target must be None, an int, (B,) class indices, 'top<k>', a daam_fast Target "
+                            f"or a callable f(output) -> (B,) scores; got {type(target).__name__}")
+        target = Score(target)
+    return target.bind(adapter, batch)
