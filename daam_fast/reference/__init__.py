@@ -8,7 +8,9 @@ decomposition S_b[n, c] = a_b^{h(c)}[n] v_b[n, c] and the channel sum. It is the
 every test. Rendering's reference is :func:`daam_fast.render.render` (docs/method.md §5).
 
 One module per method gives the coefficients (``coefficients(adapter, x, store, target)``,
-``support(adapter)``), listed in ``_MODULES``: "grad" (:mod:`.grad`), "direct" (:mod:`.direct`).
+``support(adapter)``, optionally its own attention ``core(adapter, b, store)`` with
+:func:`~daam_fast.reference._explicit.explicit_core`'s signature and store format), listed in
+``_MODULES``: "grad" (:mod:`.grad`), "direct" (:mod:`.direct`).
 """
 from __future__ import annotations
 
@@ -81,7 +83,8 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
     tgt.adapter = adapter
     P, H, d = adapter.num_prefix, adapter.num_heads, adapter.head_dim
     store: list = []
-    with frozen(m), patched(adapter, lambda b: explicit_core(adapter, b, store)), torch.enable_grad():
+    core = getattr(ref, "core", explicit_core)            # a method may bring its own literal attention
+    with frozen(m), patched(adapter, lambda b: core(adapter, b, store)), torch.enable_grad():
         x = tgt.expand(images).detach().to(dtype).requires_grad_(True)
         grads, scored = ref.coefficients(adapter, x, store, tgt)
     relu = tgt.relu_coefficients()
