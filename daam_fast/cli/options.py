@@ -75,9 +75,21 @@ def add_mode(p: argparse.ArgumentParser, default: str = "nonlinear") -> None:
 
 # ------------------------------------------------------------------------------------ DAAM options
 def daam_methods() -> Tuple[str, ...]:
-    """The explainer's method table: the ``--method`` choices."""
-    from ..explainer import METHODS
+    """The names of the explainer's method table (:data:`daam_fast.methods.METHODS`): the ``--method`` choices."""
+    from ..methods import METHODS
     return tuple(METHODS)
+
+
+def _method_help(default: str) -> str:
+    from ..methods import METHODS
+    return (f"DAAM method (default {default}): "
+            + "; ".join(f"{name} = {m.summary}" for name, m in METHODS.items()) + " (docs/method.md)")
+
+
+def _backward_methods() -> Tuple[str, ...]:
+    """The methods with a backward through the blocks (activation checkpointing applies to them)."""
+    from ..methods import METHODS
+    return tuple(name for name, m in METHODS.items() if not m.forward_only)
 
 
 def backends() -> Tuple[str, ...]:
@@ -106,8 +118,9 @@ class DAAMOptions:
         """Raises :class:`UsageError` naming the flags that do not go together."""
         if self.method not in daam_methods():
             raise UsageError(f"--method {self.method}: expected one of {', '.join(daam_methods())}")
-        if self.checkpoint and self.method != "grad":
-            raise UsageError("--activation-checkpointing applies to --method grad")
+        if self.checkpoint and self.method not in _backward_methods():
+            raise UsageError(f"--activation-checkpointing applies to --method {' / '.join(_backward_methods())} "
+                             f"(--method {self.method} has no backward to recompute)")
         if self.backend is not None and self.backend not in backends():
             raise UsageError(f"--backend {self.backend}: expected one of {', '.join(backends())}")
 
@@ -126,11 +139,10 @@ class DAAMOptions:
 def add_daam_args(p: argparse.ArgumentParser, method: str = DAAMOptions.method) -> None:
     """The DAAM options, as one argument group."""
     g = p.add_argument_group("DAAM")
-    g.add_argument("--method", default=method, choices=daam_methods(),
-                   help=f"DAAM method (default {method}): grad = the paper's exact coefficients, direct = "
-                        "forward-only approximation (docs/method.md §7); every method: docs/method.md")
+    g.add_argument("--method", default=method, choices=daam_methods(), help=_method_help(method))
     g.add_argument("--activation-checkpointing", action="store_true",
-                   help="grad: recompute each block in the backward (less memory, about +0.7x time)")
+                   help=f"{' / '.join(_backward_methods())}: recompute each block in the backward "
+                        "(less memory, about +0.7x time)")
     g.add_argument("--compile", action="store_true", help="torch.compile the blocks (first batch compiles; for GPUs)")
     g.add_argument("--backend", default=DAAMOptions.backend, choices=backends(),
                    help="backend of the fused ops (default: DAAM_FAST_BACKEND, else auto)")

@@ -38,7 +38,7 @@ from .run import _RUN_KEYS, _run, _run_config, explain_dataset  # noqa: F401
 from .shards import (FORMAT_VERSION, SHARD_DIR, _clean, _complete_shards, _finalize,  # noqa: F401
                      _Lock, _pid_alive,
                      _shard_ids, _vector_column, _write_json, _write_shard)
-from .spec import (GRAD_ONLY_OPTIONS, MAP_OPTIONS, ModelSpec, check_run_options,  # noqa: F401
+from .spec import (BACKWARD_OPTIONS, MAP_OPTIONS, ModelSpec, check_run_options,  # noqa: F401
                    daam_option_names)
 
 __all__ = ["ModelSpec", "explain_dataset", "load_results", "load_errors", "daam_option_names"]

@@ -12,8 +12,8 @@ __all__ = ["ModelSpec", "daam_option_names", "check_run_options"]
 # DAAM keywords that change the maps (a resumed run would mix maps of two settings): refused as
 # daam_options. Every other keyword-only argument of DAAM changes the cost only, and is accepted.
 MAP_OPTIONS = frozenset({"normalize", "heads"})
-# options that only apply to method="grad"
-GRAD_ONLY_OPTIONS = frozenset({"checkpoint"})
+# options that need a backward through the blocks: refused for a forward-only method
+BACKWARD_OPTIONS = frozenset({"checkpoint"})
 
 
 def daam_option_names() -> frozenset:
@@ -28,10 +28,10 @@ def check_run_options(method: str, daam_options: Optional[dict]) -> dict:
     """The one check of a run's method and DAAM options (before Ray starts); returns a copy.
 
     Raises:
-        ValueError: a method not in the explainer's table, an unknown option, or a grad-only
-            option with another method.
+        ValueError: a method not in the explainer's table, an unknown option, or an option
+            that needs a backward (``checkpoint``) with a forward-only method.
     """
-    from ..explainer import METHODS
+    from ..methods import METHODS
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {', '.join(map(repr, METHODS))}")
     opts = dict(daam_options or {})
@@ -39,9 +39,11 @@ def check_run_options(method: str, daam_options: Optional[dict]) -> dict:
     unknown = set(opts) - known
     if unknown:
         raise ValueError(f"daam_options: unknown {sorted(unknown)}; known: {sorted(known)}")
-    grad_only = sorted(k for k in GRAD_ONLY_OPTIONS if opts.get(k))
-    if grad_only and method != "grad":
-        raise ValueError(f"daam_options {', '.join(f'{k}=True' for k in grad_only)} applies to method='grad'")
+    backward = sorted(k for k in BACKWARD_OPTIONS if opts.get(k))
+    if backward and METHODS[method].forward_only:
+        grads = " / ".join(f"method={n!r}" for n, m in METHODS.items() if not m.forward_only)
+        raise ValueError(f"daam_options {', '.join(f'{k}=True' for k in backward)} applies to {grads} "
+                         f"(method={method!r} is forward-only)")
     return opts
 
 
