@@ -338,3 +338,30 @@ def test_randomisation_bad_input(tiny):
         M.randomisation(model, _daam, x, t, modes=("both",))
     with pytest.raises(ValueError, match="similarities"):
         M.randomisation(model, _daam, x, t, similarities=("pearson",))
+
+
+def test_stability_equals_per_image_reference():
+    x = torch.randn(3, 3, 16, 16)
+    t = torch.tensor([2, 0, 1])
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    w = torch.randn(3 * 16 * 16, 3, generator=torch.Generator().manual_seed(0))
+    predict = lambda xx: xx.flatten(1) @ w                                      # noqa: E731
+    s = M.stability(None, _pool_explain, x, t, predict=predict, mean=mean, std=std, batch_size=4)
+    m, sd = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    for i in range(3):
+        p = x[i] * sd + m
+        grey = (0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]).mean()
+        copies = [p - 0.1, p + 0.1, 0.8 * (p - grey) + grey, 1.2 * (p - grey) + grey]
+        e0 = _pool_explain(None, x[i:i + 1], t[i:i + 1])[0].flatten().numpy()
+        rhos = []
+        for j, c in enumerate(copies):
+            xc = ((c.clamp(0, 1) - m) / sd)[None]
+            kept = predict(xc).argmax(1) == predict(x[i:i + 1]).argmax(1)
+            assert bool(s.kept[i, j]) == bool(kept)
+            if kept:
+                e = _pool_explain(None, xc, t[i:i + 1])[0].flatten().numpy()
+                rhos.append(stats.spearmanr(e0, e).statistic)
+        if rhos:
+            assert s.score[i].item() == pytest.approx(float(np.mean(rhos)), abs=1e-5)
+        else:
+            assert math.isnan(s.score[i].item())
