@@ -365,3 +365,15 @@ def test_stability_equals_per_image_reference():
             assert s.score[i].item() == pytest.approx(float(np.mean(rhos)), abs=1e-5)
         else:
             assert math.isnan(s.score[i].item())
+
+
+def test_randomisation_layers_of_other_families():
+    """torchvision's ViT: conv_proj / class_token / pos_embedding are the embedding, encoder.ln + heads the head."""
+    tv = pytest.importorskip("torchvision.models.vision_transformer")
+    model = tv.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                                 num_classes=3).eval()
+    layers = dict(M.randomisation_layers(model))
+    assert list(layers) == ["head", "block 2", "block 1", "embedding"]
+    assert set(layers["embedding"]) == {"class_token", "conv_proj.weight", "conv_proj.bias", "encoder.pos_embedding"}
+    assert set(layers["head"]) == {"encoder.ln.weight", "encoder.ln.bias", "heads.head.weight", "heads.head.bias"}
+    assert sum(len(v) for v in layers.values()) == len(list(model.named_parameters()))
