@@ -1,4 +1,4 @@
-// render: accumulated DAAM maps -> uint8 frames in one kernel (SPEC section 5):
+// render: accumulated DAAM maps -> uint8 frames in one kernel (docs/method.md §5):
 // optional cumulative sum over blocks, per-frame normalisation ("nonlinear" / "linear" / "raw"),
 // truncation to uint8 levels, bilinear resize (torch's F.interpolate, align_corners=False),
 // and, with pictures, the JET colour map blended as round(alpha * jet + beta * image).

@@ -192,3 +192,10 @@ def test_half_precision_maps(name, dtype):
     ref = render_frames(half.float(), img, "nonlinear", size=(20, 28), backend="torch")
     assert_frames_close(render_frames(half, img, "nonlinear", size=(20, 28), backend=name), ref, "overlay",
                         f"{name} {dtype}")
+
+
+@pytest.mark.parametrize("mode", ["nonlinear", "linear"])
+def test_triton_large_maps(mode):
+    """Maps over one chunk of the statistics (23 x 19 = 437 values > 256): the chunked min / max."""
+    _skip_unless("triton")
+    _compare("triton", (1, 2, 23, 19, 30, 40), mode, "none", accumulate=True)

@@ -1,4 +1,4 @@
-"""``render``: maps -> uint8 frames in one kernel (cumulative sum over blocks, SPEC section 5
+"""``render``: maps -> uint8 frames in one kernel (cumulative sum over blocks, docs/method.md §5
 normalisation, uint8 truncation, bilinear resize, JET colour map, overlay), dispatched to
 C++ (CPU) / CUDA -> Triton (GPU) / PyTorch, as the PyTorch op ``daam_fast::render``.
 """

@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference of ``render`` (SPEC section 5): batched torch ops on the maps' device.
+"""Pure-PyTorch reference of ``render`` (docs/method.md §5): batched torch ops on the maps' device.
 
 This is the torch path of :func:`daam_fast.render.render` and the oracle of the fused
 kernels (C++, CUDA, Triton), which must agree with it to one uint8 level of the heat.
@@ -36,7 +36,7 @@ def _tame_extremes(maps: Tensor) -> Tensor:
 
 
 def normalize_frames(maps: Tensor, mode: str = "nonlinear") -> Tensor:
-    """Per-frame values in [0, 1] from accumulated maps (SPEC section 5).
+    """Per-frame values in [0, 1] from accumulated maps (docs/method.md §5).
 
     Args:
         maps: (B, L, h, w) accumulated maps D_b (``res.maps``); the last block is D_L.

@@ -1,8 +1,8 @@
 """Triton kernel of ``render`` (GPU; on the CPU under ``TRITON_INTERPRET=1`` for tests).
 
-One program per (tile of BLOCK output pixels, frame). Each program loads its frame and the
-image's final frame at map resolution (h * w <= BLOCK_HW values; the cumulative sum over
-blocks formed on the fly), reduces the statistics of SPEC section 5 itself (redundant across
+One program per (tile of BLOCK output pixels, frame). Each program reads its frame and the
+image's final frame at map resolution in chunks of BLOCK_HW values, any map size (the cumulative
+sum over blocks formed on the fly), reduces the statistics of docs/method.md §5 itself (redundant across
 the tiles of a frame, but only h * w values: no second launch, no workspace), then per pixel
 gathers the four source values, turns them into uint8 levels, resizes bilinearly (torch's
 align_corners=False indices), rounds half to even, colours with JET and blends with the
@@ -25,7 +25,7 @@ from ._prep import MODE_CODE, prepare
 from .._backends import tl, triton  # noqa: F401  (triton is None when not installed)
 from .._backends import triton_available as available  # noqa: F401
 
-MAX_HW = 1 << 14   # map resolution the one-program statistics handle (128 x 128)
+STAT_CHUNK = 256   # map values per step of the per-frame statistics (any map size)
 
 
 if triton is not None:
@@ -105,17 +105,29 @@ if triton is not None:
         l = f % L
         hw = h.to(tl.int64) * w
         base = b * L * hw
-        offs_hw = tl.arange(0, BLOCK_HW)
-        mhw = offs_hw < hw
-        dl = _frame(maps_ptr, base, L - 1, hw, offs_hw, mhw, ACC)
-        gmin = tl.min(tl.where(mhw, dl, float("inf")), axis=0)
-        gmax = tl.max(tl.where(mhw, dl, float("-inf")), axis=0)
-        d = _frame(maps_ptr, base, l, hw, offs_hw, mhw, ACC)
-        fmin = tl.min(tl.where(mhw, d, float("inf")), axis=0)
-        fmax = tl.max(tl.where(mhw, d, float("-inf")), axis=0)
-        y = _sig_y(d, gmax)
-        ymin = tl.min(tl.where(mhw, y, float("inf")), axis=0)
-        ymax = tl.max(tl.where(mhw, y, float("-inf")), axis=0)
+        # statistics of the final frame, then of frame l, in chunks of BLOCK_HW map values
+        gmin = tl.full((), float("inf"), tl.float32)
+        gmax = tl.full((), float("-inf"), tl.float32)
+        for start in range(0, hw, BLOCK_HW):
+            offs_hw = start + tl.arange(0, BLOCK_HW).to(tl.int64)
+            mhw = offs_hw < hw
+            dl = _frame(maps_ptr, base, L - 1, hw, offs_hw, mhw, ACC)
+            gmin = tl.minimum(gmin, tl.min(tl.where(mhw, dl, float("inf")), axis=0))
+            gmax = tl.maximum(gmax, tl.max(tl.where(mhw, dl, float("-inf")), axis=0))
+        fmin = tl.full((), float("inf"), tl.float32)
+        fmax = tl.full((), float("-inf"), tl.float32)
+        ymin = tl.full((), float("inf"), tl.float32)
+        ymax = tl.full((), float("-inf"), tl.float32)
+        for start in range(0, hw, BLOCK_HW):
+            offs_hw = start + tl.arange(0, BLOCK_HW).to(tl.int64)
+            mhw = offs_hw < hw
+            d = _frame(maps_ptr, base, l, hw, offs_hw, mhw, ACC)
+            fmin = tl.minimum(fmin, tl.min(tl.where(mhw, d, float("inf")), axis=0))
+            fmax = tl.maximum(fmax, tl.max(tl.where(mhw, d, float("-inf")), axis=0))
+            if MODE == 0:
+                y = _sig_y(d, gmax)
+                ymin = tl.minimum(ymin, tl.min(tl.where(mhw, y, float("inf")), axis=0))
+                ymax = tl.maximum(ymax, tl.max(tl.where(mhw, y, float("-inf")), axis=0))
 
         HW = H.to(tl.int64) * W
         offs = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
@@ -162,21 +174,18 @@ def launches(maps: Tensor, img: Optional[Tensor], mode: str, size: Tuple[int, in
     grid = (triton.cdiv(H * W, BLOCK), grid_dim(B * L, "render frames (batch x blocks)"))
     args = (maps, img if img is not None else maps, out, L, h, w, H, W, float(alpha), float(beta))
     kwargs = dict(MODE=MODE_CODE[mode], ACC=bool(accumulate), IMG=code, RESIZE=(H, W) != (h, w),
-                  BLOCK=BLOCK, BLOCK_HW=max(16, triton.next_power_of_2(h * w)), enable_fp_fusion=False,
-                  num_warps=8)   # 4 warps spill 4 bytes on sm_90 (ptxas sweep, benchmarks/NOTES.md)
+                  BLOCK=BLOCK, BLOCK_HW=STAT_CHUNK, enable_fp_fusion=False, num_warps=4)
     return [(_render_kernel, grid, args, kwargs)]
 
 
 def render_triton(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],
                   alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False) -> Tensor:
-    """uint8 frames (see ``render_frames``); map resolution h * w up to 16384; runs on the maps' device."""
+    """uint8 frames (see ``render_frames``); runs on the maps' device."""
     ok, why = available()
     if not ok:
         raise RuntimeError(why)
     maps, img, code, out = prepare(maps, images, size)
     B, L, h, w = maps.shape
-    if h * w > MAX_HW:
-        raise ValueError(f"render_triton: maps of {h}x{w} exceed {MAX_HW} values per frame")
     with device_guard(maps):
         for kernel, grid, args, kwargs in launches(maps, img, mode, size, alpha, beta, accumulate, out, code):
             kernel[grid](*args, **kwargs)
