@@ -39,7 +39,7 @@ def _outputs_ok(d, depth=DEPTH):
 
 def test_explain_directory_and_glob(images, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["explain", str(images), "--out", str(out), "--quiet"]) == 0
+    assert main(["explain", str(images), "--out", str(out), "--quiet", "--outputs", "all"]) == 0
     dirs = sorted(p for p in out.iterdir() if p.is_dir())
     assert len(dirs) == 3
     for d in dirs:
