@@ -26,7 +26,7 @@ from .reference import daam_reference
 
 __all__ = ["make_model", "make_inputs", "providers", "side_by_side", "paired_ratio", "table", "peak_memory"]
 
-PROVIDERS = ("inference", "daam_fast grad", "daam_fast direct", "daam_fast.reference", "daam-timm-vit",
+PROVIDERS = ("inference", "daam_fast grad", "daam_fast direct", "daam_fast row", "daam_fast.reference", "daam-timm-vit",
              "grad-cam GradCAM")
 # DAAM options measured by `make bench` (and by `daam-fast bench --providers ...`); not in the
 # default table: compile=True spends its first call compiling.
@@ -105,7 +105,7 @@ def providers(model: nn.Module, names=PROVIDERS) -> Dict[str, Callable[[torch.Te
                 with torch.inference_mode():
                     return model(x)
             out[name] = inference
-        elif name in ("daam_fast grad", "daam_fast direct") or name in OPTIONS:
+        elif name in ("daam_fast grad", "daam_fast direct", "daam_fast row") or name in OPTIONS:
             d = DAAM(model, **OPTIONS.get(name, dict(method=name.split()[-1])))
 
             def run(x, d=d):

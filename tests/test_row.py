@@ -8,9 +8,7 @@ import pytest
 import timm
 import torch
 
-from daam_fast import DAAM, MemoryBank
-from daam_fast._row import explain_row
-from daam_fast._row_reference import row_reference
+from daam_fast import DAAM, MemoryBank, daam_reference
 from daam_fast.adapters import load_dino
 from models import MODEL_CASES, randomize, tiny_vit
 from test_adapters import CASES as ADAPTER_CASES
@@ -19,11 +17,12 @@ from tolerances import assert_close
 
 
 def fast(model, x, **kw):
-    return explain_row(model, x, **kw)
+    with DAAM(model, method="row") as d:
+        return d(x, **kw)
 
 
 def reference(model, x, **kw):
-    return row_reference(model, x, dtype=torch.float64, **kw)
+    return daam_reference(model, x, dtype=torch.float64, method="row", **kw)
 
 
 def grad(model, x, **kw):
@@ -166,7 +165,7 @@ def test_row_refuses_mean_pooled_models():
     with pytest.raises(ValueError, match="mean-pooled"):
         fast(tiny_vit(global_pool="avg", fc_norm=True), torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="mean-pooled"):
-        row_reference(tiny_vit(global_pool="avg", fc_norm=True), torch.randn(1, 3, 32, 32))
+        reference(tiny_vit(global_pool="avg", fc_norm=True), torch.randn(1, 3, 32, 32))
 
 
 def test_row_heads_topk_and_callable_targets():

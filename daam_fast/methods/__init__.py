@@ -6,6 +6,7 @@ reads this table, so a new method is one module ``daam_fast/methods/<name>.py`` 
 
 - "grad" (:mod:`.grad`): the paper's G_b = dY/dT_b[0] from one backward (docs/method.md §2).
 - "direct" (:mod:`.direct`): forward only, G_b along the residual path (docs/method.md §7).
+- "row" (:mod:`.row`): forward only, then a backward on the rows the head reads (docs/method.md §8).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ __all__ = ["METHODS", "Method"]
 _MODULES = (
     "grad",
     "direct",
+    "row",
 )
 
 METHODS: Dict[str, Method] = {}

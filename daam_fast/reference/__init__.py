@@ -34,6 +34,7 @@ __all__ = ["daam_reference"]
 _MODULES = (
     "grad",
     "direct",
+    "row",
 )
 
 REFERENCES = {name: importlib.import_module(f"{__name__}.{name}") for name in _MODULES}
