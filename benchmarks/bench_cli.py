@@ -14,8 +14,10 @@ Cases (generated here, deterministic):
 
 Providers, alternated round by round (the ratio is taken per round, then the median):
 
-- ``explain-only``: in this process, read + prepare + ``DAAM`` in batches (images); for video
-  the already decoded and prepared frames through ``DAAM`` (as benchmarks/bench_video.py).
+- ``explain-only``: in a fresh process (as the command), after loading the model: read + prepare
+  + ``DAAM`` in batches (images); for video the already decoded and prepared frames through
+  ``DAAM`` (as benchmarks/bench_video.py). Both sides start cold, so both pay the first
+  batch's one-time costs (thread pools, allocator, hooks).
 - ``cmd default``: the command with its default outputs; ``cmd all``: every ``--outputs`` choice
   (older CLIs without ``--outputs`` always write everything: then both are the same command).
   The time is the command's own timer (printed by the command: after the model is loaded,
@@ -243,6 +245,44 @@ def rounds(providers: dict, reps: int, n: int) -> dict:
                 "ratio": statistics.median(b / t for b, t in zip(base, v))} for k, v in times.items()}
 
 
+def run_child(kind: str, src: str, margs: list, batch: int, threads: int) -> dict:
+    """Explain-only in a fresh process, like the command: model loaded first, then timed from a cold
+    start (the command's own timer starts at the same point), so both sides pay the first batch's
+    one-time costs. ``kind``: "files" (read + prepare + DAAM) or "frames" (DAAM on the decoded,
+    prepared frames of the video ``src``)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", kind, src, "--batch", str(batch),
+                        "--threads", str(threads), "--child-model", *(margs or ["-"])], capture_output=True, text=True,
+                       env=env)
+    wall = time.perf_counter() - t0
+    m = re.search(r"explain-only (\d+(?:\.\d+)?) s", p.stdout)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"explain-only child failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return {"own": float(m.group(1)), "wall": wall}
+
+
+def _child(a) -> int:
+    from daam_fast.models import load_model_spec
+    kind, src = a.child
+    name = a.child_model[0] if a.child_model and a.child_model[0] != "-" else None
+    ck = a.child_model[a.child_model.index("--checkpoint") + 1] if "--checkpoint" in (a.child_model or []) else None
+    if name == "--model":
+        name = a.child_model[1]
+    torch.set_num_threads(a.threads)
+    model = load_model_spec(name, ck)
+    if kind == "files":
+        paths = sorted(os.path.join(src, f) for f in os.listdir(src))
+        t0 = time.perf_counter()
+        explain_only_files(paths, model, a.batch)
+    else:
+        x = decoded_inputs(src, model)
+        t0 = time.perf_counter()
+        explain_only_frames(x, model, a.batch)
+    print(f"explain-only {time.perf_counter() - t0:.3f} s")
+    return 0
+
+
 def _timed(f):
     def g():
         t0 = time.perf_counter()
@@ -265,26 +305,22 @@ def report(case: str, desc: str, res: dict, n: int) -> None:
 
 # ------------------------------------------------------------------------------------------ cases
 def case_images(case: str, a, work: str, outs: list) -> None:
-    from daam_fast.models import load_model_spec
     n = a.photos if case == "photos" else a.shapes
     d = os.path.join(work, f"{case}_{n}")
     if case == "photos":
         make_photos(d, n)
         ck = make_checkpoint(os.path.join(work, "deit_small_random.pt"))
         margs = ["--model", "deit_small_patch16_224", "--checkpoint", ck]
-        model = load_model_spec("deit_small_patch16_224", ck)
     else:
         make_shape_pngs(d, n)
         margs = []
-        model = load_model_spec(None)
-    paths = sorted(os.path.join(d, f) for f in os.listdir(d))
     base = ["explain", d, *margs, "--batch-size", str(a.batch), "--quiet", "--overwrite"]
-    provs = {"explain-only": _timed(lambda: explain_only_files(paths, model, a.batch)),
+    provs = {"explain-only": lambda: run_child("files", d, margs, a.batch, a.threads),
              "cmd default": lambda: run_cmd(base + ["--out", os.path.join(work, "out_default")], a.threads)}
     if outs:
         provs["cmd all"] = lambda: run_cmd(base + ["--out", os.path.join(work, "out_all"), "--outputs", ",".join(outs)],
                                            a.threads)
-        for o in ([] if a.quick else [o for o in outs if o not in ("overlay", "maps")]):
+        for o in ([o for o in outs if o not in ("overlay", "maps")] if a.per_output else []):
             provs[f"cmd overlay,maps,{o}"] = (lambda o=o: run_cmd(base + ["--out", os.path.join(work, f"out_{o}"),
                                                                           "--outputs", f"overlay,maps,{o}"], a.threads))
     res = rounds(provs, a.reps, n)
@@ -295,11 +331,10 @@ def case_images(case: str, a, work: str, outs: list) -> None:
 
 
 def case_video(case: str, a, work: str) -> None:
-    from daam_fast.models import load_model_spec
     if case == "video256":
         n, h, w, batch = a.frames256, 256, 256, a.batch
         src = make_clip(os.path.join(work, "clip256.mp4"), n, h, w, shapes=True)
-        margs, model = [], load_model_spec(None)
+        margs = []
     else:
         n = a.frames720 if case == "video720" else a.frames1080
         h, w = (720, 1280) if case == "video720" else (1080, 1920)
@@ -308,11 +343,10 @@ def case_video(case: str, a, work: str) -> None:
         ck = os.path.join(work, "deit_small_random.pt")
         if not os.path.exists(ck):
             make_checkpoint(ck)
-        margs, model = ["--model", "deit_small_patch16_224", "--checkpoint", ck], load_model_spec("deit_small_patch16_224", ck)
-    x = decoded_inputs(src, model)
+        margs = ["--model", "deit_small_patch16_224", "--checkpoint", ck]
     out = os.path.join(work, f"{case}_out.mp4")
     cmd = ["video", src, "--out", out, *margs, "--batch-size", str(batch), "--quiet", "--overwrite", *a.video_args]
-    res = rounds({"explain-only": _timed(lambda: explain_only_frames(x, model, batch)),
+    res = rounds({"explain-only": lambda: run_child("frames", src, margs, batch, a.threads),
                   "cmd video": lambda: run_cmd(cmd, a.threads)}, a.reps, n)
     report(case, f"{n} frames {w}x{h} H.264, {'shapes_vit' if case == 'video256' else 'deit_small (random weights)'}, "
                  f"batch {batch}, {a.threads} threads, {a.reps} rounds; video args: {' '.join(a.video_args) or '-'}",
@@ -344,9 +378,16 @@ def main(argv=None) -> int:
     ap.add_argument("--frames1080", type=int, default=None, help="default 64 (--quick 16)")
     ap.add_argument("--frames256", type=int, default=None, help="default 400 (--quick 96)")
     ap.add_argument("--rss-images", default=None, help="default 200,2000 (--quick 100,400)")
-    ap.add_argument("--video-args", default="", help="extra arguments for `daam-fast video` (e.g. '--preset ultrafast')")
+    ap.add_argument("--per-output", action="store_true",
+                    help="also time overlay,maps plus each other output alone (the cost of each)")
+    ap.add_argument("--video-args", default="",
+                    help="extra arguments for `daam-fast video` (e.g. '--preset veryfast')")
     ap.add_argument("--workdir", default=None, help="keep the generated inputs and outputs here")
+    ap.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-model", nargs=argparse.REMAINDER, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.child:
+        return _child(a)
     q = a.quick
     a.reps = a.reps if a.reps is not None else (1 if q else 3)
     a.photos = a.photos or (16 if q else 64)

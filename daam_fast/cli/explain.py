@@ -93,7 +93,7 @@ def _cmd_explain(args) -> int:
     failed = [(d["path"], d["reason"]) for d in s["failed"]] + problems
     for p, r in failed:
         print(f"failed: {p}: {r}", file=sys.stderr)
-    print(f"explained {len(s['explained'])}, failed {len(failed)} ({time.time() - t0:.1f} s) -> {args.out}")
+    print(f"explained {len(s['explained'])}, failed {len(failed)} ({time.time() - t0:.2f} s) -> {args.out}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
