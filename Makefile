@@ -13,7 +13,7 @@ QUIET_PIP := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2
 EXT_SOURCES := setup.py pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-fast bench bench-video bench-gpu eval-report clean
+.PHONY: install demo test test-fast bench bench-video bench-gpu gpu-check eval-report clean
 
 install: $(STAMP)
 
@@ -53,8 +53,15 @@ eval-report: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/daam-fast eval --model shapes_vit --data shapes --num-images 500 --seed 0 \
 	    --methods daam,direct,rollout,grad_rollout,attention,gradcam,random --threads 1 --out docs/eval --overwrite
 
+# GPU benchmark (every op backend, fp32 and bf16, ViT-S/16 and ViT-B/16 end to end) into gpu_out/.
 bench-gpu: $(STAMP)
-	$(BIN)/python benchmarks/gpu.py
+	$(BIN)/python benchmarks/gpu.py --dtype float32,bfloat16 --out $${OUT:-gpu_out}
+
+# The one prepared command for a GPU machine (../shared/GPU.md image: its own python3, no venv):
+# builds the extension in place, runs the CUDA tests and sanitizer, then gpu.py --quick into
+# $$OUT (or ./gpu_out); at most 8 minutes; without a GPU it says so and exits 0. No venv needed.
+gpu-check:
+	GPU_PY=$${GPU_PY:-python3} bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info daam_fast/_C*.so .pytest_cache .benchmarks

@@ -95,3 +95,18 @@ def test_fullgraph_compile_no_graph_break():
     got, ref = compiled(q, k, v, g, maps4), f(q, k, v, g, maps4)
     for a, b in zip(got, ref):
         assert torch.equal(a, b)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
+def test_opcheck_on_cuda(name):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _available("block_map", name)
+    q, k, v, g = (t.cuda() for t in _bm_inputs())
+    torch.library.opcheck(torch.ops.daam_fast.block_map.default, (q, k, v, g, 0.25, 1, name, True))
+    qq = torch.randn(2, 2, 9, 16, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.daam_fast.cls_attention.default, (qq, qq.detach(), qq.detach(), 0.25, name))
+    maps = torch.rand(2, 3, 4, 5, device="cuda")
+    torch.library.opcheck(torch.ops.daam_fast.render.default, (maps, None, "nonlinear", 8, 10, 0.4, 0.8, True, name),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))

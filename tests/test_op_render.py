@@ -100,11 +100,18 @@ def test_triton_cumsum_and_pictures(pictures, shape):
     _compare("triton", shape, "nonlinear", pictures, accumulate=True)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda", "triton"])
 @pytest.mark.parametrize("mode", MODES)
-def test_cuda(mode):
-    _skip_unless("cuda")
-    for pictures in ("none", "uint8"):
-        _compare("cuda", SHAPES[1], mode, pictures, accumulate=True, device="cuda")
+def test_on_cuda_tensors(mode, name):
+    """The GPU kernels against the torch path on CUDA tensors (make gpu-check)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _skip_unless(name)
+    for shape in SHAPES:
+        for pictures in ("none", "uint8", "float"):
+            _compare(name, shape, mode, pictures, accumulate=True, device="cuda")
+    _compare(name, (1, 2, 23, 19, 30, 40), mode, "none", accumulate=False, device="cuda")
 
 
 @pytest.mark.parametrize("name", ["cpp", "triton"])
