@@ -6,6 +6,7 @@
 | DAAM_FAST_NO_EXT | 0 (default), 1 | do not import the compiled extension `daam_fast._C` (pure PyTorch) |
 | DAAM_FAST_SKIP_CUDA_BUILD | 0 (default), 1 | build time: do not compile the CUDA sources even if nvcc is found |
 | DAAM_FAST_SKIP_EXT_BUILD | 0 (default), 1 | build time: build no extension at all (pure-PyTorch install) |
+| DAAM_FAST_CUDA_ARCHS | 80;90 (default) | build time: CMAKE_CUDA_ARCHITECTURES of the CUDA kernels |
 | TRITON_INTERPRET | 0 (default), 1 | Triton's own switch: run Triton kernels on the CPU interpreter (tests) |
 """
 from __future__ import annotations
