@@ -158,3 +158,18 @@ def test_explain_files_end_to_end(tmp_path):
     for e in s["explained"]:
         assert sorted(os.listdir(e["out"])) == ["flow.gif", "maps.npz", "overlay.png"]
         assert Image.open(os.path.join(e["out"], "flow.gif")).n_frames >= 2
+
+
+def test_sizes_of_drawn_pictures(tmp_path):
+    """Overlay at the display size (longer side <= 640), GIF / MP4 frames <= 480, grid panels <= 192."""
+    job = _job(tmp_path, "big", L=2, size=(600, 800))
+    rec = writer_mod.write_image(job, WriteOptions(outputs=("overlay", "gif", "mp4", "grid")))
+    assert rec["files"] == ["overlay.png", "flow.gif", "flow.mp4", "grid.png"]
+    assert Image.open(os.path.join(rec["out"], "overlay.png")).size == (640, 480)
+    assert Image.open(os.path.join(rec["out"], "flow.gif")).size == (480, 360)
+    import av
+    with av.open(os.path.join(rec["out"], "flow.mp4")) as c:
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height) == (480, 360) and s.frames in (0, 2)
+    W, H = Image.open(os.path.join(rec["out"], "grid.png")).size
+    assert W >= 3 * 192 and H < 2 * 192

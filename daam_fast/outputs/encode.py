@@ -21,6 +21,7 @@ __all__ = ["display_size", "panel_size", "png_bytes", "save_png", "gif_palette",
 MAX_SIDE = 640        # longer side of the drawn pictures (overlay, GIF, MP4), at most
 MIN_SIDE = 0          # shorter side of small pictures is scaled up to this (0: never scaled up)
 PANEL_SIDE = 192      # longer side of one grid panel, at most
+ANIM_SIDE = 480       # longer side of the GIF / MP4 frames, at most (LZW and x264 cost grows with the pixels)
 MP4_PRESET = "ultrafast"   # 12 frames at 640 x 480: ultrafast 62 ms, veryfast 244 ms, medium 622 ms (NOTES)
 
 

@@ -59,6 +59,7 @@ class WriteOptions:
         method: the DAAM method's name (stored in maps.npz, shown in the grid's title).
         mode: rendering mode of :func:`daam_fast.render.render`.
         max_side, min_side: bounds of the drawn pictures (:func:`encode.display_size`).
+        anim_side: longer side of the GIF / MP4 frames, at most (also bounded by ``max_side``).
         boxes: None, or the threshold (fraction of the map's maximum) of the boxes drawn on the
             overlay (:func:`daam_fast.boxes.boxes_from_maps`; also stored in maps.npz as ``boxes``).
         gif_ms: duration of a GIF frame; mp4_fps: frames per second of flow.mp4.
@@ -70,6 +71,7 @@ class WriteOptions:
     max_side: int = encode.MAX_SIDE
     min_side: int = encode.MIN_SIDE
     boxes: Optional[float] = None
+    anim_side: int = encode.ANIM_SIDE
     gif_ms: int = 700
     mp4_fps: int = 1
 
@@ -139,21 +141,26 @@ def write_image(job: ImageJob, opt: WriteOptions) -> dict:
     if opt.boxes is not None:
         from ..boxes import boxes_from_maps
         boxes = boxes_from_maps(job.maps[-1:].float(), opt.boxes, (H, W)).numpy()
-    if any(o in outs for o in ("overlay", "gif", "mp4")):
-        rgb = _resize(job.picture, (H, W))
-        animated = "gif" in outs or "mp4" in outs
-        frames = render(maps if animated else maps[:, -1:], images=rgb, mode=opt.mode)[0].numpy()
-        if "overlay" in outs:
-            last = frames[-1] if boxes is None else _draw_boxes(frames[-1], boxes)
-            encode.save_png(last, os.path.join(job.out_dir, FILES["overlay"]))
-            files.append(FILES["overlay"])
+    animated = "gif" in outs or "mp4" in outs
+    if animated:
+        cap = min(opt.max_side, opt.anim_side) if opt.max_side else opt.anim_side
+        Ha, Wa = encode.display_size(*job.picture.shape[-2:], min_side=opt.min_side, max_side=cap)
+        frames = render(maps, images=_resize(job.picture, (Ha, Wa)), mode=opt.mode)[0].numpy()
         if "gif" in outs:
             encode.save_gif(frames, os.path.join(job.out_dir, FILES["gif"]), duration_ms=opt.gif_ms)
             files.append(FILES["gif"])
         if "mp4" in outs:
             encode.save_mp4(frames, os.path.join(job.out_dir, FILES["mp4"]), fps=opt.mp4_fps)
             files.append(FILES["mp4"])
+        last = frames[-1] if (Ha, Wa) == (H, W) else None
         del frames
+    if "overlay" in outs:
+        if not animated or last is None:
+            last = render(maps[:, -1:], images=_resize(job.picture, (H, W)), mode=opt.mode)[0, 0].numpy()
+        if boxes is not None:
+            last = _draw_boxes(last, boxes)
+        encode.save_png(last, os.path.join(job.out_dir, FILES["overlay"]))
+        files.insert(0, FILES["overlay"])
     if "grid" in outs:
         ph, pw = encode.panel_size(H, W)
         small = _resize(job.picture, (ph, pw))
