@@ -228,3 +228,21 @@ def test_distributed_options_derived_from_daam():
         check_run_options("direct", {"checkpoint": True})
     with pytest.raises(ValueError, match="method="):
         check_run_options("lime", None)
+
+
+def test_entry_points():
+    """``python -m daam_fast`` and the ``daam-fast`` console script (pyproject) reach the same main."""
+    import importlib
+    import re
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml")) as f:
+        target = re.search(r'^daam-fast\s*=\s*"([\w.]+):(\w+)"', f.read(), re.M)
+    assert target, "no daam-fast script in pyproject.toml"
+    assert getattr(importlib.import_module(target.group(1)), target.group(2)) is main
+    r = subprocess.run([sys.executable, "-m", "daam_fast", "video", "--help"], capture_output=True, text=True,
+                       cwd=root, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("usage: daam-fast video"), r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "daam_fast"], capture_output=True, text=True, cwd=root, timeout=300)
+    assert r.returncode == 2 and "COMMAND" in r.stdout
