@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import _config
 from ._model import Checks
-from ._rows import attention_row, cls_row, row_map
+from ._rows import attention_row, row_map
 from .adapters import Adapter
 from .ops.block_map import block_map
 from .ops.cls_attention import cls_attention
@@ -109,17 +109,6 @@ def formed_row(st: CallState, q: Tensor, k: Tensor, scale: float, bias: Optional
                              None if bias is None else bias.detach())
 
 
-def _block_map_heads(slot: QKVSlot, g: Tensor, scale: float, prefix: int, backend: Optional[str]):
-    """block_map with the per-head terms (issue 16). Until every backend has ``heads=``, a
-    TypeError from the op means it has not: the terms are formed here from the same row."""
-    try:
-        return block_map(slot.q_cls, slot.k, slot.v, g, scale, prefix, backend=backend, heads=True)
-    except TypeError as e:
-        if "heads" not in str(e):
-            raise
-    return row_map(cls_row(slot.q_cls, slot.k, scale), slot.v, g, prefix, heads=True)
-
-
 def slot_map(st: CallState, slot: Slot, G: Tensor, scale: float) -> Tuple[Tensor, Optional[Tensor]]:
     """Block map (B, N - P) float32 and, with ``heads``, the per-head terms (B, H, N - P).
 
@@ -131,8 +120,8 @@ def slot_map(st: CallState, slot: Slot, G: Tensor, scale: float) -> Tuple[Tensor
     g = G.reshape(G.shape[0], adapter.num_heads, adapter.head_dim)
     if isinstance(slot, QKVSlot):
         g = g.to(slot.k.dtype)
-        if st.heads:
-            return _block_map_heads(slot, g, scale, adapter.num_prefix, st.backend)
+        if st.heads:                                              # the per-head terms in the same pass
+            return block_map(slot.q_cls, slot.k, slot.v, g, scale, adapter.num_prefix, backend=st.backend, heads=True)
         return block_map(slot.q_cls, slot.k, slot.v, g, scale, adapter.num_prefix, backend=st.backend), None
     if st.heads:
         return row_map(slot.a, slot.v, g, adapter.num_prefix, heads=True)

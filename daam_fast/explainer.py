@@ -116,11 +116,6 @@ class DAAM:
         self._state: Optional[CallState] = None
         self._depth = 0
 
-    @property
-    def layout(self) -> Adapter:
-        """Deprecated name of :attr:`adapter` (kept for callers not yet updated)."""
-        return self.adapter
-
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "DAAM":
         if self._depth == 0:
