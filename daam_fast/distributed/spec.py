@@ -49,10 +49,13 @@ def check_run_options(method: str, daam_options: Optional[dict]) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A picklable description of the model, resolved inside each actor.
+    """A picklable description of the model and its memory bank, resolved inside each actor; also
+    the one place the command line resolves ``--model`` / ``--checkpoint`` / ``--bank``
+    (:func:`daam_fast.cli.options.load_model`).
 
     Args:
-        name: a shipped model ("shapes_vit", "shapes_vit_ssl"; None = "shapes_vit") or a timm name.
+        name: a shipped model ("shapes_vit", "shapes_vit_ssl"; None = "shapes_vit"), a timm name,
+            or "dino" / "dinov2" with ``checkpoint`` the original .pth.
         checkpoint: weights file for ``name`` (or a zoo-format .safetensors), see
             :func:`daam_fast.models.load_model_spec`.
         pretrained: timm's pretrained weights (downloaded by every actor: prefer ``checkpoint``).
