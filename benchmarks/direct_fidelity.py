@@ -100,8 +100,8 @@ def show(name: str, n: int, report: Dict[str, dict]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for method, r in report.items():
         f = r["final"]
-        print(f"| {method} | {f['mean']:.3f} | {f.get('median', float('nan')):.3f} | {f.get('q1', float('nan')):.3f} / "
-              f"{f.get('q3', float('nan')):.3f} | {f.get('min', float('nan')):.3f} | {r['top1']:.0f} % | {f['undefined']} | "
+        print(f"| {method} | {f['mean']:.4f} | {f.get('median', float('nan')):.4f} | {f.get('q1', float('nan')):.4f} / "
+              f"{f.get('q3', float('nan')):.4f} | {f.get('min', float('nan')):.4f} | {r['top1']:.0f} % | {f['undefined']} | "
               f"{r['rel_err'].get('median', float('nan')):.2g} |")
     for method, r in report.items():
         print(f"{method:>6} per block, L_b: " + " ".join(f"{s['mean']:.3f}" for s in r["block_L"]))
