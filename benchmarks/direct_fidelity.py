@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/direct_fidelity.py --models shapes_vit --num-images 128
     .venv/bin/python benchmarks/direct_fidelity.py --json fidelity.json
 
-Models: the shipped, trained ``shapes_vit`` (daam_fast.zoo); a random-weight
+Models: the shipped, trained ``shapes_vit`` (daam_fast.zoo), and the same network headless
+(``shapes_vit_ssl``) explained with its shipped memory bank (dimension-wise weights,
+docs/method.md §4); a random-weight
 ``deit_small_patch16_224``; and ``dino_vits16``, the DINO ViT-S/16 layout (timm
 ``vit_small_patch16_224`` without a head, random weights), explained self-supervised with
 the label-free weights (docs/method.md §4). Inputs: generated shapes pictures
@@ -30,16 +32,19 @@ from scipy.stats import spearmanr
 
 from daam_fast import DAAM
 
-MODELS = ("shapes_vit", "deit_small_patch16_224", "dino_vits16")
+MODELS = ("shapes_vit", "shapes_vit_ssl", "deit_small_patch16_224", "dino_vits16")
 METHODS = ("direct", "row")
 
 
 def load(name: str):
-    """(model, pictures -> normalised input)."""
+    """(model, pictures -> normalised input, keyword arguments of each call)."""
     from daam_fast.preprocess import input_spec, prepare
-    if name == "shapes_vit":
-        from daam_fast.zoo import load_model
+    kw = {}
+    if name in ("shapes_vit", "shapes_vit_ssl"):
+        from daam_fast.zoo import load_bank, load_model
         model = load_model(name)
+        if name.endswith("_ssl"):
+            kw["bank"] = load_bank(name)
     else:
         import timm
         torch.manual_seed(0)
@@ -49,7 +54,7 @@ def load(name: str):
             model = timm.create_model(name, pretrained=False)
     model.eval()
     spec = input_spec(model)
-    return model, lambda pictures: prepare(pictures, spec)[0]
+    return model, lambda pictures: prepare(pictures, spec)[0], kw
 
 
 def rho(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,14 +73,14 @@ def summary(values: List[float]) -> Dict[str, float]:
                 undefined=len(values) - len(ok))
 
 
-def compare(model, x: torch.Tensor, batch: int) -> Dict[str, dict]:
+def compare(model, x: torch.Tensor, batch: int, **kw) -> Dict[str, dict]:
     """Maps of grad and of each forward-only method on x; the fidelity figures per method."""
     outs = {m: [] for m in ("grad",) + METHODS}
     for method in outs:
         d = DAAM(model, method=method)
         with d:
             for i in range(0, len(x), batch):
-                res = d(x[i:i + batch])
+                res = d(x[i:i + batch], **kw)
                 outs[method].append((res.block_maps, res.maps))
     G_L = torch.cat([o[0] for o in outs["grad"]])
     G_D = torch.cat([o[1] for o in outs["grad"]])
@@ -122,8 +127,8 @@ def main(argv=None) -> int:
     pictures = make_shapes(a.num_images, seed=12345).images
     out = {}
     for name in a.models.split(","):
-        model, prep = load(name)
-        report = compare(model, prep(pictures), a.batch_size)
+        model, prep, kw = load(name)
+        report = compare(model, prep(pictures), a.batch_size, **kw)
         show(name, a.num_images, report)
         out[name] = report
     if a.json:
