@@ -110,3 +110,44 @@ def test_opcheck_on_cuda(name):
     maps = torch.rand(2, 3, 4, 5, device="cuda")
     torch.library.opcheck(torch.ops.daam_fast.render.default, (maps, None, "nonlinear", 8, 10, 0.4, 0.8, True, name),
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+_TRITON_OP_SCRIPT = r"""
+import contextlib, torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+import daam_fast.ops.block_map as bm, daam_fast.ops.cls_attention as ca, daam_fast.ops.render as rd
+from daam_fast.ops.block_map import triton as bt
+from daam_fast.ops.cls_attention import triton as ct
+from daam_fast.ops.render import triton as rt
+for mod in (bt, ct, rt):                        # no GPU here: pretend the device is usable
+    mod.available = lambda: (True, "")
+    mod.device_guard = lambda t: contextlib.nullcontext()
+from daam_fast.ops import _library
+assert _library.use_triton_op("triton", torch.empty(1)) is False
+with FakeTensorMode():
+    k = torch.empty(2, 13, 3, 3, 40, device="cuda").permute(2, 0, 3, 1, 4)[1]
+    q, g = torch.empty(2, 3, 40, device="cuda"), torch.empty(2, 3, 40, device="cuda")
+    assert _library.use_triton_op("triton", k)
+    m, h = torch.ops.daam_fast.block_map_triton(q, k, k, g, 0.2, 1, True)
+    assert m.shape == (2, 12) and h.shape == (2, 3, 12) and m.dtype == torch.float32 and m.is_cuda
+    qq = torch.empty(2, 3, 5, 40, device="cuda", dtype=torch.bfloat16)
+    out, a = torch.ops.daam_fast.cls_attention_triton(qq, k.bfloat16(), k.bfloat16(), 0.2)
+    assert out.shape == (2, 3, 5, 40) and out.dtype == torch.bfloat16 and a.shape == (2, 3, 13) and a.dtype == torch.float32
+    fr = torch.ops.daam_fast.render_triton(torch.empty(2, 4, 5, 7, device="cuda"), None, "nonlinear", 20, 28, 0.4, 0.8, True)
+    assert fr.shape == (2, 4, 20, 28) and fr.dtype == torch.uint8
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not _library.HAS_TRITON_OP, reason="torch without torch.library.triton_op")
+def test_triton_ops_trace_without_a_gpu():
+    """daam_fast::<op>_triton (triton_op + wrap_triton): each one runs its launch plan on fake CUDA
+    tensors (what torch.compile / export do) and gives the right output shapes and dtypes. In a
+    child without TRITON_INTERPRET (the interpreter's kernels cannot be wrapped)."""
+    pytest.importorskip("triton")
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", _TRITON_OP_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stdout[-2000:] + res.stderr[-4000:]

@@ -18,6 +18,17 @@ import torch
 from . import _dispatch
 
 HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
+HAS_TRITON_OP = HAS_CUSTOM_OP and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
+
+
+def use_triton_op(backend: str, t: torch.Tensor) -> bool:
+    """Whether this call takes the ``daam_fast::<op>_triton`` op (Triton on CUDA tensors)."""
+    return HAS_TRITON_OP and backend == "triton" and t.device.type == "cuda"
+
+
+def wrap(kernel):
+    """``wrap_triton(kernel)``: how the Triton launch functions launch inside a triton_op."""
+    return torch.library.wrap_triton(kernel)
 
 
 def _constant(fn):

@@ -69,6 +69,15 @@ else:  # pragma: no cover - torch < 2.4
         return maps, (ht if ht is not None else maps.new_empty((0,)))
 
 
+if _library.HAS_TRITON_OP:
+    @torch.library.triton_op("daam_fast::block_map_triton", mutates_args=())
+    def _triton_op(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int,
+                   heads: bool) -> Tuple[Tensor, Tensor]:
+        from .triton import block_map_triton
+        maps, ht = block_map_triton(q_cls, k, v, g, scale, prefix, heads, wrap=_library.wrap)
+        return maps, (ht if ht is not None else maps.new_empty((0,)))
+
+
 def block_map(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int = 0,
               backend: Optional[str] = None, heads: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Per-block map ``ReLU(sum_h softmax(scale q_cls.k)[n] <g_h, v_n>)`` for patch tokens
@@ -93,5 +102,8 @@ def block_map(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, pref
     """
     _check(q_cls, k, v, g, prefix)
     name = _library.resolve("block_map", k.device.type, backend)
-    maps, ht = _op(q_cls, k, v, g, float(scale), int(prefix), name, bool(heads))
+    if _library.use_triton_op(name, k):
+        maps, ht = torch.ops.daam_fast.block_map_triton(q_cls, k, v, g, float(scale), int(prefix), bool(heads))
+    else:
+        maps, ht = _op(q_cls, k, v, g, float(scale), int(prefix), name, bool(heads))
     return (maps, ht) if heads else maps

@@ -99,9 +99,9 @@ def launches(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefi
 
 
 def block_map_triton(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int = 0,
-                     heads: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+                     heads: bool = False, wrap=None) -> Tuple[Tensor, Optional[Tensor]]:
     """(maps (B, N - P), head terms (B, H, N - P) or None), float32; k, v read in place through
-    their strides (unit last stride); runs on k's device."""
+    their strides (unit last stride); runs on k's device. ``wrap``: ``wrap_triton`` inside a triton_op."""
     ok, why = available()
     if not ok:
         raise RuntimeError(why)
@@ -114,5 +114,5 @@ def block_map_triton(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: floa
     ht = _alloc.empty((B, H, N - prefix), torch.float32, k.device) if heads else None
     with device_guard(k):
         for kernel, grid, args, kwargs in launches(q_cls, k, v, g, scale, prefix, ws, out, ht):
-            kernel[grid](*args, **kwargs)
+            (wrap(kernel) if wrap is not None else kernel)[grid](*args, **kwargs)
     return out, ht

@@ -93,7 +93,27 @@ if _library.HAS_CUSTOM_OP:
 
     _op.register_autograd(_op_backward, setup_context=_setup_context)
 
+    if _library.HAS_TRITON_OP:
+        @torch.library.triton_op("daam_fast::cls_attention_triton", mutates_args=())
+        def _triton_op(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
+            from .triton import cls_attention_triton
+            out, a_cls = cls_attention_triton(q, k, v, scale, wrap=_library.wrap)
+            return out, a_cls
+
+        def _setup_triton(ctx, inputs, output):
+            q, k, v, scale = inputs
+            ctx.save_for_backward(q, k, v)
+            ctx.scale = scale
+
+        def _triton_backward(ctx, g_out, g_a):
+            q, k, v = ctx.saved_tensors
+            return (*_backward(q, k, v, ctx.scale, ctx.needs_input_grad[:3], g_out, g_a), None)
+
+        _triton_op.register_autograd(_triton_backward, setup_context=_setup_triton)
+
     def _apply(q, k, v, scale, name):
+        if _library.use_triton_op(name, q):
+            return torch.ops.daam_fast.cls_attention_triton(q, k, v, scale)
         return _op(q, k, v, scale, name)
 else:  # pragma: no cover - torch < 2.4
     class ClsAttentionFn(torch.autograd.Function):

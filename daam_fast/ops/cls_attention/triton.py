@@ -111,9 +111,9 @@ def launches(q: Tensor, k: Tensor, v: Tensor, out: Tensor, a_cls: Tensor, scale:
     return [(_cls_attn_fwd, grid, args, cfg)]
 
 
-def cls_attention_triton(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
+def cls_attention_triton(q: Tensor, k: Tensor, v: Tensor, scale: float, wrap=None) -> Tuple[Tensor, Tensor]:
     """out (B, H, M, d) in q's dtype, a_cls (B, H, N) float32; q, k, v read through their strides;
-    runs on q's device."""
+    runs on q's device. ``wrap``: ``wrap_triton`` inside a triton_op."""
     ok, why = available()
     if not ok:
         raise RuntimeError(why)
@@ -127,5 +127,5 @@ def cls_attention_triton(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tuple
     a_cls = _alloc.empty((B, H, N), torch.float32, q.device)
     with device_guard(q):
         for kernel, grid, args, kwargs in launches(q, k, v, out, a_cls, scale):
-            kernel[grid](*args, **kwargs)
+            (wrap(kernel) if wrap is not None else kernel)[grid](*args, **kwargs)
     return out, a_cls

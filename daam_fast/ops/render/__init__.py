@@ -34,6 +34,13 @@ if _library.HAS_CUSTOM_OP:
 else:  # pragma: no cover - torch < 2.4
     _op = _run
 
+if _library.HAS_TRITON_OP:
+    @torch.library.triton_op("daam_fast::render_triton", mutates_args=())
+    def _triton_op(maps: Tensor, images: Optional[Tensor], mode: str, H: int, W: int, alpha: float, beta: float,
+                   accumulate: bool) -> Tensor:
+        from .triton import render_triton
+        return render_triton(maps, images, mode, (H, W), alpha, beta, accumulate, wrap=_library.wrap)
+
 __all__ = ["render_frames", "render_reference", "normalize_frames", "colormap_jet", "MODES"]
 
 
@@ -85,4 +92,7 @@ def render_frames(maps: Tensor, images: Optional[Tensor] = None, mode: str = "no
         img = images.to(maps.device)
         img = img.float() if img.dtype == torch.uint8 else img.float() * 255.0
         images = F.interpolate(img, size=size, mode="bilinear", align_corners=False) / 255.0
+    if _library.use_triton_op(name, maps):
+        return torch.ops.daam_fast.render_triton(maps, images, mode, size[0], size[1], float(alpha), float(beta),
+                                                 bool(accumulate))
     return _op(maps, images, mode, size[0], size[1], float(alpha), float(beta), bool(accumulate), name)

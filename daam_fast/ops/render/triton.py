@@ -179,8 +179,9 @@ def launches(maps: Tensor, img: Optional[Tensor], mode: str, size: Tuple[int, in
 
 
 def render_triton(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],
-                  alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False) -> Tensor:
-    """uint8 frames (see ``render_frames``); runs on the maps' device."""
+                  alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False, wrap=None) -> Tensor:
+    """uint8 frames (see ``render_frames``); runs on the maps' device. ``wrap``: ``wrap_triton``
+    inside a triton_op."""
     ok, why = available()
     if not ok:
         raise RuntimeError(why)
@@ -188,5 +189,5 @@ def render_triton(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple
     B, L, h, w = maps.shape
     with device_guard(maps):
         for kernel, grid, args, kwargs in launches(maps, img, mode, size, alpha, beta, accumulate, out, code):
-            kernel[grid](*args, **kwargs)
+            (wrap(kernel) if wrap is not None else kernel)[grid](*args, **kwargs)
     return out
