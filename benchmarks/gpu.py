@@ -62,7 +62,7 @@ def l2_bytes(device: torch.device) -> int:
     return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20)
 
 
-def copies_past_l2(device: torch.device, bytes_per_set: float, cap: int = 64) -> int:
+def copies_past_l2(device: torch.device, bytes_per_set: float, cap: int = 1024) -> int:
     """How many input copies to rotate through so that one pass reads > 2x the L2 cache."""
     return max(1, min(cap, math.ceil(2 * l2_bytes(device) / max(bytes_per_set, 1))))
 
@@ -164,7 +164,7 @@ def bench_ops(device: torch.device, reps: int, launches: int, quick: bool, smoke
         nbytes = 4 * B * L * h * w + 3 * B * Hh * Ww + 3 * B * L * Hh * Ww
         sets = [(torch.cumsum(torch.rand(B, L, h, w, generator=gen), 1).to(device),
                  torch.randint(0, 256, (B, 3, Hh, Ww), generator=gen, dtype=torch.uint8).to(device))
-                for _ in range(copies_past_l2(device, nbytes, cap=8))]
+                for _ in range(copies_past_l2(device, nbytes, cap=16))]
         times = {b: time_ms(lambda i, b=b: render_frames(*sets[i % len(sets)], backend=b), device, reps,
                             max(1, launches // 4)) for b in _backends("render", device, names)}
         for b, ms in times.items():

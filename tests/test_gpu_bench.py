@@ -54,6 +54,7 @@ def test_timing_helpers(gpu_bench):
         assert gpu_bench.copies_past_l2(cuda, 10 << 20) == 12
         assert gpu_bench.copies_past_l2(cuda, 1 << 30) == 1
         assert gpu_bench.copies_past_l2(cuda, 1, cap=64) == 64
+        assert gpu_bench.copies_past_l2(cuda, 200 << 10) == 615      # B = 1 ViT-B block_map inputs
     finally:
         gpu_bench.l2_bytes = orig
 
