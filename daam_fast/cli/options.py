@@ -120,7 +120,7 @@ class DAAMOptions:
             raise UsageError(f"--method {self.method}: expected one of {', '.join(daam_methods())}")
         if self.checkpoint and self.method not in _backward_methods():
             raise UsageError(f"--activation-checkpointing applies to --method {' / '.join(_backward_methods())} "
-                             f"(--method {self.method} has no backward to recompute)")
+                             f"(--method {self.method} runs no backward through the blocks)")
         if self.backend is not None and self.backend not in backends():
             raise UsageError(f"--backend {self.backend}: expected one of {', '.join(backends())}")
 

@@ -43,7 +43,7 @@ def check_run_options(method: str, daam_options: Optional[dict]) -> dict:
     if backward and METHODS[method].forward_only:
         grads = " / ".join(f"method={n!r}" for n, m in METHODS.items() if not m.forward_only)
         raise ValueError(f"daam_options {', '.join(f'{k}=True' for k in backward)} applies to {grads} "
-                         f"(method={method!r} is forward-only)")
+                         f"(method={method!r} runs no backward through the blocks)")
     return opts
 
 
