@@ -156,6 +156,14 @@ def test_method_choices_are_the_explainer_table():
     ap = build_parser()
     for command in ("explain", "video", "eval", "batch"):
         assert tuple(_action(ap, command, "method").choices) == tuple(METHODS), command
+    # ... and the library entry points take every method of the table, with no list of their own
+    from daam_fast.distributed import check_run_options
+    from daam_fast.evaluate import DAAM_METHODS
+    from daam_fast.video import VideoOptions
+    assert sorted(DAAM_METHODS.values()) == sorted(METHODS) and DAAM_METHODS["daam"] == "grad"
+    for m in METHODS:
+        VideoOptions(method=m).check_stream()
+        assert check_run_options(m, {"compile": True}) == {"compile": True}
 
 
 def test_argparse_defaults_are_the_config_defaults():
