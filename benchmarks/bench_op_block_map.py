@@ -39,24 +39,42 @@ def test_block_map(benchmark, shape, provider):
     benchmark(block_map, q, k, v, g, d ** -0.5, 1, backend=provider)
 
 
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_block_map_heads(benchmark, shape):
+    """The per-head output (heads=True) on the C++ kernel: its cost over the map alone."""
+    if not _dispatch.backend_status("block_map", "cpp")[0]:
+        pytest.skip("cpp unavailable")
+    B, H, N, d = SHAPES[shape]
+    q, k, v, g = _inputs(B, H, N, d)
+    benchmark.group = f"block_map {shape}"
+    benchmark(block_map, q, k, v, g, d ** -0.5, 1, backend="cpp", heads=True)
+
+
 def main() -> int:
-    torch.set_num_threads(2)
-    print("| shape | torch ops (us) | C++ (us) | C++ GB/s | speed-up |\n|---|---:|---:|---:|---:|")
-    for name, (B, H, N, d) in SHAPES.items():
+    """Alternated rounds, medians: torch ops, C++, C++ with heads=True, and the C++ launch called
+    directly (without the daam_fast::block_map op and its dispatch) to show the op's overhead."""
+    from daam_fast.ops.block_map.cpu import block_map_cpp
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    provs = {"torch": lambda *a: block_map(*a, backend="torch"), "cpp": lambda *a: block_map(*a, backend="cpp"),
+             "cpp heads": lambda *a: block_map(*a, backend="cpp", heads=True),
+             "cpp direct": lambda *a: block_map_cpp(*a)}
+    print("| shape | torch ops (us) | C++ (us) | C++ GB/s | speed-up | C++ heads=True (us) | C++ without the op (us) |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
+    for name, (B, H, N, d) in {"B1-H6-N197-d64": (1, 6, 197, 64), **SHAPES}.items():
         q, k, v, g = _inputs(B, H, N, d)
-        res = {}
-        for p in PROVIDERS:
+        for f in provs.values():
             for _ in range(3):
-                block_map(q, k, v, g, d ** -0.5, 1, backend=p)
-        ts = {p: [] for p in PROVIDERS}
+                f(q, k, v, g, d ** -0.5, 1)
+        ts = {p: [] for p in provs}
         for _ in range(30):
-            for p in PROVIDERS:
+            for p, f in provs.items():
                 t0 = time.perf_counter()
-                block_map(q, k, v, g, d ** -0.5, 1, backend=p)
+                f(q, k, v, g, d ** -0.5, 1)
                 ts[p].append(time.perf_counter() - t0)
         res = {p: statistics.median(t) * 1e6 for p, t in ts.items()}
         gbs = _bytes(B, H, N, d) / (res["cpp"] * 1e-6) / 1e9
-        print(f"| {name} | {res['torch']:.0f} | {res['cpp']:.0f} | {gbs:.1f} | {res['torch'] / res['cpp']:.2f}x |")
+        print(f"| {name} | {res['torch']:.0f} | {res['cpp']:.0f} | {gbs:.1f} | {res['torch'] / res['cpp']:.2f}x | "
+              f"{res['cpp heads']:.0f} | {res['cpp direct']:.0f} |")
     return 0
 
 
