@@ -19,6 +19,11 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
   exit 0
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! command -v nvcc >/dev/null 2>&1; then                  # CMake finds nvcc on PATH or through CUDACXX
+  for d in /usr/local/cuda/bin /usr/local/cuda-13.0/bin /opt/cuda/bin; do
+    [ -x "$d/nvcc" ] && { export PATH="$d:$PATH"; export CUDACXX="$d/nvcc"; break; }
+  done
+fi
 export DAAM_FAST_CUDA_ARCHS=${DAAM_FAST_CUDA_ARCHS:-90}
 { nvidia-smi || true; "$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, torch.cuda.get_device_name(0))"; } 2>&1 | tee "$OUTDIR/device.txt"
 
