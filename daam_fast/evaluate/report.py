@@ -221,15 +221,10 @@ def write_report(results: dict, out: str, meta: dict, per_image: bool = False) -
            f"normalised map; pointing games against the object masks (tolerance {cfg['tolerance']:g} px). "
            f"Rollout: discard ratio {cfg['rollout_discard']:g}, head fusion '{cfg['rollout_fusion']}'.", ""]
     md += [_table_md(results, summary), ""]
-    md += _trust_notes(results, cfg)
-    cost = _cost_md(results, summary)
-    if cost:
-        md += ["## Cost of each metric", "",
-               f"Wall-clock ms per image on this run (torch threads: {meta.get('threads', '?')}), every method's "
-               "own explanations of the perturbed / randomised inputs included.", "", cost, ""]
     if results.get("chance_energy") is not None:
         md += [f"Chance level: a uniform map scores the mean mask area, {results['chance_energy']:.3f}, in the energy "
                f"pointing game; a random point hits with about that probability ({100 * results['chance_energy']:.1f} %).", ""]
+    md += _trust_notes(results, cfg)
     dvg = summary.get("direct_vs_grad")
     if dvg:
         (rm, rse, _), q = dvg["spearman"], dvg["spearman_quartiles"]
@@ -269,6 +264,11 @@ def write_report(results: dict, out: str, meta: dict, per_image: bool = False) -
                                                         zip(b["per_iou"], b["best_threshold"]))
                       + f" | {px.get('pooled', float('nan')):.3f} | {px.get('per_image_mean', float('nan')):.3f} |")
         md += [""]
+    cost = _cost_md(results, summary)
+    if cost:
+        md += ["## Cost of each metric", "",
+               f"Wall-clock ms per image on this run (torch threads: {meta.get('threads', '?')}), every method's "
+               "own explanations of the perturbed / randomised inputs included.", "", cost, ""]
     if results.get("fractions") is not None or results["blocks"]:
         md += ["![deletion and insertion curves, per-block energy pointing game](eval.png)", ""]
     if has_rnd:
