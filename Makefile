@@ -48,7 +48,7 @@ bench: $(STAMP)
 bench-video: $(STAMP)
 	$(BIN)/python benchmarks/bench_video.py --frames 200 --batch 16 --threads 1
 
-# The evaluation report in docs/eval/ (shipped model, 500 shapes images; about 10 min on 1 thread).
+# The evaluation report in docs/eval/ (shipped model, 500 shapes images, every metric group; about 20 min on 1 thread).
 eval-report: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/daam-fast eval --model shapes_vit --data shapes --num-images 500 --seed 0 \
 	    --methods daam,direct,rollout,grad_rollout,attention,gradcam,random --threads 1 --out docs/eval --overwrite
