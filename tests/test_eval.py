@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from daam_fast import DAAM, cli, metrics
-from daam_fast.evaluate import METHODS, spearman
+from daam_fast.evaluate import DAAM_METHODS, METHODS, spearman
 from daam_fast.preprocess import input_spec, prepare
 from daam_fast.zoo import load_model
 from daam_fast.zoo.shapes import make_shapes, save_pngs
@@ -47,7 +47,7 @@ def test_eval_writes_table_figure_json(shapes_run):
     for key in TRUST_KEYS:
         assert set(js["table"][key]) == set(METHODS), key
     assert len(js["fractions"]) == 3
-    assert set(js["blocks"]) == {"daam", "direct", "rollout", "grad_rollout"}     # the methods with L > 1
+    assert set(js["blocks"]) == set(DAAM_METHODS) | {"rollout", "grad_rollout"}   # the methods with L > 1
     assert len(js["blocks"]["daam"]["accumulated"]) == 6                          # shapes_vit has 6 blocks
     assert -1 <= js["direct_vs_grad"]["spearman"][0] <= 1
     from PIL import Image
