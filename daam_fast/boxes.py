@@ -41,7 +41,8 @@ def connected_components(masks: Tensor, connectivity: int = 8) -> Tensor:
     """Label the connected components of a batch of binary masks.
 
     Every foreground pixel starts with its own flat index as label. Each step takes the
-    maximum label m over the pixel's neighbourhood (3 x 3, or a cross for 4-connectivity) inside the foreground, hooks the pixel's root onto it
+    maximum label m over the pixel's neighbourhood (3 x 3, or a cross for 4-connectivity)
+    inside the foreground, hooks the pixel's root onto it
     (label[label[p]] <- max(label[label[p]], m), as in Shiloach-Vishkin), and jumps pointers
     twice (label <- label of the pixel the label names: a pixel of the same component with
     a label at least as large). Masks whose labels stopped changing leave the working set.

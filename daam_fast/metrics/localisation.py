@@ -172,8 +172,9 @@ def _check_gt_boxes(gt_boxes: Tensor, B: int, device) -> Tensor:
 
 
 @torch.no_grad()
-def box_ious(maps: Tensor, gt_boxes: Tensor, size: Tuple[int, int], thresholds: Union[int, Sequence[float], Tensor]
-             = THRESHOLDS, max_boxes: Optional[int] = None, connectivity: int = 8, chunk_pixels: int = 1 << 23) -> Tensor:
+def box_ious(maps: Tensor, gt_boxes: Tensor, size: Tuple[int, int],
+             thresholds: Union[int, Sequence[float], Tensor] = THRESHOLDS, max_boxes: Optional[int] = None,
+             connectivity: int = 8, chunk_pixels: int = 1 << 23) -> Tensor:
     """Per image and map threshold, the best IoU of a box from the map with a ground-truth box.
 
     Each map is upsampled to ``size`` and min-max normalised to [0, 1] (a constant map becomes 0);

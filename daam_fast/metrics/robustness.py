@@ -119,8 +119,9 @@ def local_lipschitz(model: nn.Module, explain: ExplainFn, images: Tensor, target
     return robustness(model, explain, images, targets, **kw).local_lipschitz
 
 
-def photometric_copies(images: Tensor, brightness: Sequence[float] = (-0.1, 0.1), contrast: Sequence[float] = (0.8, 1.2),
-                       mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> Tensor:
+def photometric_copies(images: Tensor, brightness: Sequence[float] = (-0.1, 0.1),
+                       contrast: Sequence[float] = (0.8, 1.2), mean: Optional[Sequence[float]] = None,
+                       std: Optional[Sequence[float]] = None) -> Tensor:
     """Brightness- and contrast-changed copies of normalised images.
 
     In pixel space p = x std + mean (p = x without ``mean`` / ``std``): brightness beta gives
