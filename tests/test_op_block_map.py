@@ -185,3 +185,41 @@ def test_half_precision_on_cuda_tensors(name, dtype):
         pytest.skip(f"{name}: {why}")
     for case in (CASES[0], CASES[2]):
         _check(name, case, dtype=dtype, device="cuda")
+
+
+def test_cuda_kernel_algorithm_transcribed():
+    """csrc/cuda/block_map.cu cannot run here: its algorithm, transcribed step by step in float32
+    (tiles of 16 tokens, 8 warps with 2 tokens each and an online max / sum per warp, the block's
+    merge of the warp partials, then the merge of the tile partials per head and the head sum),
+    must equal the reference. A slip in the partial-softmax merges shows here; the CUDA code
+    itself is checked on a GPU (make gpu-check: test_on_cuda_tensors)."""
+    B, H, N, d, P = 2, 3, 50, 40, 2
+    q, k, v, g = _inputs(B, H, N, d)
+    ref, ref_heads = block_map_reference(q.double(), k.double(), v.double(), g.double(), d ** -0.5, P, heads=True)
+    TOK, WARPS = 16, 8
+    tiles = (N + TOK - 1) // TOK
+    s = torch.einsum("bhd,bhnd->bhn", q * d ** -0.5, k)            # lane sums: logit, <g, v_n>
+    w = torch.einsum("bhd,bhnd->bhn", g, v)
+    pm = torch.full((B, H, tiles), float("-inf"))
+    pl = torch.zeros(B, H, tiles)
+    for t in range(tiles):
+        wm, wl = [], []
+        for warp in range(WARPS):
+            m, l = torch.full((B, H), float("-inf")), torch.zeros(B, H)
+            for i in range(TOK // WARPS):
+                n = t * TOK + i * WARPS + warp
+                if n >= N:
+                    break
+                m_new = torch.maximum(m, s[:, :, n])
+                l = l * torch.exp(m - m_new) + torch.exp(s[:, :, n] - m_new)
+                m = m_new
+            wm.append(m)
+            wl.append(l)
+        mt = torch.stack(wm).amax(0)
+        pm[:, :, t] = mt
+        pl[:, :, t] = sum(torch.where(li > 0, li * torch.exp(mi - mt), torch.zeros_like(li)) for mi, li in zip(wm, wl))
+    mx = pm.amax(-1, keepdim=True)
+    inv = 1.0 / (pl * torch.exp(pm - mx)).sum(-1, keepdim=True)
+    terms = (torch.exp(s - mx) * inv * w)[:, :, P:]
+    assert_close(terms, ref_heads, name="transcribed CUDA head terms")
+    assert_close(terms.sum(1).clamp_min(0), ref, name="transcribed CUDA map")

@@ -105,9 +105,14 @@ def cases() -> Iterator[Tuple[str, str, object, tuple, dict]]:
     for dt in DTYPES:
         name = str(dt).replace("torch.", "")
         for D in HEAD_DIMS:
-            for B, H, N, P in ((2, 6, 197, 1), (1, 1, 1, 0)):      # 1s: Triton's constant specialisation
+            # qkv views (strides multiples of 16 for these H), a contiguous layout with strides that
+            # are not (Triton specialises 16-divisible ints), and 1s (Triton's constant specialisation)
+            for B, H, N, P, layout in ((2, 6, 197, 1, "qkv"), (2, 3, 50, 2, "contiguous"), (1, 1, 1, 0, "qkv")):
+                if layout == "contiguous" and D not in (40, 80):
+                    continue
                 q = torch.empty(B, H, D, dtype=dt)
-                k = torch.empty(B, N, 3, H, D, dtype=dt).permute(2, 0, 3, 1, 4)[1]   # qkv view
+                k = (torch.empty(B, N, 3, H, D, dtype=dt).permute(2, 0, 3, 1, 4)[1] if layout == "qkv"
+                     else torch.empty(B, H, N, D, dtype=dt))
                 ws = torch.empty(B, H, N)
                 out = torch.empty(B, N - P)
                 for heads in (False, True):
@@ -117,8 +122,11 @@ def cases() -> Iterator[Tuple[str, str, object, tuple, dict]]:
                             continue                                  # independent of dtype and D
                         if kern is bm._head_kernel and heads:
                             continue
-                        yield (kern.__name__, f"{name}-d{D}-B{B}-H{H}-N{N}-P{P}-heads{int(heads)}", kern, args, kw)
-            for B, H, M, N in ((2, 6, 197, 197), (2, 6, 1, 197), (2, 6, 5, 261), (1, 1, 1, 1)):
+                        yield (kern.__name__, f"{name}-d{D}-B{B}-H{H}-N{N}-P{P}-heads{int(heads)}-{layout}", kern, args,
+                               kw)
+            for B, H, M, N in ((2, 6, 197, 197), (2, 6, 1, 197), (2, 6, 5, 261), (2, 3, 50, 50), (1, 1, 1, 1)):
+                if (B, H, M, N) == (2, 3, 50, 50) and D not in (40, 80):
+                    continue                                 # strides not multiples of 16
                 q = torch.empty(B, H, M, D, dtype=dt)
                 kv = torch.empty(B, N, 3, H, D, dtype=dt).permute(2, 0, 3, 1, 4)
                 out = torch.empty(B, H, M, D, dtype=dt)

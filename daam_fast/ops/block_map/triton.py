@@ -91,7 +91,7 @@ def launches(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefi
     head = (_head_kernel, (B * H,),
             (q_cls, k, v, g, ws, q_cls.stride(0), q_cls.stride(1), k.stride(0), k.stride(1), k.stride(2),
              v.stride(0), v.stride(1), v.stride(2), g.stride(0), g.stride(1), H, N, D, float(scale)),
-            dict(BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D))
+            dict(BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, num_warps=8))   # 4 warps: ptxas spills some cases (NOTES)
     tiles = grid_dim(triton.cdiv(N - prefix, BLOCK_N), "block_map token tiles")
     total = (_sum_heads_kernel, (B, tiles), (ws, out, ht if ht is not None else out, H, N, prefix),
              dict(BLOCK_N=BLOCK_N, HEADS=ht is not None))
