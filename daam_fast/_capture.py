@@ -67,7 +67,9 @@ class CallState:
         self.slots: List[Optional[Slot]] = [None] * L
         self.maps: List[Optional[Tensor]] = [None] * L
         self.head_maps: List[Optional[Tensor]] = [None] * L
-        self.first: Optional[Tensor] = None      # block 1's T: where the backward stops
+        self.patches = 0                         # N - P patch tokens (h * w)
+        self.sinks: List[Tensor] = []            # method="grad": the maps come back as their gradients
+        self.first: Optional[Tensor] = None      # where a method's backward stops
         self.deferred = False                    # inside the first pass of a checkpointed block
         self.split_first = False                 # block 1: graph on the [class] row of T_1 only
         self.x_last: Optional[Tensor] = None     # method="direct": the input of the final norm

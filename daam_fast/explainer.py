@@ -11,8 +11,9 @@ scalar Y, and each block's map is formed by the fused ``block_map`` op as soon a
 coefficients exist; see :mod:`daam_fast.methods.grad` for how "grad" works step by step.
 
 Options: ``checkpoint=True`` wraps each block in non-reentrant activation checkpointing (the
-block's recompute in the backward captures q[:, :, 0], k, v); ``compile=True`` runs each
-block through ``torch.compile`` with the capturing attention forward left eager.
+block's recompute in the backward saves q[:, :, 0], k, v for its map); ``compile=True`` runs
+each block through ``torch.compile``, "grad"'s capturing attention included (no graph break;
+a method with Python side effects in its capture, e.g. "direct", keeps it eager).
 """
 from __future__ import annotations
 
@@ -72,9 +73,10 @@ class DAAM:
             and is recomputed in the backward, which also captures the k, v its map needs; for
             batches whose activations do not fit (about half the peak memory for +0.6-0.7x
             inference time, README).
-        compile: run each block through ``torch.compile`` (the attention forward, which
-            captures what the maps need, stays eager); the first call compiles. Measured on
-            the CPU in the README: it does not pay there; meant for GPUs.
+        compile: run each block through ``torch.compile``; the first call compiles. With
+            "grad" the capturing attention is compiled too (each block one graph, no graph
+            break); "direct" keeps its capture eager. Measured on the CPU in the README: it
+            does not pay there; meant for GPUs.
         heads: also return each head's term of L_b before the ReLU, ``res.head_maps``
             (B, L, H, h, w) float32, formed by the same fused op in the same pass;
             ``relu(res.head_maps.sum(2)) == res.block_maps`` with ``normalize=False``. The
@@ -154,13 +156,13 @@ class DAAM:
                 blocks.append((blk, "forward", f))
         state = lambda: self._state  # noqa: E731
         return patched(adapter, lambda b: self._impl.core(adapter, b, state), self._active,
-                       wrap=torch.compiler.disable if self.compile else None,   # side effects stay out of graphs
+                       wrap=torch.compiler.disable if self.compile and not self._impl.traceable else None,
                        extra=blocks)
 
     def _checkpointed(self, f: Callable) -> Callable:
         """Block forward under non-reentrant checkpointing: the first pass keeps nothing of the
         block (not even the k, v its map needs); the recompute, which the backward runs
-        before the gradient reaches the block's T, captures them."""
+        before the gradient reaches the block's T, saves them."""
         def forward(*args, **kwargs):
             st = self._state
             if st is None or not torch.is_grad_enabled():      # (checkpoint=True is "grad" only)
@@ -222,6 +224,7 @@ class DAAM:
         st = CallState(adapter, self._impl, tgt, self.backend, adapter.head_rows if self.reduce_last_block else None,
                        heads=self.heads, checkpoint=self.checkpoint)
         st.split_first = self.reduce_first_block
+        st.patches = h * w
         st.checks.add_images(bad_images)
         # Parameters are constants for the explanation: with requires_grad off for the call,
         # autograd saves no layer inputs for weight gradients (about 40 % less memory).

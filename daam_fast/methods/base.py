@@ -30,6 +30,8 @@ class Method:
         kernel_row: the method reads the [class] row in the forward, so the cls_attention
             kernel may produce it beside the attention output (only when a kernel backend
             is asked for explicitly, see :func:`daam_fast._capture.kernel_backend`).
+        traceable: the capturing attention has no Python side effects, so ``compile=True``
+            compiles it inside each block; otherwise it is left eager (``torch.compiler.disable``).
     """
 
     name: str = ""
@@ -38,6 +40,7 @@ class Method:
     reduce_first_block: bool = False
     reduce_last_block: bool = True
     kernel_row: bool = False
+    traceable: bool = False
 
     def support(self, adapter: Adapter) -> Optional[str]:
         """None if the method can explain the model, else the reason it cannot."""
