@@ -148,22 +148,30 @@ def cases() -> Iterator[Tuple[str, str, object, tuple, dict]]:
                 yield (kern.__name__, f"{B}x{L}x{h}x{w}-to-{H}x{W}-{mode}-{pictures}-acc{int(acc)}", kern, args, kw)
 
 
-def run(archs=ARCHS, only: str = "", case: str = "") -> List[Dict[str, object]]:
-    """Compile every case for every arch; a failed compilation is a record with ``error``."""
+def _compile_one(task: Tuple[int, int]) -> Dict[str, object]:
     import warnings
     warnings.simplefilter("ignore")
-    out: List[Dict[str, object]] = []
-    for kname, cid, kern, args, kw in cases():
-        if (only and only not in kname) or (case and case not in cid):
-            continue
-        for cc in archs:
-            rec: Dict[str, object] = dict(kernel=kname, case=cid, arch=f"sm_{cc}")
-            try:
-                rec.update(compile_launch(kern, args, kw, cc))
-            except Exception as e:  # noqa: BLE001 - reported, the test fails on it
-                rec["error"] = f"{type(e).__name__}: {str(e)[-600:]}"
-            out.append(rec)
-    return out
+    index, cc = task
+    kname, cid, kern, args, kw = next(c for i, c in enumerate(cases()) if i == index)
+    rec: Dict[str, object] = dict(kernel=kname, case=cid, arch=f"sm_{cc}")
+    try:
+        rec.update(compile_launch(kern, args, kw, cc))
+    except Exception as e:  # noqa: BLE001 - reported, the test fails on it
+        rec["error"] = f"{type(e).__name__}: {str(e)[-600:]}"
+    return rec
+
+
+def run(archs=ARCHS, only: str = "", case: str = "", jobs: int = 0) -> List[Dict[str, object]]:
+    """Compile every case for every arch (``jobs`` processes, default one per core); a failed
+    compilation is a record with ``error``."""
+    tasks = [(i, cc) for i, (kname, cid, *_rest) in enumerate(cases())
+             if not (only and only not in kname) and not (case and case not in cid) for cc in archs]
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1:
+        return [_compile_one(t) for t in tasks]
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        return pool.map(_compile_one, tasks, chunksize=4)
 
 
 def main(argv=None) -> int:
@@ -172,12 +180,13 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="", help="kernels whose name contains this")
     p.add_argument("--case", default="", help="cases whose id contains this")
     p.add_argument("--arch", type=int, action="append", help="compute capability (80, 90); default both")
+    p.add_argument("--jobs", type=int, default=0, help="compiling processes (default: one per core)")
     a = p.parse_args(argv)
     ok, why = ready()
     if not ok:
         print(f"cannot compile for NVIDIA targets here: {why}")
         return 1
-    recs = run(archs=tuple(a.arch or ARCHS), only=a.only, case=a.case)
+    recs = run(archs=tuple(a.arch or ARCHS), only=a.only, case=a.case, jobs=a.jobs)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(recs, f)
