@@ -7,12 +7,14 @@ Each case names the layout it exercises (tests/models.py, tests/test_adapters.py
 import pytest
 import timm
 import torch
+from timm.layers import Attention
+from timm.models.vision_transformer import ResPostBlock
 
 from daam_fast import DAAM, MemoryBank, daam_reference
 from daam_fast.adapters import load_dino
 from models import MODEL_CASES, randomize, tiny_vit
 from test_adapters import CASES as ADAPTER_CASES
-from test_adapters import DinoViT, _dino_checkpoint, _make, spread
+from test_adapters import DinoViT, _dino_checkpoint, _make, eva, spread
 from tolerances import assert_close
 
 
@@ -73,6 +75,31 @@ def test_row_every_family(case):
     g = grad(model, x)
     assert_close(res.block_maps[:, -1], g.block_maps[:, -1], name=f"{case} last block vs grad")
     assert torch.equal(res.targets, g.targets)
+
+
+class _GatedAttention(Attention):
+    """timm's Attention with its sigmoid output gate (the constructor's ``gated=True``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, gated=True, **kwargs)
+
+
+@pytest.mark.parametrize("factory", [lambda: tiny_vit(attn_layer=_GatedAttention),
+                                     lambda: tiny_vit(block_fn=ResPostBlock, init_values=None),
+                                     lambda: eva(scale_attn_inner=True, global_pool="token")],
+                         ids=["gated-attention", "post-norm-ResPostBlock", "eva-scale-norm"])
+def test_row_where_direct_is_refused(factory):
+    """Blocks that "direct" refuses (a gate or scale-norm between T and proj, post-norm) act on each
+    token separately outside the attention, so the row path applies to them as they are."""
+    model = factory()
+    with pytest.raises(ValueError, match="method='direct' cannot explain"):
+        DAAM(model, method="direct")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    ref = reference(model, x)
+    assert (ref.block_maps > 0).float().mean() > 0.05
+    res = fast(model, x)
+    assert_close(res.block_maps, ref.block_maps, name="row block_maps")
+    assert_close(res.block_maps[:, -1], grad(model, x).block_maps[:, -1], name="last block vs grad")
 
 
 def test_row_dino_layout_self_supervised():
