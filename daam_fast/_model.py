@@ -8,38 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from .adapters import Adapter, get_adapter
-from .targets import TargetLike  # noqa: F401  (compatibility: imported by modules not yet on targets)
-
-# Compatibility names, still imported by video / evaluate / distributed; the layout is the
-# model's adapter (daam_fast.adapters.get_adapter). Not public: do not use in new code.
-ViTLayout = Adapter
 
 
 def inspect_vit(model: nn.Module) -> Adapter:
-    """Deprecated alias of :func:`daam_fast.adapters.get_adapter`."""
+    """Deprecated alias of :func:`daam_fast.adapters.get_adapter`, still imported by
+    ``daam_fast/video/api.py``; not public, to be removed once that import is gone."""
     return get_adapter(model)
-
-
-def token_grid(model: nn.Module, images: Tensor) -> Tuple[int, int]:
-    """Deprecated: ``get_adapter(model).grid(images)``."""
-    return get_adapter(model).grid(images)
-
-
-def resolve_targets(target, batch: int, num_classes: int, device) -> Optional[Tensor]:
-    """Deprecated (for modules not yet on :mod:`daam_fast.targets`): None, or the (B,) long
-    class indices of an int / list / tensor target, checked as :class:`~daam_fast.targets.ClassTarget` does."""
-    from types import SimpleNamespace
-
-    from .targets import ClassTarget
-    if target is None:
-        return None
-    if num_classes == 0:
-        raise ValueError("target given, but the model has no classifier head (self-supervised path: "
-                         "pass a MemoryBank with bank=... instead)")
-    t = ClassTarget(target)
-    t.adapter, t.batch = SimpleNamespace(num_classes=num_classes), batch
-    t._check()
-    return t._t.to(device)
 
 
 def can_reduce_last_block(adapter: Adapter) -> bool:
