@@ -1,7 +1,7 @@
 """Side-by-side end-to-end benchmark, shared by ``benchmarks/`` and ``daam-fast bench``.
 
 Providers (same model, same inputs, one process, round-robin so machine noise hits all
-alike): plain inference (the baseline of every ratio), daam_fast grad / direct /
+alike): plain inference (the baseline of every ratio), daam_fast grad / direct / row /
 reference, and, when installed, the other DAAM package on PyPI (``daam-timm-vit``, which
 turns fused attention off and keeps every N x N matrix) and pytorch-grad-cam's GradCAM on
 the last block. Peak memory is measured per provider in a fresh subprocess (peak RSS above
