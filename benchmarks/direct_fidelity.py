@@ -15,7 +15,9 @@ the label-free weights (docs/method.md §4). Inputs: generated shapes pictures
 For each method and image it compares the method's maps with grad's: Spearman's rho of the
 final map D_L (mean, median, quartiles, min over images), the share of images whose hottest
 patch is the same, the relative L2 error ||D_L - D_L(grad)|| / ||D_L(grad)||, and per block the mean rho of the block maps L_b and of the accumulated
-maps D_b. A map that is constant (e.g. all zero after the ReLU) has no rank correlation;
+maps D_b. It also prints, per block, the mean attention the patch queries pay to the [class]
+token, A_b[j, 0] for j >= P: the weight of the paths "row" drops (docs/method.md §8; 1/N
+would be uniform). A map that is constant (e.g. all zero after the ReLU) has no rank correlation;
 such pairs are left out and counted ("undefined"). The README and benchmarks/NOTES.md quote
 these figures as measured, never assumed (docs/method.md §7, §8).
 """
@@ -55,6 +57,33 @@ def load(name: str):
     model.eval()
     spec = input_spec(model)
     return model, lambda pictures: prepare(pictures, spec)[0], kw
+
+
+def cls_attention_of_patches(model, x: torch.Tensor):
+    """(per block, the mean over images, heads and patch queries of A_b[j, 0] (j >= P); N tokens)."""
+    import torch.nn.functional as F
+    from daam_fast._session import frozen, patched
+    from daam_fast.adapters import get_adapter
+    adapter = get_adapter(model)
+    P, sums, tokens = adapter.num_prefix, [0.0] * adapter.depth, [0]
+
+    def make_core(b):
+        def core(u, rows, ctx):
+            q, k, v = adapter.qkv(b, u, rows, ctx)
+            bias = adapter.attn_bias(b, ctx)
+            logits = (q @ k.transpose(-2, -1)) * adapter.scale(b)
+            if bias is not None:
+                logits = logits + bias[:, :, :q.shape[2]]
+            A = logits.softmax(dim=-1)
+            sums[b] += float(A[:, :, P:, 0].mean()) * u.shape[0]
+            tokens[0] = k.shape[2]
+            T = (A @ v).transpose(1, 2).reshape(u.shape[0], q.shape[2], -1)
+            return adapter.attn_out(b, T, u, rows)
+        return core
+
+    with torch.no_grad(), frozen(model), patched(adapter, make_core):
+        adapter.run(x)
+    return [t / len(x) for t in sums], tokens[0]
 
 
 def rho(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -99,7 +128,7 @@ def compare(model, x: torch.Tensor, batch: int, **kw) -> Dict[str, dict]:
     return report
 
 
-def show(name: str, n: int, report: Dict[str, dict]) -> None:
+def show(name: str, n: int, report: Dict[str, dict], sink: List[float], tokens: int) -> None:
     print(f"\n{name}, {n} images: Spearman rho to grad per image")
     print("| method | D_L mean | median | quartiles | min | same top-1 patch | undefined | rel. L2 error of D_L (median) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -111,6 +140,8 @@ def show(name: str, n: int, report: Dict[str, dict]) -> None:
     for method, r in report.items():
         print(f"{method:>6} per block, L_b: " + " ".join(f"{s['mean']:.3f}" for s in r["block_L"]))
         print(f"{method:>6} per block, D_b: " + " ".join(f"{s['mean']:.3f}" for s in r["block_D"]))
+    print(f"mean attention of patch queries to [class] per block (uniform: 1/N = {1 / tokens:.4f}): "
+          + " ".join(f"{a:.4f}" for a in sink))
 
 
 def main(argv=None) -> int:
@@ -128,8 +159,11 @@ def main(argv=None) -> int:
     out = {}
     for name in a.models.split(","):
         model, prep, kw = load(name)
-        report = compare(model, prep(pictures), a.batch_size, **kw)
-        show(name, a.num_images, report)
+        x = prep(pictures)
+        report = compare(model, x, a.batch_size, **kw)
+        sink, tokens = cls_attention_of_patches(model, x[:a.batch_size])
+        report["cls_attention_of_patches"] = sink
+        show(name, a.num_images, {m: report[m] for m in METHODS}, sink, tokens)
         out[name] = report
     if a.json:
         with open(a.json, "w") as f:
