@@ -22,6 +22,7 @@ CASES = [
     (1, 4, 65, 64, 4),    # odd N, 4 prefix tokens (registers), batch 1
     (4, 1, 17, 16, 1),    # single head
     (2, 2, 33, 32, 3),    # head dim 32, 3 prefix tokens, odd N
+    (1, 2, 197, 64, 1),   # batch 1, 4 token tiles of 64 (Triton) / 13 of 16 (CUDA): the partial merges
 ]
 IDS = [f"B{b}-H{h}-N{n}-d{d}-P{p}" for b, h, n, d, p in CASES]
 SMALL = [c for c in CASES if c[0] * c[1] * c[2] <= 2000]   # for the Triton interpreter

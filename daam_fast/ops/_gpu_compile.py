@@ -113,14 +113,14 @@ def cases() -> Iterator[Tuple[str, str, object, tuple, dict]]:
                 q = torch.empty(B, H, D, dtype=dt)
                 k = (torch.empty(B, N, 3, H, D, dtype=dt).permute(2, 0, 3, 1, 4)[1] if layout == "qkv"
                      else torch.empty(B, H, N, D, dtype=dt))
-                ws = torch.empty(B, H, N)
+                ws = bm.workspace(B, H, N, D, "cpu")
                 out = torch.empty(B, N - P)
                 for heads in (False, True):
                     ht = torch.empty(B, H, N - P) if heads else None
                     for kern, grid, args, kw in bm.launches(q, k, k, q, 0.125, P, ws, out, ht):
-                        if kern is bm._sum_heads_kernel and D != HEAD_DIMS[0]:
-                            continue                                  # independent of dtype and D
-                        if kern is bm._head_kernel and heads:
+                        if kern is bm._combine_kernel and dt != torch.float32:
+                            continue                                  # float32 workspace whatever the inputs
+                        if kern is bm._token_kernel and heads:
                             continue
                         yield (kern.__name__, f"{name}-d{D}-B{B}-H{H}-N{N}-P{P}-heads{int(heads)}-{layout}", kern, args,
                                kw)
