@@ -176,6 +176,11 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
                     for i, path, _ in ok:
                         writer.fail(i, path, f"explanation failed: {e}")
                     continue
+                if res.maps.shape[0] != len(ok):
+                    for i, path, _ in ok:
+                        writer.fail(i, path, f"explain_files writes one explanation per image; the target gave "
+                                             f"{res.maps.shape[0]} rows for {len(ok)} images")
+                    continue
                 if html is not None:
                     html.add(res, rgb)
                 cpu = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
