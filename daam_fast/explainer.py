@@ -12,8 +12,8 @@ coefficients exist; see :mod:`daam_fast.methods.grad` for how "grad" works step 
 
 Options: ``checkpoint=True`` wraps each block in non-reentrant activation checkpointing (the
 block's recompute in the backward saves q[:, :, 0], k, v for its map); ``compile=True`` runs
-each block through ``torch.compile``, "grad"'s capturing attention included (no graph break;
-a method with Python side effects in its capture, e.g. "direct", keeps it eager).
+each block through ``torch.compile``, the capturing attention included (no graph break; a
+method whose capture cannot be traced keeps it eager, see ``Method.traceable``).
 """
 from __future__ import annotations
 
@@ -73,10 +73,9 @@ class DAAM:
             and is recomputed in the backward, which also captures the k, v its map needs; for
             batches whose activations do not fit (about half the peak memory for +0.6-0.7x
             inference time, README).
-        compile: run each block through ``torch.compile``; the first call compiles. With
-            "grad" the capturing attention is compiled too (each block one graph, no graph
-            break); "direct" keeps its capture eager. Measured on the CPU in the README: it
-            does not pay there; meant for GPUs.
+        compile: run each block through ``torch.compile``, the capturing attention included
+            (one graph per block, no graph break); the first call compiles. Measured on the
+            CPU in the README: it does not pay there; meant for GPUs.
         heads: also return each head's term of L_b before the ReLU, ``res.head_maps``
             (B, L, H, h, w) float32, formed by the same fused op in the same pass;
             ``relu(res.head_maps.sum(2)) == res.block_maps`` with ``normalize=False``. The

@@ -128,20 +128,22 @@ def test_compile_equals_eager(method):
 
 
 @pytest.mark.parametrize("case", ["registers-P5", "avgpool"])
-def test_compile_grad_without_graph_breaks(case):
-    """grad's capturing attention has no Python side effects (the maps come back as gradients
-    of per-block sinks), so each block compiles whole: no graph break, and later calls with new
-    inputs reuse the graphs (no recompile)."""
+@pytest.mark.parametrize("method", ["grad", "direct"])
+def test_compile_without_graph_breaks(case, method):
+    """The capturing attention compiles inside each block ("grad": the maps come back as
+    gradients of per-block sinks, no hook; "direct": a plain slot store, replayed by Dynamo):
+    no graph break, and later calls with new inputs reuse the graphs (no recompile)."""
     from torch._dynamo.utils import counters
     model, x = _inputs(case)
+    torch._dynamo.reset()                               # compile afresh: no graphs cached by other tests
     counters.clear()
-    with DAAM(model, compile=True, heads=True) as daam:
+    with DAAM(model, method=method, compile=True, heads=True) as daam:
         first = daam(x)
         graphs = counters["stats"]["unique_graphs"]
         second = daam(torch.randn_like(x))
     assert graphs > 0 and sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] == graphs                 # no recompile on the second call
-    with DAAM(model, heads=True) as daam:
+    with DAAM(model, method=method, heads=True) as daam:
         eager = daam(x)
     assert_close(first.block_maps, eager.block_maps, name=f"{case} compiled")
     assert_close(first.head_maps, eager.head_maps, name=f"{case} compiled heads")

@@ -25,6 +25,7 @@ class Direct(Method):
     summary = "forward only: coefficients along the residual path (an approximation)"
     forward_only = True
     kernel_row = True
+    traceable = True            # the slot write is a plain list store: Dynamo replays it after the graph
 
     def support(self, adapter: Adapter) -> Optional[str]:
         return adapter.direct_support()
