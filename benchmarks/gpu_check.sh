@@ -37,7 +37,7 @@ grep -E "Compiling entry|stack frame|Used [0-9]+ registers" "$OUTDIR/build.log" 
 echo "== 2. CUDA tests (log: $OUTDIR/tests.log)"
 timeout $(( $(left) - 150 )) "$PY" -m pytest -q -ra -m cuda -p no:cacheprovider \
   tests/test_cuda.py tests/test_op_block_map.py tests/test_op_cls_attention.py tests/test_op_render.py \
-  tests/test_op_library.py 2>&1 | tee "$OUTDIR/tests.log" | tail -25
+  tests/test_op_library.py tests/test_no_sync.py 2>&1 | tee "$OUTDIR/tests.log" | tail -25
 [ "${PIPESTATUS[0]}" = "0" ] || STATUS=1
 if command -v compute-sanitizer >/dev/null 2>&1 && [ "$(left)" -gt 150 ]; then
   echo "== compute-sanitizer (memcheck) on one small case of each CUDA kernel (log: $OUTDIR/sanitizer.log)"

@@ -33,16 +33,6 @@ class TimmViTAdapter(TimmAdapter):
             return False
         return not any(issubclass(a, TimmAdapter) and a is not cls and a.claims(model) for a in ADAPTERS)
 
-    @classmethod
-    def single_attention(cls, attn: nn.Module) -> "TimmViTAdapter":
-        """An adapter over one timm ``Attention`` module alone (attention methods only, block 0)."""
-        if not isinstance(attn, TimmAttention):
-            raise ValueError(f"{type(attn).__name__} is not timm's Attention")
-        adapter = cls.__new__(cls)
-        adapter.model, adapter.blocks, adapter.attns = None, [], [attn]
-        adapter.num_heads, adapter.head_dim = attn.num_heads, attn.head_dim
-        return adapter
-
     # ------------------------------------------------------------------ attention
     def qkv(self, b: int, x: Tensor, rows: Optional[int] = None, ctx: Any = None) -> Tuple[Tensor, Tensor, Tensor]:
         attn = self.attns[b]
