@@ -173,3 +173,13 @@ def test_sizes_of_drawn_pictures(tmp_path):
         assert (s.codec_context.width, s.codec_context.height) == (480, 360) and s.frames in (0, 2)
     W, H = Image.open(os.path.join(rec["out"], "grid.png")).size
     assert W >= 3 * 192 and H < 2 * 192
+
+
+def test_explain_files_bad_option_starts_no_thread(tmp_path):
+    from daam_fast.zoo import load_model
+    before = threading.active_count()
+    with pytest.raises((TypeError, ValueError)):
+        explain_files([], load_model("shapes_vit"), str(tmp_path / "o"), quiet=True, daam_options={"no_such": 1})
+    assert threading.active_count() == before
+    with pytest.raises(ValueError, match="unknown"):
+        explain_files([], load_model("shapes_vit"), str(tmp_path / "o"), quiet=True, outputs="overlay,movie")

@@ -150,12 +150,12 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
     if min_side is not None:
         opts.min_side = int(min_side)
     html = _Html(HTML_MAX_IMAGES) if "html" in outs else None
+    daam = DAAM(model, method=method, **(daam_options or {}))      # bad options raise before any thread starts
     bar = tqdm(total=len(paths), desc="explaining", unit="img", disable=quiet, dynamic_ncols=True)
     q: "queue.Queue" = queue.Queue(maxsize=2)
     stop = threading.Event()
     reader = _Reader(paths, spec, batch_size, q, stop)
     writer = OutputWriter(opts, workers=workers, queue_size=max(batch_size, 2 * workers), progress=bar)
-    daam = DAAM(model, method=method, **(daam_options or {}))
     reader.start()
     try:
         with daam:
