@@ -7,13 +7,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .adapters import Adapter, get_adapter
-
-
-def inspect_vit(model: nn.Module) -> Adapter:
-    """Deprecated alias of :func:`daam_fast.adapters.get_adapter`, still imported by
-    ``daam_fast/video/api.py``; not public, to be removed once that import is gone."""
-    return get_adapter(model)
+from .adapters import Adapter
 
 
 def can_reduce_last_block(adapter: Adapter) -> bool:

@@ -1,4 +1,4 @@
-"""Turning accumulated maps into pictures (SPEC section 5), on the maps' device.
+"""Turning accumulated maps into pictures (docs/method.md §5), on the maps' device.
 
 The computation lives in :mod:`daam_fast.ops.render`: one fused kernel (C++ on CPU tensors
 when the extension is built; CUDA extension -> Triton on CUDA tensors) or the batched torch

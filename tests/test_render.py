@@ -1,4 +1,4 @@
-"""render / normalize_frames (SPEC section 5) against known answers and a per-image NumPy transcription."""
+"""render / normalize_frames (docs/method.md §5) against known answers and a per-image NumPy transcription."""
 import numpy as np
 import pytest
 import torch
@@ -8,7 +8,7 @@ from daam_fast.render import colormap_jet, normalize_frames
 
 
 def _authors_nonlinear(D):
-    """SPEC 5 'nonlinear', one image at a time in NumPy, as the authors' code does (no resize)."""
+    """docs/method.md §5: 'nonlinear', one image at a time in NumPy, as the authors' code does (no resize)."""
     out = []
     G = D[-1].max()
     for Db in D:

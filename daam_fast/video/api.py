@@ -146,8 +146,8 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
         raise ValueError(f"dst={dst!r} is the input video itself")
     model = _default_model(model)
-    from .._model import inspect_vit
-    depth = inspect_vit(model).depth
+    from ..adapters import get_adapter
+    depth = get_adapter(model).depth
     blocks, single = _resolve_blocks(block, depth)
     if layout == "auto":
         layout = "single" if single else ("grid" if block == "all" else "row")
