@@ -41,6 +41,22 @@ def direct_support(adapter: Adapter) -> Optional[str]:
     return METHODS["direct"].support(adapter)
 
 
+def _compiled(f: Callable, depth: int) -> Callable:
+    """``torch.compile(f)`` for one block. The blocks share their forward's code, and each
+    block's graph is specialised on its index (the capture is per block), so Dynamo keeps one
+    cache entry per block on that code: its default recompile limit (8) would send the blocks
+    past the 8th back to eager with a warning. The limit is raised to the model's depth
+    during the call only (``torch._dynamo.config.patch``), not for the process."""
+    cf = torch.compile(f)
+    limit = depth + 8
+
+    @functools.wraps(f)
+    def run(*args, **kwargs):
+        with torch._dynamo.config.patch(recompile_limit=max(limit, torch._dynamo.config.recompile_limit)):
+            return cf(*args, **kwargs)
+    return run
+
+
 class DAAM:
     """Dynamic Accumulated Attention Maps for a Vision Transformer (timm, Hugging Face, torchvision).
 
@@ -149,7 +165,7 @@ class DAAM:
                 else:
                     continue
                 if self.compile:
-                    f = torch.compile(f)
+                    f = _compiled(f, adapter.depth)
                 if self.checkpoint:
                     f = self._checkpointed(f)
                 blocks.append((blk, "forward", f))
