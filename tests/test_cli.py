@@ -47,9 +47,11 @@ def test_explain_directory_and_glob(images, tmp_path, capsys):
     assert "explained 3, failed 0" in capsys.readouterr().out
     out2 = tmp_path / "out2"
     assert main(["explain", str(images / "*.png"), "--out", str(out2), "--quiet", "--target", "2",
-                 "--method", "direct", "--no-video"]) == 0
+                 "--method", "direct", "--no-video", "--html"]) == 0
     z = np.load(next(p for p in out2.iterdir() if p.is_dir()) / "maps.npz")
     assert int(z["target"]) == 2 and str(z["method"]) == "direct"
+    page = (out2 / "explorer.html").read_text()                 # --html: the run's explorer page
+    assert "<html" in page.lower() and "http://" not in page and "https://" not in page
 
 
 def test_existing_output_needs_overwrite(images, tmp_path, capsys):

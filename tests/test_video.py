@@ -175,6 +175,29 @@ def test_composer_equals_render(model, blocks, layout):
         assert torch.equal(out[:, r * 40:(r + 1) * 40, c * 48:(c + 1) * 48], full[:, b]), (b, layout)
 
 
+@pytest.mark.parametrize("blocks,layout", [([2], "single"), ([0, 5], "row")])
+def test_composer_boxes(blocks, layout):
+    """--boxes: each panel is render()'s overlay with the box of that block's own map drawn on it
+    (and the box is really there: the panels differ from the plain ones)."""
+    from daam_fast.boxes import boxes_from_maps, draw_boxes
+    torch.manual_seed(1)
+    maps = torch.rand(3, 6, 8, 8).cumsum(1)
+    maps[:, :, :3] = 0                                            # a salient region smaller than the frame
+    rgb = torch.randint(0, 256, (3, 3, 40, 48), dtype=torch.uint8)
+    comp = _Composer(blocks, 6, layout, 1.0, "nonlinear", 40, 48, boxes=0.5)
+    out = comp(rgb, maps)
+    plain = _Composer(blocks, 6, layout, 1.0, "nonlinear", 40, 48)(rgb, maps)
+    assert not np.array_equal(out, plain)
+    full = render(maps, images=rgb).numpy()
+    for j, b in enumerate(blocks):
+        bx = boxes_from_maps(maps[:, b], 0.5, (40, 48)).numpy()
+        for i in range(3):
+            want = draw_boxes(full[i, b], bx[i])
+            assert np.array_equal(out[i, :, j * 48:(j + 1) * 48], want), (b, i)
+    with pytest.raises(ValueError, match=r"boxes: the threshold is a fraction of the map's maximum in \[0, 1\], got 2"):
+        explain_video("in.mp4", "out.mp4", boxes=2)
+
+
 def _check_partial(dst, k):
     """dst is a complete MP4 holding exactly frames 0..k-1 of the counter video."""
     info = probe_video(str(dst))
@@ -294,7 +317,7 @@ def test_cli(tmp_path, video, capsys):
     assert probe_video(str(out)).width == 2 * W and np.load(npz)["maps"].shape == (24, 6, 8, 8)
     assert main(["video", str(video), "--out", str(out), "--quiet"]) == 2            # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["video", str(video), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert main(["video", str(video), "--out", str(out), "--quiet", "--overwrite", "--boxes", "0.5"]) == 0
     assert probe_video(str(out)).width == W
     cut = tmp_path / "cut.mp4"
     make_video(cut, n=30, faststart=True)

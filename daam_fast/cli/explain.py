@@ -67,7 +67,7 @@ def _cmd_explain(args) -> int:
     paths, problems = expand_inputs(args.images)
     daam = daam_args(args)
     try:
-        outputs = parse_outputs(args.outputs)
+        outputs = parse_outputs(args.outputs + (",html" if args.html else ""))
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.workers < 0:
@@ -111,6 +111,8 @@ def add_cli(sub) -> None:
                    help=f"comma-separated, from {','.join(OUTPUTS)} (or all); default {_D.outputs}. Per image: "
                         "overlay.png, maps.npz, grid.png, flow.gif, flow.mp4; html: one explorer.html for the run. "
                         "Costs per output: docs/cli.md")
+    p.add_argument("--html", action="store_true",
+                   help="also write the run's interactive explorer page, explorer.html (= adding html to --outputs)")
     p.add_argument("--workers", type=int, default=_D.workers,
                    help=f"threads writing outputs while the next batch is explained (0: none; default {_D.workers})")
     p.add_argument("--boxes", type=float, default=_D.boxes, metavar="THRESHOLD",

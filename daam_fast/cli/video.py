@@ -52,7 +52,8 @@ def _cmd_video(args) -> int:
                           bank=bank, smoothing=args.smoothing, maps_out=args.maps,
                           maps_dtype=np.float16 if args.maps_float16 else np.float32, codec=args.codec,
                           crf=args.crf, preset=args.preset, corrupt="keep" if args.keep_corrupt else "error",
-                          progress=not args.quiet, daam_options=daam.keywords(), audio=not args.no_audio)
+                          progress=not args.quiet, daam_options=daam.keywords(), audio=not args.no_audio,
+                          boxes=args.boxes)
     except VideoDecodeError as e:
         kept = (f"; the {e.frame_index} frames before it are in {args.out}" if e.frame_index else "")
         print(f"daam-fast video: {e}{kept}", file=sys.stderr)
@@ -97,6 +98,9 @@ def add_cli(sub) -> None:
     p.add_argument("--preset", default=d.preset, choices=X264_PRESETS, help=f"libx264 speed preset (default {d.preset})")
     p.add_argument("--keep-corrupt", action="store_true", help="explain frames the decoder flags as corrupt")
     p.add_argument("--no-audio", action="store_true", help="leave out the input's sound (default: kept)")
+    p.add_argument("--boxes", type=float, default=d.boxes, metavar="THRESHOLD",
+                   help="draw on each panel the box of its map's salient region (threshold: a fraction of the "
+                        "map's maximum, e.g. 0.5)")
     add_overwrite(p, "replace an existing --out")
     add_quiet(p)
     p.set_defaults(func=_cmd_video)

@@ -106,21 +106,6 @@ def _resize(pic: Tensor, size: Tuple[int, int]) -> Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _draw_boxes(frame: np.ndarray, boxes: np.ndarray, width: int = 2) -> np.ndarray:
-    """White-on-black rectangles (x0, y0, x1, y1; x1, y1 exclusive) drawn on a copy of (H, W, 3)."""
-    out = frame.copy()
-    H, W = out.shape[:2]
-    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
-        if x1 <= x0 or y1 <= y0:
-            continue
-        for lo, hi, colour in ((0, width + 1, 0), (0, width, 255)):     # dark outline, light line
-            xa, ya, xb, yb = max(x0 - lo, 0), max(y0 - lo, 0), min(x1 + lo, W), min(y1 + lo, H)
-            for ys, xs in ((slice(ya, min(ya + hi, yb)), slice(xa, xb)), (slice(max(yb - hi, ya), yb), slice(xa, xb)),
-                           (slice(ya, yb), slice(xa, min(xa + hi, xb))), (slice(ya, yb), slice(max(xb - hi, xa), xb))):
-                out[ys, xs] = colour
-    return out
-
-
 def write_image(job: ImageJob, opt: WriteOptions) -> dict:
     """Draw and write ``job``'s chosen outputs into ``job.out_dir``.
 
@@ -139,7 +124,7 @@ def write_image(job: ImageJob, opt: WriteOptions) -> dict:
     maps = job.maps[None].float()
     boxes = None
     if opt.boxes is not None:
-        from ..boxes import boxes_from_maps
+        from ..boxes import boxes_from_maps, draw_boxes
         boxes = boxes_from_maps(job.maps[-1:].float(), opt.boxes, (H, W)).numpy()
     animated = "gif" in outs or "mp4" in outs
     if animated:
@@ -158,7 +143,7 @@ def write_image(job: ImageJob, opt: WriteOptions) -> dict:
         if not animated or last is None:
             last = render(maps[:, -1:], images=_resize(job.picture, (H, W)), mode=opt.mode)[0, 0].numpy()
         if boxes is not None:
-            last = _draw_boxes(last, boxes)
+            last = draw_boxes(last, boxes)
         encode.save_png(last, os.path.join(job.out_dir, FILES["overlay"]))
         files.insert(0, FILES["overlay"])
     if "grid" in outs:

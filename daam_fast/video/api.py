@@ -77,7 +77,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
                   maps_dtype=_D.maps_dtype, codec: str = _D.codec, crf: int = _D.crf, preset: str = _D.preset,
                   queue_size: int = _D.queue_size, corrupt: str = _D.corrupt, progress: bool = True,
                   daam_options: Optional[dict] = None, audio: bool = _D.audio,
-                  encoder_threads: int = _D.encoder_threads) -> VideoSummary:
+                  encoder_threads: int = _D.encoder_threads, boxes: Optional[float] = _D.boxes) -> VideoSummary:
     """Explain every frame of ``src`` and write the overlays to ``dst`` (MP4, same frame rate and size).
 
     Pipeline: decode (PyAV, reader thread) -> batch -> preprocess per the model's input spec ->
@@ -116,6 +116,8 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
             "ultrafast" by default: per 1080p frame about 21 ms of CPU against 71 for "veryfast"
             (30 ms vs 9 at 720p), for files about 1.7 x larger at the same crf (benchmarks/NOTES.md).
         encoder_threads: encoder threads; 0 (default): FFmpeg's choice.
+        boxes: None (default), or draw on each panel the box of its map's salient region, this
+            fraction of the map's maximum as the threshold (:func:`daam_fast.boxes.boxes_from_maps`).
         queue_size: batches in flight between the stages, at most.
         corrupt: "error" (default): a frame the decoder flags as corrupt stops the run like a
             decoding error; "keep": explain it anyway (listed in the summary).
@@ -140,7 +142,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     """
     VideoOptions(method=method, block=block, layout=layout, scale=scale, mode=mode, batch_size=batch_size,
                  target=target, smoothing=smoothing, maps_dtype=maps_dtype, codec=codec, crf=crf, preset=preset,
-                 queue_size=queue_size, corrupt=corrupt, audio=audio, encoder_threads=encoder_threads).check()
+                 queue_size=queue_size, corrupt=corrupt, audio=audio, encoder_threads=encoder_threads, boxes=boxes).check()
     if not str(dst).lower().endswith(OUTPUT_EXTENSIONS):
         raise ValueError(f"dst={dst!r}: the output must be one of {', '.join(OUTPUT_EXTENSIONS)}")
     if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
@@ -158,7 +160,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     fps = info.fps or Fraction(25)
     if scale is None:
         scale = 1.0 / math.ceil(math.sqrt(len(blocks))) if layout == "grid" else 1.0
-    compose = _Composer(blocks, depth, layout, float(scale), mode, info.height, info.width)
+    compose = _Composer(blocks, depth, layout, float(scale), mode, info.height, info.width, boxes=boxes)
     maps_file = _maps_writer(maps_out, maps_dtype)
     wq: "queue.Queue" = queue.Queue(maxsize=queue_size)
     writer = _Writer(dst, fps, codec_name, crf, preset, compose, maps_file, wq,

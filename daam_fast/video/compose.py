@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -41,8 +41,10 @@ def _even(n: int) -> int:
 class _Composer:
     """Rendered overlays of the chosen blocks, laid out as one frame (H', W', 3) per input frame."""
 
-    def __init__(self, blocks: List[int], depth: int, layout: str, scale: float, mode: str, H: int, W: int):
+    def __init__(self, blocks: List[int], depth: int, layout: str, scale: float, mode: str, H: int, W: int,
+                 boxes: Optional[float] = None):
         self.blocks, self.depth, self.layout, self.mode = blocks, depth, layout, mode
+        self.boxes = boxes      # None, or the threshold of the box drawn on each panel (daam_fast.boxes)
         k = len(blocks)
         self.cols = 1 if layout == "single" else (k if layout == "row" else math.ceil(math.sqrt(k)))
         self.rows = 1 if layout in ("single", "row") else math.ceil(k / self.cols)
@@ -60,6 +62,8 @@ class _Composer:
         idx = torch.tensor(self.sel, device=maps.device)
         frames = render(maps.index_select(1, idx), images=img, mode=self.mode)      # (B, k', ph, pw, 3)
         pos = {b: j for j, b in enumerate(self.sel)}
+        if self.boxes is not None:
+            frames = self._draw_boxes(frames, maps, pos)
         if len(self.blocks) == 1 and self.size == (self.ph, self.pw):    # one panel, even size: the frame itself
             return frames[:, pos[self.blocks[0]]].cpu().numpy()
         B = frames.shape[0]
@@ -72,3 +76,14 @@ class _Composer:
             out[:, h:, :w] = out[:, h - 1:h, :w]
             out[:, :, w:] = out[:, :, w - 1:w]
         return out.cpu().numpy()
+
+    def _draw_boxes(self, frames: Tensor, maps: Tensor, pos: dict) -> Tensor:
+        """Each shown panel with the box of its own map's salient region (largest component above
+        ``boxes`` x the map's maximum, :func:`daam_fast.boxes.boxes_from_maps`)."""
+        from ..boxes import boxes_from_maps, draw_boxes
+        frames = frames.cpu().numpy()
+        for b in self.blocks:
+            bx = boxes_from_maps(maps[:, b].float(), self.boxes, (self.ph, self.pw)).cpu().numpy()
+            for i in range(frames.shape[0]):
+                frames[i, pos[b]] = draw_boxes(frames[i, pos[b]], bx[i])
+        return torch.from_numpy(frames).to(maps.device)

@@ -47,6 +47,7 @@ class VideoOptions:
     queue_size: int = 2
     corrupt: str = "error"
     audio: bool = True
+    boxes: Optional[float] = None
 
     def check_stream(self) -> None:
         """The checks of the explain loop (what :func:`iter_video_maps` uses), raising ``ValueError``."""
@@ -80,6 +81,9 @@ class VideoOptions:
         if isinstance(self.encoder_threads, bool) or not isinstance(self.encoder_threads, int) \
                 or self.encoder_threads < 0:
             raise ValueError(f"encoder_threads must be an integer >= 0 (0: FFmpeg's choice), got {self.encoder_threads!r}")
+        if self.boxes is not None and (isinstance(self.boxes, bool) or not isinstance(self.boxes, (int, float))
+                                       or not 0.0 <= self.boxes <= 1.0):
+            raise ValueError(f"boxes: the threshold is a fraction of the map's maximum in [0, 1], got {self.boxes!r}")
         if self.scale is not None and not (isinstance(self.scale, (int, float)) and 0 < self.scale <= 8):
             raise ValueError(f"scale must be a number in (0, 8], got {self.scale!r}")
 
