@@ -76,27 +76,27 @@ class RowCall:
 
     def attention(self, b: int, x: Tensor, rows: Optional[int], ctx) -> Tensor:
         """Block b's attention output for its input x: (B, N, C) in the forward, (B, R, C) in the graph."""
-        ad = self.adapter
-        H, d, R, scale = ad.num_heads, ad.head_dim, self.R, ad.scale(b)
+        adapter = self.adapter
+        H, d, R, scale = adapter.num_heads, adapter.head_dim, self.R, adapter.scale(b)
         B = x.shape[0]
         if self.phase == "forward":
             with torch.no_grad():
-                q, k, v = ad.qkv(b, x, rows, ctx)
-                bias = ad.attn_bias(b, ctx)
+                q, k, v = adapter.qkv(b, x, rows, ctx)
+                bias = adapter.attn_bias(b, ctx)
                 # contiguous copies: the row graph's matmuls then read them in place (views of the
                 # qkv output would be copied by each matmul, forward and backward), and the qkv
                 # buffer (q too) is freed
                 self.kv[b] = (k.contiguous(), v.contiguous(), None if bias is None else bias[:, :, :R])
-                if b == ad.depth - 1:
+                if b == adapter.depth - 1:
                     raise _Stop()
                 mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-                return ad.attn_out(b, o.transpose(1, 2).reshape(B, q.shape[2], H * d), x, rows)
+                return adapter.attn_out(b, o.transpose(1, 2).reshape(B, q.shape[2], H * d), x, rows)
         if x.shape[1] != R or rows is not None:
             raise RuntimeError(f"method='row': block {b}'s attention got {x.shape[1]} rows in the row graph, "
                                f"expected {R}")
         kc, vc, brow = self.kv[b]
-        q, k, v = ad.qkv(b, x, None, None)                  # rows < R <= P: no rotary embedding
+        q, k, v = adapter.qkv(b, x, None, None)                  # rows < R <= P: no rotary embedding
         logits = torch.cat([q @ k.transpose(-2, -1), q @ kc[:, :, R:].transpose(-2, -1)], dim=-1) * scale
         if brow is not None:
             logits = logits + brow
@@ -107,16 +107,16 @@ class RowCall:
         self.q0[b] = q[:, :, 0].detach()
         if brow is not None:
             self.a0[b] = a[:, :, 0].detach().float()
-        return ad.attn_out(b, T, x, None)
+        return adapter.attn_out(b, T, x, None)
 
     def forward(self, images: Tensor) -> None:
         """Phase 1: the forward without a graph, stopped after the last block's k, v."""
-        ad = self.adapter
+        adapter = self.adapter
         self.phase = "forward"
-        handle = ad.blocks[0].register_forward_pre_hook(self.grab_input, with_kwargs=True)
+        handle = adapter.blocks[0].register_forward_pre_hook(self.grab_input, with_kwargs=True)
         try:
             with torch.no_grad():
-                ad.run(images)
+                adapter.run(images)
         except _Stop:
             pass
         finally:
@@ -159,8 +159,8 @@ class Row(Method):
         return core
 
     def run(self, st: CallState, images: Tensor) -> Scored:
-        ad = st.adapter
-        call = st.row = RowCall(ad)
+        adapter = st.adapter
+        call = st.row = RowCall(adapter)
         try:
             call.forward(images)
             with torch.enable_grad():
@@ -168,7 +168,7 @@ class Row(Method):
                 grads = torch.autograd.grad(scored.y.sum(), call.T)
             with torch.no_grad():
                 for b, g in enumerate(grads):
-                    st.maps[b], st.head_maps[b] = slot_map(st, call.slot(b), coefficients(st, g), ad.scale(b))
+                    st.maps[b], st.head_maps[b] = slot_map(st, call.slot(b), coefficients(st, g), adapter.scale(b))
         finally:
             st.row = None
         return scored
