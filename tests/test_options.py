@@ -169,18 +169,18 @@ def test_reduce_first_block_only_where_it_applies():
     assert not DAAM(tiny_vit(depth=1)).reduce_first_block                      # block 1 is the last block
 
 
-def test_compile_every_block_past_the_recompile_limit(monkeypatch):
+def test_compile_every_block_past_the_recompile_limit():
     """The middle blocks share one forward's code and each gets its own graph (the capture is
     per block): with more such blocks than Dynamo's recompile limit, every block must still
     run compiled (the limit is raised for the call), none falls back to eager."""
     import torch._dynamo.config as dynamo_config
     from torch._dynamo.utils import counters
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 2)      # 4 middle blocks > 2
     model, x = tiny_vit(depth=6), torch.randn(2, 3, 32, 32)
     torch._dynamo.reset()
     counters.clear()
-    with DAAM(model, compile=True) as daam:
-        res = daam(x)
+    with dynamo_config.patch(recompile_limit=2):                  # 4 middle blocks > 2
+        with DAAM(model, compile=True) as daam:
+            res = daam(x)
+        assert dynamo_config.recompile_limit == 2                 # the process-wide setting is untouched
     assert counters["stats"]["unique_graphs"] >= 6, dict(counters["stats"])   # one graph per block
-    assert dynamo_config.recompile_limit == 2                     # the process-wide setting is untouched
     assert_close(res.block_maps, DAAM(model)(x).block_maps, name="compiled, past the limit")
