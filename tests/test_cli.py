@@ -88,7 +88,21 @@ def test_bad_inputs_others_still_done(images, tmp_path, capsys):
     for stem in ("good", "grey", "rgba", "deep16", "huge"):
         assert (out / stem / "maps.npz").exists(), stem
     s = json.loads((out / "summary.json").read_text())
-    assert len(s["explained"]) == 5 and len(s["failed"]) == 3
+    assert len(s["explained"]) == 5 and len(s["failed"]) == 4                # every input: explained or failed
+    assert any(d["path"].endswith("missing.png") and "no such file" in d["reason"] for d in s["failed"])
+
+
+def test_overwrite_never_deletes_the_inputs(images, tmp_path, capsys):
+    """--out holding the input images: --overwrite refuses (exit 2) and deletes nothing."""
+    before = sorted(p.name for p in images.iterdir())
+    assert main(["explain", str(images), "--out", str(images), "--overwrite", "--quiet"]) == 2
+    assert "--overwrite would delete them" in capsys.readouterr().err
+    assert sorted(p.name for p in images.iterdir()) == before
+
+
+def test_unique_stems_never_collide():
+    from daam_fast.outputs.run import unique_stems
+    assert unique_stems(["d1/a.png", "d2/a.png", "a_2.png", "d3/a.jpg"]) == ["a", "a_2", "a_2_2", "a_3"]
 
 
 def test_read_image_modes(tmp_path):

@@ -79,18 +79,26 @@ def _cmd_explain(args) -> int:
             from .. import explore  # noqa: F401
         except ImportError as e:
             raise UsageError(f"--outputs html needs daam_fast.explore, which cannot be imported here ({e})") from None
+    if not paths and not problems:
+        raise UsageError("no input images")
+    if args.overwrite and os.path.isdir(args.out):
+        top = os.path.realpath(args.out)
+        inside = [p for p in paths if os.path.commonpath([top, os.path.realpath(p)]) == top]
+        if inside:
+            raise UsageError(f"--out {args.out} holds input images ({inside[0]}, ...): --overwrite would delete them; "
+                             "choose another --out")
     model, bank = load_model(args)
     err = _prepare_out(args.out, args.overwrite)
     if err:
         raise UsageError(err)
-    if not paths and not problems:
-        raise UsageError("no input images")
     t0 = time.time()
     s = explain_files(paths, model, args.out, method=daam.method, target=args.target, bank=bank,
                       batch_size=args.batch_size, mode=args.mode, quiet=args.quiet, video=not args.no_video,
                       daam_options=daam.keywords(), outputs=outputs, workers=args.workers, boxes=args.boxes,
-                      max_side=args.max_side, min_side=args.min_side)
-    failed = [(d["path"], d["reason"]) for d in s["failed"]] + problems
+                      max_side=args.max_side, min_side=args.min_side, failed_inputs=problems)
+    failed = [(d["path"], d["reason"]) for d in s["failed"]]
+    if (s.get("html") or {}).get("error"):
+        failed.append((os.path.join(args.out, "explorer.html"), s["html"]["error"]))
     for p, r in failed:
         print(f"failed: {p}: {r}", file=sys.stderr)
     print(f"explained {len(s['explained'])}, failed {len(failed)} ({time.time() - t0:.2f} s) -> {args.out}")

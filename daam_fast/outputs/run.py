@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 from dataclasses import fields
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,11 +26,15 @@ HTML_MAX_IMAGES = 200      # the run's page holds the first images (a page of th
 
 def unique_stems(paths: Sequence[str]) -> List[str]:
     """File names without extension, made unique with _2, _3 ... (one output folder each)."""
-    stems, count = [], {}
+    stems, used = [], set()
     for p in paths:
         s = os.path.splitext(os.path.basename(p))[0] or "image"
-        count[s] = count.get(s, 0) + 1
-        stems.append(s if count[s] == 1 else f"{s}_{count[s]}")
+        name, n = s, 1
+        while name in used:                  # 'a', 'a_2', ... never a name taken by an earlier file
+            n += 1
+            name = f"{s}_{n}"
+        used.add(name)
+        stems.append(name)
     return stems
 
 
@@ -108,7 +112,7 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
                   batch_size: int = 16, mode: str = "nonlinear", quiet: bool = False, video: bool = True,
                   daam_options: Optional[dict] = None, outputs=DEFAULT_OUTPUTS, workers: int = 2,
                   boxes: Optional[float] = None, max_side: Optional[int] = None,
-                  min_side: Optional[int] = None) -> dict:
+                  min_side: Optional[int] = None, failed_inputs: Sequence[Tuple[str, str]] = ()) -> dict:
     """Explain image files and write the chosen outputs per image into ``out/<stem>/``.
 
     Args:
@@ -127,6 +131,8 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
         boxes: None, or the threshold of the boxes drawn on the overlays.
         max_side: longer side of the drawn pictures, at most (default 640).
         min_side: shorter side of small pictures scaled up to this (default 0: their own size).
+        failed_inputs: (path or pattern, reason) of inputs that never became a file to read
+            (e.g. :func:`daam_fast.io.expand_inputs`'s problems); listed first in "failed".
 
     Returns:
         {"explained": [{"path", "out", "target", "class", "files"}, ...], "failed": [{"path",
@@ -201,7 +207,7 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
         reader.join()
         bar.close()
     summary = {"explained": writer.explained,
-               "failed": [{"path": p, "reason": r} for p, r in writer.failed],
+               "failed": [{"path": p, "reason": r} for p, r in list(failed_inputs) + list(writer.failed)],
                "outputs": list(outs)}
     if html is not None and html.count:
         try:
