@@ -170,8 +170,10 @@ def test_method_choices_are_the_explainer_table():
     from daam_fast.cli import build_parser
     from daam_fast.explainer import METHODS
     ap = build_parser()
-    for command in ("explain", "video", "eval", "batch"):
+    for command in ("explain", "video", "batch"):
         assert tuple(_action(ap, command, "method").choices) == tuple(METHODS), command
+    eval_cmd = next(a for a in ap._actions if a.dest == "command").choices["eval"]
+    assert not any(a.dest in ("method", "bank") for a in eval_cmd._actions)   # eval: --methods, no ignored flags
     # ... and the library entry points take every method of the table, with no list of their own
     from daam_fast.distributed import check_run_options
     from daam_fast.evaluate import DAAM_METHODS

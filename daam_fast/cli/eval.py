@@ -119,7 +119,7 @@ def add_cli(sub) -> None:
     p = sub.add_parser("eval", help="compare DAAM with baselines: faithfulness, localisation, boxes, sanity, "
                                     "robustness, complexity",
                        description=_description(E.__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(p, batch_size=d.batch_size)
+    add_model_args(p, batch_size=d.batch_size, bank=False, method=False)   # eval chooses its methods with --methods
     p.add_argument("--data", default="shapes", help="'shapes' (generated, with masks and labels) or a directory of images")
     p.add_argument("--masks", default=None, help="directory of masks <stem>.png or <stem>_mask.png (for --data DIR)")
     p.add_argument("--num-images", type=int, default=None, help="images to use (shapes: default 500; DIR: all)")

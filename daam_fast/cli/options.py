@@ -136,10 +136,12 @@ class DAAMOptions:
         return out
 
 
-def add_daam_args(p: argparse.ArgumentParser, method: str = DAAMOptions.method) -> None:
-    """The DAAM options, as one argument group."""
+def add_daam_args(p: argparse.ArgumentParser, method: Optional[str] = DAAMOptions.method) -> None:
+    """The DAAM options, as one argument group (``method=None``: no ``--method``, for a command
+    that chooses its methods otherwise, as ``eval --methods``)."""
     g = p.add_argument_group("DAAM")
-    g.add_argument("--method", default=method, choices=daam_methods(), help=_method_help(method))
+    if method is not None:
+        g.add_argument("--method", default=method, choices=daam_methods(), help=_method_help(method))
     g.add_argument("--activation-checkpointing", action="store_true",
                    help=f"{' / '.join(_backward_methods())}: recompute each block in the backward "
                         "(less memory, about +0.7x time)")
@@ -163,8 +165,10 @@ def daam_options(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------ model spec
-def add_model_args(p: argparse.ArgumentParser, batch_size: int = 16, bank: bool = True, daam: bool = True) -> None:
-    """The model options of every sub-command that runs a model (and, with ``daam``, the DAAM options)."""
+def add_model_args(p: argparse.ArgumentParser, batch_size: int = 16, bank: bool = True, daam: bool = True,
+                   method: bool = True) -> None:
+    """The model options of every sub-command that runs a model (and, with ``daam``, the DAAM
+    options; without ``method``, all but ``--method``)."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help="shipped model (shapes_vit [default], shapes_vit_ssl), a timm name, "
                    "or dino / dinov2 (with --checkpoint: the original .pth)")
@@ -177,7 +181,7 @@ def add_model_args(p: argparse.ArgumentParser, batch_size: int = 16, bank: bool 
                                                     "(default for shapes_vit_ssl: its shipped bank)")
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"images per model call (default {batch_size})")
     if daam:
-        add_daam_args(p)
+        add_daam_args(p, DAAMOptions.method if method else None)
 
 
 def model_spec(args, headless: bool = False):
