@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._model import check_images
+from ._model import Checks, check_images
 from ._rows import attention_row, query_row, softmax_rows
 from ._session import frozen, patched
 from .adapters import Adapter, get_adapter
@@ -90,7 +90,9 @@ def _scored(out, tgt: Target, need_score: bool) -> Scored:
         out = out[0]
     if not need_score:
         out = out.detach()
-    return tgt.score(out)
+    scored = tgt.score(out)
+    Checks(tgt.deferred()).raise_first()       # e.g. a class index on the device out of range: never a clamped map
+    return scored
 
 
 def _result(rows: List[Tensor], adapter: Adapter, grid, scored: Scored, tgt: Target, method: str,

@@ -4,7 +4,7 @@ The explainer talks to the model only through its adapter (:mod:`daam_fast.adapt
 timm, Hugging Face, torchvision, DINO / DINOv2 checkpoints), which says where the blocks,
 q / k / v, the output projection, the prefix tokens, the grid and the head are.
 
-One call: the method (:data:`daam_fast.methods.METHODS`: "grad", "direct") runs the model
+One call: the method (:data:`daam_fast.methods.METHODS`: "grad", "direct", "row") runs the model
 with every block's attention replaced by its capturing forward (:mod:`daam_fast._session`
 holds the model frozen and patched), the target (:mod:`daam_fast.targets`) makes the
 scalar Y, and each block's map is formed by the fused ``block_map`` op as soon as its
@@ -49,14 +49,15 @@ def _compiled(f: Callable, depth: int) -> Callable:
     during the call only (``torch._dynamo.config.patch``), not for the process."""
     cf = torch.compile(f)
     config = torch._dynamo.config
+    key = "recompile_limit" if "recompile_limit" in config._config else "cache_size_limit"   # torch < 2.7
 
     @functools.wraps(f)
     def run(*args, **kwargs):
         try:
-            current = int(config.recompile_limit)
+            current = int(getattr(config, key))
         except AttributeError:        # hidden after a delattr (unittest.mock-style patching): the default
             current = 8
-        with config.patch(recompile_limit=max(depth + 8, current)):
+        with config.patch(**{key: max(depth + 8, current)}):
             return cf(*args, **kwargs)
     return run
 
@@ -80,7 +81,8 @@ class DAAM:
             coefficients G_b = dY/dT_b[0] from one backward; or "direct" (docs/method.md §7,
             forward only): G_b ~= proj_b^T (ls_b * dY/dx_L[0]), with dY/dx_L[0] exact through
             the final norm and head. An approximation: see the README for its measured
-            fidelity to "grad".
+            fidelity to "grad". Or "row" (docs/method.md §8, forward only + a backward on the
+            rows the head reads): near-exact (the last block exact) at about inference cost.
         normalize: per-block min-max normalisation of each L_b (default off, as the authors' demos).
         backend: backend of the fused ops (None: ``DAAM_FAST_BACKEND`` or auto). "grad" always
             keeps the model's SDPA; a method that reads the [class] row in the forward

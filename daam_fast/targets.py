@@ -157,6 +157,11 @@ class ClassTarget(Target):
                 raise ValueError(f"target {lo if lo < 0 else hi} out of range for a model with {K} classes")
         self._t = t
 
+    def expand(self, images: Tensor) -> Tensor:
+        if self._t is not None and self._t.device != images.device:   # before the forward: no blocking copy after it
+            self._t = self._t.to(images.device, non_blocking=True)
+        return super().expand(images)
+
     def _range_error(self, rows: List[int]) -> Exception:
         t = self._t.cpu()
         bad = [int(t[i]) for i in rows]

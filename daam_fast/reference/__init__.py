@@ -10,7 +10,7 @@ every test. Rendering's reference is :func:`daam_fast.render.render` (docs/metho
 One module per method gives the coefficients (``coefficients(adapter, x, store, target)``,
 ``support(adapter)``, optionally its own attention ``core(adapter, b, store)`` with
 :func:`~daam_fast.reference._explicit.explicit_core`'s signature and store format), listed in
-``_MODULES``: "grad" (:mod:`.grad`), "direct" (:mod:`.direct`).
+``_MODULES``: "grad" (:mod:`.grad`), "direct" (:mod:`.direct`), "row" (:mod:`.row`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._model import check_images
+from .._model import Checks, check_images
 from .._session import frozen, patched
 from ..adapters import get_adapter
 from ..bank import MemoryBank
@@ -57,8 +57,10 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
             label-free weights ``w = minmax(f'^2 / |sum f'^2|)`` (see README).
         dtype: float32 or float64 (computed on a copy of the model in that dtype).
         normalize: per-block min-max normalisation of L_b (off by default, as the authors' demos).
-        method: "grad" (the paper: G_b = dY/dT_b[0] by autograd) or "direct" (docs/method.md
-            §7, literally: G_b = proj_b.weight^T (ls_b.gamma * dY/dx_L[0]), dY/dx_L by autograd).
+        method: "grad" (the paper: G_b = dY/dT_b[0] by autograd), "direct" (docs/method.md
+            §7, literally: G_b = proj_b.weight^T (ls_b.gamma * dY/dx_L[0]), dY/dx_L by autograd)
+            or "row" (docs/method.md §8: the explicit softmax with the other tokens' keys and
+            values detached, G_b by autograd).
         heads: also return the per-head terms sum_{c in head h} G_b[c] S_b[n, c] as
             ``head_maps`` (B, L, H, h, w), not normalised.
         topk: k: the same as ``target=TopK(k)``.
@@ -88,6 +90,7 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
     with frozen(m), patched(adapter, lambda b: core(adapter, b, store)), torch.enable_grad():
         x = tgt.expand(images).detach().to(dtype).requires_grad_(True)
         grads, scored = ref.coefficients(adapter, x, store, tgt)
+    Checks(tgt.deferred()).raise_first()           # e.g. a class index on the device out of range
     relu = tgt.relu_coefficients()
     block_maps, head_maps = [], []
     for s, G in zip(store, grads):
