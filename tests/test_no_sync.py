@@ -94,6 +94,7 @@ def test_cuda_call_without_sync(method, monkeypatch):
     torch.cuda.set_sync_debug_mode("error")
     try:
         res = DAAM(model, method=method, heads=True)(x, target=torch.tensor([1, 2], device="cuda"))
+        DAAM(model, method=method)(x, target=3)        # a host target: copied before the forward, not after
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert res.maps.is_cuda and torch.isfinite(res.maps).all()
