@@ -70,10 +70,9 @@ class CallState:
         self.patches = 0                         # N - P patch tokens (h * w)
         self.sinks: List[Tensor] = []            # method="grad": the maps come back as their gradients
         self.first: Optional[Tensor] = None      # where a method's backward stops
-        self.deferred = False                    # inside the first pass of a checkpointed block
         self.split_first = False                 # block 1: graph on the [class] row of T_1 only
         self.x_last: Optional[Tensor] = None     # method="direct": the input of the final norm
-        self.error: Optional[BaseException] = None
+        self.row = None                          # method="row": its RowCall, for the call's duration
         self.checks = Checks()
 
 

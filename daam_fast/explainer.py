@@ -185,14 +185,9 @@ class DAAM:
         block (not even the k, v its map needs); the recompute, which the backward runs
         before the gradient reaches the block's T, saves them."""
         def forward(*args, **kwargs):
-            st = self._state
-            if st is None or not torch.is_grad_enabled():      # (checkpoint=True is "grad" only)
+            if self._state is None or not torch.is_grad_enabled():      # (checkpoint=True is "grad" only)
                 return f(*args, **kwargs)
-            st.deferred = True
-            try:
-                return torch.utils.checkpoint.checkpoint(f, *args, use_reentrant=False, **kwargs)
-            finally:
-                st.deferred = False
+            return torch.utils.checkpoint.checkpoint(f, *args, use_reentrant=False, **kwargs)
         return forward
 
     def _active(self) -> bool:
@@ -261,8 +256,6 @@ class DAAM:
         for flags, make in tgt.deferred():
             st.checks.add(flags, make)
         st.checks.raise_first()                          # the call's one host synchronisation
-        if st.error is not None:
-            raise st.error
         missing = [i for i, m in enumerate(st.maps) if m is None]
         if missing:
             raise RuntimeError(f"DAAM: no gradient reached blocks {missing} (is the output connected to them?)")

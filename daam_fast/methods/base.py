@@ -85,7 +85,7 @@ class Method:
 
         Returns:
             What the target made of the model output. Value checks go to ``st.checks``
-            (read after this returns), errors of hooks to ``st.error``.
+            (read after this returns).
         """
         raise NotImplementedError
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .writer import DEFAULT_OUTPUTS, ImageJob, OutputWriter, WriteOptions, parse_outputs
+from .._threads import put_until_stopped
 
 __all__ = ["explain_files", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
 
@@ -46,13 +47,7 @@ class _Reader(threading.Thread):
         self.paths, self.spec, self.batch_size, self.q, self.stop = paths, spec, batch_size, q, stop
 
     def _put(self, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(self.q, item, self.stop)
 
     def run(self) -> None:
         from ..io import ImageReadError, read_image

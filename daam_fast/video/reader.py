@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from .info import VideoDecodeError, probe_video
+from .._threads import POLL, put_until_stopped
 
-_POLL = 0.1   # seconds between checks of the stop flag while a queue is full / empty
+_POLL = POLL
 
 
 class _End:
@@ -23,15 +24,7 @@ class _Failed:
         self.error = error
 
 
-def _put(q: "queue.Queue", item, stop: threading.Event) -> bool:
-    """Put with a bounded wait that gives up when ``stop`` is set (the consumer went away)."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=_POLL)
-            return True
-        except queue.Full:
-            continue
-    return False
+_put = put_until_stopped
 
 
 class _Reader(threading.Thread):
