@@ -9,6 +9,7 @@ from PIL import Image
 
 from daam_fast import zoo
 from daam_fast.cli import main
+from daam_fast.outputs import load_maps
 from daam_fast.zoo.shapes import make_shapes, save_pngs
 
 pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(zoo.weights_dir(), "shapes_vit.safetensors")),
@@ -23,33 +24,36 @@ def images(tmp_path_factory):
     return d
 
 
-def _outputs_ok(d, depth=DEPTH):
-    for f in ("overlay.png", "grid.png", "flow.gif", "flow.mp4", "maps.npz"):
-        assert os.path.getsize(os.path.join(d, f)) > 0, f
-    gif = Image.open(os.path.join(d, "flow.gif"))
-    assert gif.n_frames == depth
-    z = np.load(os.path.join(d, "maps.npz"))
-    assert z["block_maps"].shape == z["maps"].shape == (depth, 8, 8)
-    assert np.allclose(np.cumsum(z["block_maps"], 0), z["maps"], atol=1e-5)
-    assert z["logits"].shape == (6,) and int(z["target"]) == int(np.argmax(z["logits"]))
-    import av
-    with av.open(os.path.join(d, "flow.mp4")) as c:
-        assert sum(1 for _ in c.decode(video=0)) == depth
+def _outputs_ok(out, n, depth=DEPTH):
+    s = json.loads((out / "summary.json").read_text())
+    assert len(s["explained"]) == n
+    for e in s["explained"]:
+        stem = os.path.splitext(os.path.basename(e["path"]))[0]
+        assert e["files"] == [f"overlay/{stem}.png", f"gif/{stem}.gif", f"mp4/{stem}.mp4", f"grid/{stem}.png"]
+        for f in e["files"]:
+            assert os.path.getsize(out / f) > 0, f
+        assert Image.open(out / "gif" / f"{stem}.gif").n_frames == depth
+        import av
+        with av.open(str(out / "mp4" / f"{stem}.mp4")) as c:
+            assert sum(1 for _ in c.decode(video=0)) == depth
+    z = load_maps(str(out / "maps"))
+    assert z["block_maps"].shape == z["maps"].shape == (n, depth, 8, 8) and z["explained"].all()
+    assert np.allclose(np.cumsum(z["block_maps"], 1), z["maps"], atol=1e-5)
+    assert z["logits"].shape == (n, 6) and (z["targets"] == np.argmax(z["logits"], 1)).all()
 
 
 def test_explain_directory_and_glob(images, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["explain", str(images), "--out", str(out), "--quiet", "--outputs", "all"]) == 0
-    dirs = sorted(p for p in out.iterdir() if p.is_dir())
-    assert len(dirs) == 3
-    for d in dirs:
-        _outputs_ok(d)
+    assert sorted(p.name for p in out.iterdir()) == ["explorer.html", "gif", "grid", "maps", "mp4", "overlay",
+                                                      "summary.json"]
+    _outputs_ok(out, 3)
     assert "explained 3, failed 0" in capsys.readouterr().out
     out2 = tmp_path / "out2"
     assert main(["explain", str(images / "*.png"), "--out", str(out2), "--quiet", "--target", "2",
                  "--method", "direct", "--no-video", "--html"]) == 0
-    z = np.load(next(p for p in out2.iterdir() if p.is_dir()) / "maps.npz")
-    assert int(z["target"]) == 2 and str(z["method"]) == "direct"
+    z = load_maps(str(out2 / "maps"))
+    assert (z["targets"] == 2).all() and z["index"]["method"] == "direct"
     page = (out2 / "explorer.html").read_text()                 # --html: the run's explorer page
     assert "<html" in page.lower() and "http://" not in page and "https://" not in page
 
@@ -86,8 +90,10 @@ def test_bad_inputs_others_still_done(images, tmp_path, capsys):
         assert name in cap.err
     assert "not an image" in cap.err and "empty file" in cap.err and "no such file" in cap.err
     for stem in ("good", "grey", "rgba", "deep16", "huge"):
-        assert (out / stem / "maps.npz").exists(), stem
+        assert (out / "overlay" / f"{stem}.png").exists(), stem
     s = json.loads((out / "summary.json").read_text())
+    z = load_maps(str(out / "maps"))
+    assert int(z["explained"].sum()) == 5 and [e["row"] for e in s["explained"]] == list(np.flatnonzero(z["explained"]))
     assert len(s["explained"]) == 5 and len(s["failed"]) == 4                # every input: explained or failed
     assert any(d["path"].endswith("missing.png") and "no such file" in d["reason"] for d in s["failed"])
 
@@ -127,8 +133,8 @@ def test_model_errors(images, tmp_path, capsys):
 def test_self_supervised_and_bank_build(images, tmp_path):
     out = tmp_path / "ssl"
     assert main(["explain", str(images), "--model", "shapes_vit_ssl", "--out", str(out), "--quiet", "--no-video"]) == 0
-    z = np.load(next(p for p in out.iterdir() if p.is_dir()) / "maps.npz")
-    assert "features" in z and "weights" in z and z["maps"].shape == (DEPTH, 8, 8)
+    z = load_maps(str(out / "maps"))
+    assert "features" in z and "weights" in z and z["maps"].shape == (3, DEPTH, 8, 8)
     src = tmp_path / "classes"
     for c, seed in (("a", 1), ("b", 2)):
         save_pngs(make_shapes(3, seed=seed), str(src / c))
@@ -142,7 +148,7 @@ def test_self_supervised_and_bank_build(images, tmp_path):
 def test_demo(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--num-images", "2", "--quiet"]) == 0
     assert (tmp_path / "d" / "demo.png").exists()
-    assert len(list((tmp_path / "d" / "supervised").iterdir())) == 3       # 2 images + summary.json
+    assert len(list((tmp_path / "d" / "supervised" / "overlay").iterdir())) == 2      # 2 images
     assert "overview figure" in capsys.readouterr().out
 
 
@@ -150,10 +156,9 @@ def test_activation_checkpointing_option_same_maps(images, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["explain", str(images), "--out", str(a), "--quiet", "--no-video"]) == 0
     assert main(["explain", str(images), "--out", str(b), "--quiet", "--no-video", "--activation-checkpointing"]) == 0
-    for d in sorted(p for p in a.iterdir() if p.is_dir()):
-        za, zb = np.load(d / "maps.npz"), np.load(b / d.name / "maps.npz")
-        assert za.files == zb.files
-        np.testing.assert_allclose(zb["maps"], za["maps"], rtol=0, atol=1e-6 * np.abs(za["maps"]).max())
+    za, zb = load_maps(str(a / "maps")), load_maps(str(b / "maps"))
+    assert za["index"]["arrays"] == zb["index"]["arrays"] and za["index"]["paths"] == zb["index"]["paths"]
+    np.testing.assert_allclose(zb["maps"], za["maps"], rtol=0, atol=1e-6 * np.abs(za["maps"]).max())
     capsys.readouterr()
     assert main(["explain", str(images), "--out", str(tmp_path / "c"), "--quiet", "--method", "direct",
                  "--activation-checkpointing"]) == 2

@@ -182,7 +182,8 @@ def test_cli_explains_a_dinov2_checkpoint(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["explain", str(imgs), "--model", "dinov2", "--checkpoint", str(ckpt), "--out", str(out),
                  "--quiet", "--no-video"]) == 0
-    z = np.load(next(p for p in out.iterdir() if p.is_dir()) / "maps.npz")
-    assert z["maps"].shape == (2, 16, 16) and z["features"].shape == (384,)      # 224 / 14 = 16
+    from daam_fast.outputs import load_maps
+    z = load_maps(str(out / "maps"))
+    assert z["maps"].shape == (2, 2, 16, 16) and z["features"].shape == (2, 384)    # 224 / 14 = 16
     assert main(["explain", str(imgs), "--model", "dinov2", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "needs --checkpoint" in capsys.readouterr().err

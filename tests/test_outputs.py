@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from daam_fast.outputs import (DEFAULT_OUTPUTS, OUTPUTS, ImageJob, OutputWriter, WriteOptions, compose_grid,
-                               display_size, explain_files, panel_size, parse_outputs, png_bytes, save_gif, save_grid)
+from daam_fast.outputs import (DEFAULT_OUTPUTS, FILES, OUTPUTS, ImageJob, MapStore, OutputWriter, WriteOptions,
+                               compose_grid, display_size, explain_files, load_maps, panel_size, parse_outputs,
+                               png_bytes, save_gif, save_grid)
 from daam_fast.outputs import writer as writer_mod
 from daam_fast.render import render
 
@@ -86,46 +87,63 @@ def test_grid_size_and_titles(tmp_path):
         compose_grid([frames[0], frames[0][:5]])
 
 
-def _job(tmp_path, name, L=4, size=(40, 56)):
+def _job(tmp_path, name, L=4, size=(40, 56), row=0):
     m = torch.rand(L, 5, 7).cumsum(0)
     pic = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
-    return ImageJob(f"{name}.png", str(tmp_path / name), pic, m, m.diff(dim=0, prepend=torch.zeros(1, 5, 7)), 2,
-                    "two", {"grid": np.array([5, 7])})
+    return ImageJob(f"{name}.png", name, str(tmp_path), row, pic, m, 2, "two")
+
+
+def _folders(tmp_path, outs=("overlay", "grid", "gif", "mp4")):
+    for o in outs:
+        (tmp_path / FILES[o][0]).mkdir(exist_ok=True)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_writer_one_output_per_input_and_failures(tmp_path, workers):
-    (tmp_path / "blocked").write_text("a file where the output folder should go")
-    jobs = [_job(tmp_path, f"im{i}") for i in range(7)]
-    jobs[3] = _job(tmp_path, "blocked")
+    _folders(tmp_path)
+    jobs = [_job(tmp_path, f"im{i}", row=i) for i in range(7)]
+    jobs[3] = _job(tmp_path, "blocked", row=3)
+    (tmp_path / "overlay" / "blocked.png").mkdir()                           # where the overlay should go
     opt = WriteOptions(outputs=("overlay", "maps", "grid", "gif", "mp4"))
     with OutputWriter(opt, workers=workers, queue_size=2) as w:
-        for i, j in enumerate(jobs):
-            w.submit(i, j)
+        w.submit(jobs[:4])
+        w.submit(jobs[4:])
         w.fail(7, "gone.png", "no such file")
     assert [r["path"] for r in w.explained] == [f"im{i}.png" for i in (0, 1, 2, 4, 5, 6)]   # input order
+    assert [r["row"] for r in w.explained] == [0, 1, 2, 4, 5, 6]
     assert [p for p, _ in w.failed] == ["blocked.png", "gone.png"]
     assert "could not write outputs" in w.failed[0][1] and "no such file" in w.failed[1][1]
     for r in w.explained:
-        assert sorted(os.listdir(r["out"])) == ["flow.gif", "flow.mp4", "grid.png", "maps.npz", "overlay.png"]
-    z = np.load(os.path.join(w.explained[0]["out"], "maps.npz"))
-    assert z["maps"].shape == (4, 5, 7) and int(z["target"]) == 2 and str(z["class_name"]) == "two"
-    ov = np.asarray(Image.open(os.path.join(w.explained[0]["out"], "overlay.png")))
+        stem = os.path.splitext(r["path"])[0]
+        assert r["files"] == [f"overlay/{stem}.png", f"gif/{stem}.gif", f"mp4/{stem}.mp4", f"grid/{stem}.png"]
+        assert all((tmp_path / f).is_file() for f in r["files"])
+    ov = np.asarray(Image.open(tmp_path / "overlay" / "im0.png"))
     want = render(jobs[0].maps[None, -1:], images=jobs[0].picture[None])[0, 0].numpy()
     assert np.array_equal(ov, want)                                         # the kernel's frame, losslessly
+
+
+def test_overlays_rendered_together_equal_one_by_one(tmp_path):
+    """render_overlays draws a batch in one call per size; each frame equals the image's own render."""
+    jobs = [_job(tmp_path, f"o{i}", size=(40, 56) if i % 3 else (30, 20), row=i) for i in range(7)]
+    got = writer_mod.render_overlays(jobs, WriteOptions(outputs=("overlay",)))
+    for j, g in zip(jobs, got):
+        assert np.array_equal(g, render(j.maps[None, -1:], images=j.picture[None])[0, 0].numpy())
+    assert writer_mod.render_overlays(jobs, WriteOptions(outputs=("maps",))) == [None] * 7
+    # with a GIF at the display size the overlay is the animation's last frame: nothing drawn twice
+    assert writer_mod.render_overlays(jobs, WriteOptions(outputs=("overlay", "gif"))) == [None] * 7
 
 
 def test_writer_queue_is_bounded(tmp_path, monkeypatch):
     seen, lock = [], threading.Lock()
 
-    def slow(job, opt):
+    def slow(jobs, opt, store=None):
         time.sleep(0.01)
-        return {"path": job.path}
+        return [{"path": j.path} for j in jobs]
 
-    monkeypatch.setattr(writer_mod, "write_image", slow)
+    monkeypatch.setattr(writer_mod, "write_images", slow)
     w = OutputWriter(WriteOptions(), workers=1, queue_size=3)
     for i in range(20):
-        w.submit(i, _job(tmp_path, f"q{i}"))
+        w.submit([_job(tmp_path, f"q{i}", row=i)])
         with lock:
             seen.append(w._q.qsize())
     w.close()
@@ -133,45 +151,122 @@ def test_writer_queue_is_bounded(tmp_path, monkeypatch):
 
 
 def test_boxes_on_overlay(tmp_path):
-    job = _job(tmp_path, "b", size=(60, 80))
+    _folders(tmp_path, ("overlay",))
+    job = _job(tmp_path, "b", size=(60, 80), row=1)
     job.maps = torch.zeros(4, 5, 7)
     job.maps[:, 1:3, 2:4] = 1.0
-    rec = writer_mod.write_image(job, WriteOptions(outputs=("overlay", "maps"), boxes=0.5))
-    z = np.load(os.path.join(rec["out"], "maps.npz"))
-    x0, y0, x1, y1 = z["boxes"].reshape(-1)
-    assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60
-    ov = np.asarray(Image.open(os.path.join(rec["out"], "overlay.png")))
+    store = MapStore(str(tmp_path / "maps"), ["a.png", "b.png"])
+    rec = writer_mod.write_image(job, WriteOptions(outputs=("overlay", "maps"), boxes=0.5), store)
+    store.close()
+    x0, y0, x1, y1 = rec["boxes"]
+    assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60 and rec["box_size"] == [60, 80]
+    z = load_maps(str(tmp_path / "maps"))
+    assert z["boxes"][1].tolist() == rec["boxes"] and z["box_size"][1].tolist() == [60, 80]
+    assert not z["explained"].any()                       # boxes alone do not mark a row explained
+    ov = np.asarray(Image.open(tmp_path / "overlay" / "b.png"))
     assert (ov[int(y0), int(x0):int(x1)] == 255).all()                        # the box's top edge is drawn
 
 
+def test_map_store_rows_in_input_order(tmp_path):
+    paths = [f"p{i}.png" for i in range(6)]
+    store = MapStore(str(tmp_path / "maps"), paths, method="row", meta={"grid": [2, 3]})
+    a = np.arange(6 * 2 * 2 * 3, dtype=np.float32).reshape(6, 2, 2, 3)
+    store.write([4, 5], {"maps": a[4:], "targets": np.array([4, 5])}, classes=["c4", "c5"])
+    store.write([0, 2, 3], {"maps": a[[0, 2, 3]], "targets": np.array([0, 2, 3])}, classes=["c0", "c2", "c3"])
+    with pytest.raises(ValueError, match="do not fit"):
+        store.write([1], {"maps": np.zeros((1, 2, 2, 4), np.float32), "targets": np.array([1])})
+    index = store.close()
+    z = load_maps(str(tmp_path / "maps"))
+    assert z["explained"].tolist() == [True, False, True, True, True, True]
+    for i in (0, 2, 3, 4, 5):
+        assert np.array_equal(z["maps"][i], a[i]) and int(z["targets"][i]) == i
+    assert not z["maps"][1].any()
+    assert index["classes"] == ["c0", None, "c2", "c3", "c4", "c5"] and index["method"] == "row"
+    assert z["index"]["arrays"]["maps"] == [6, 2, 2, 3] and z["index"]["grid"] == [2, 3]
+
+
 def test_explain_files_end_to_end(tmp_path):
+    from daam_fast import DAAM
+    from daam_fast.io import read_image
+    from daam_fast.preprocess import input_spec, prepare
     from daam_fast.zoo import load_model
     from daam_fast.zoo.shapes import make_shapes, save_pngs
+    model = load_model("shapes_vit")
     paths = save_pngs(make_shapes(5, seed=3), str(tmp_path / "in"))
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
     paths.insert(2, str(tmp_path / "in" / "broken.png"))
     out = tmp_path / "out"
-    s = explain_files(paths, load_model("shapes_vit"), str(out), batch_size=2, quiet=True, outputs="overlay,maps,gif")
-    assert [e["path"] for e in s["explained"]] == [p for p in paths if "broken" not in p]
-    assert len(s["failed"]) == 1 and s["failed"][0]["path"].endswith("broken.png") and s["failed"][0]["reason"]
-    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(s))
-    for e in s["explained"]:
-        assert sorted(os.listdir(e["out"])) == ["flow.gif", "maps.npz", "overlay.png"]
-        assert Image.open(os.path.join(e["out"], "flow.gif")).n_frames >= 2
+    for workers in (0, 2):
+        s = explain_files(paths, model, str(out / str(workers)), batch_size=2, quiet=True, outputs="overlay,maps,gif",
+                          workers=workers)
+        assert [e["path"] for e in s["explained"]] == [p for p in paths if "broken" not in p]
+        assert len(s["failed"]) == 1 and s["failed"][0]["path"].endswith("broken.png") and s["failed"][0]["reason"]
+        assert json.loads((out / str(workers) / "summary.json").read_text()) == json.loads(json.dumps(s))
+        assert sorted(os.listdir(out / str(workers))) == ["gif", "maps", "overlay", "summary.json"]
+        for e in s["explained"]:
+            assert [f.split("/")[0] for f in e["files"]] == ["overlay", "gif"]
+            assert Image.open(out / str(workers) / e["files"][1]).n_frames >= 2
+        z = load_maps(str(out / str(workers) / "maps"))
+        assert z["explained"].tolist() == [True, True, False, True, True, True]
+        good = [p for p in paths if "broken" not in p]
+        x, _ = prepare([read_image(p) for p in good], input_spec(model))
+        with DAAM(model) as daam:
+            res = daam(x)
+        rows = [e["row"] for e in s["explained"]]
+        assert torch.allclose(torch.from_numpy(np.array(z["maps"][rows])), res.maps, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(torch.from_numpy(np.array(z["block_maps"][rows])), res.block_maps, rtol=1e-4, atol=1e-6)
+        assert z["targets"][rows].tolist() == res.targets.tolist() == [e["target"] for e in s["explained"]]
+        assert z["logits"].shape == (6, res.logits.shape[1])
+        assert [z["index"]["classes"][r] for r in rows] == [e["class"] for e in s["explained"]]
+
+
+def test_explain_files_writes_the_summary_when_it_stops(tmp_path, monkeypatch):
+    """A crash mid-run (here the model, with an error no image is to blame for) still leaves summary.json
+    with what was done and why the run stopped, and maps/index.json."""
+    from daam_fast.zoo import load_model
+    from daam_fast.zoo.shapes import make_shapes, save_pngs
+    import daam_fast.explainer as explainer_mod
+    paths = save_pngs(make_shapes(4, seed=5), str(tmp_path / "in"))
+    real, calls = explainer_mod.DAAM.__call__, []
+
+    def flaky(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(explainer_mod.DAAM, "__call__", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        explain_files(paths, load_model("shapes_vit"), str(tmp_path / "out"), batch_size=2, quiet=True, workers=0)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [e["path"] for e in s["explained"]] == paths[:2] and s["error"].startswith("KeyboardInterrupt")
+    assert load_maps(str(tmp_path / "out" / "maps"))["explained"].tolist() == [True, True, False, False]
+
+
+def test_default_workers(monkeypatch):
+    from daam_fast.outputs import default_workers
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert default_workers("cpu") == 0                    # every core runs a model thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert default_workers("cpu") == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert default_workers("cuda") == 2
 
 
 def test_sizes_of_drawn_pictures(tmp_path):
     """Overlay at the display size (longer side <= 640), GIF / MP4 frames <= 480, grid panels <= 192."""
+    _folders(tmp_path)
     job = _job(tmp_path, "big", L=2, size=(600, 800))
     rec = writer_mod.write_image(job, WriteOptions(outputs=("overlay", "gif", "mp4", "grid")))
-    assert rec["files"] == ["overlay.png", "flow.gif", "flow.mp4", "grid.png"]
-    assert Image.open(os.path.join(rec["out"], "overlay.png")).size == (640, 480)
-    assert Image.open(os.path.join(rec["out"], "flow.gif")).size == (480, 360)
+    assert rec["files"] == ["overlay/big.png", "gif/big.gif", "mp4/big.mp4", "grid/big.png"]
+    assert Image.open(tmp_path / "overlay/big.png").size == (640, 480)
+    assert Image.open(tmp_path / "gif/big.gif").size == (480, 360)
     import av
-    with av.open(os.path.join(rec["out"], "flow.mp4")) as c:
+    with av.open(str(tmp_path / "mp4/big.mp4")) as c:
         s = c.streams.video[0]
         assert (s.codec_context.width, s.codec_context.height) == (480, 360) and s.frames in (0, 2)
-    W, H = Image.open(os.path.join(rec["out"], "grid.png")).size
+    W, H = Image.open(tmp_path / "grid/big.png").size
     assert W >= 3 * 192 and H < 2 * 192
 
 

@@ -46,8 +46,9 @@ def _cmd_demo(args) -> int:
     print(f"demo: shipped model shapes_vit (test accuracy {100 * float(info['accuracy']):.1f} %), "
           f"{len(paths)} generated images")
     print(f"  inputs:           {os.path.join(out, 'inputs')}")
-    print(f"  supervised:       {os.path.join(out, 'supervised')}/<image>/overlay.png grid.png flow.gif flow.mp4 maps.npz")
-    print(f"  self-supervised:  {os.path.join(out, 'self_supervised')}/<image>/... (memory bank k-NN weights)")
+    sup = os.path.join(out, "supervised")
+    print(f"  supervised:       {sup}/overlay/<image>.png grid/<image>.png gif/<image>.gif mp4/<image>.mp4 maps/")
+    print(f"  self-supervised:  {os.path.join(out, 'self_supervised')}/... (memory bank k-NN weights)")
     print(f"  overview figure:  {os.path.join(out, 'demo.png')}")
     return EXIT_FAILED if fails else EXIT_OK
 

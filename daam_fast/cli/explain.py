@@ -1,5 +1,6 @@
-"""``daam-fast explain IMG... --out DIR``: explain image files; per image the chosen outputs
-(default: overlay.png and maps.npz; also grid.png, flow.gif, flow.mp4, and one explorer page).
+"""``daam-fast explain IMG... --out DIR``: explain image files and write the chosen outputs
+(default: an overlay per image, overlay/STEM.png, and the run's maps in maps/; also a grid, a GIF
+and an MP4 per image, and one explorer page).
 
 The work is done by :func:`daam_fast.outputs.explain_files` (reading ahead, explaining, and
 writing in threads, each behind a bounded queue); this module holds the command.
@@ -29,7 +30,8 @@ class ExplainOptions:
         method: a DAAM method ("grad", "direct", ...).  target: class for every image (None:
         each image's prediction).  batch_size: images per model call.  mode: rendering.
         video: also write flow.mp4 when ``outputs`` has mp4 (False: the old ``--no-video``).
-        outputs: comma-separated outputs (``daam_fast.outputs.OUTPUTS``).  workers: writer threads.
+        outputs: comma-separated outputs (``daam_fast.outputs.OUTPUTS``).  workers: writer threads
+        (None: 2 where the model leaves a core free or runs on a GPU, else 0).
         boxes: threshold of the boxes drawn on the overlays, or None.  max_side / min_side:
         bounds of the drawn pictures.
     """
@@ -40,7 +42,7 @@ class ExplainOptions:
     mode: str = "nonlinear"
     video: bool = True
     outputs: str = ",".join(DEFAULT_OUTPUTS)
-    workers: int = 2
+    workers: Optional[int] = None
     boxes: Optional[float] = None
     max_side: int = MAX_SIDE
     min_side: int = MIN_SIDE
@@ -70,7 +72,7 @@ def _cmd_explain(args) -> int:
         outputs = parse_outputs(args.outputs + (",html" if args.html else ""))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
     if args.boxes is not None and not 0.0 <= args.boxes <= 1.0:
         raise UsageError(f"--boxes: the threshold is a fraction of the map's maximum in [0, 1], got {args.boxes}")
@@ -116,13 +118,16 @@ def add_cli(sub) -> None:
     add_overwrite(p, "replace the contents of an existing --out")
     add_mode(p, default_of(ExplainOptions, "mode"))
     p.add_argument("--outputs", default=_D.outputs, metavar="LIST",
-                   help=f"comma-separated, from {','.join(OUTPUTS)} (or all); default {_D.outputs}. Per image: "
-                        "overlay.png, maps.npz, grid.png, flow.gif, flow.mp4; html: one explorer.html for the run. "
-                        "Costs per output: docs/cli.md")
+                   help=f"comma-separated, from {','.join(OUTPUTS)} (or all); default {_D.outputs}. One picture "
+                        "per image in a folder per output: overlay/STEM.png, grid/STEM.png, gif/STEM.gif, "
+                        "mp4/STEM.mp4; maps: the run's arrays in maps/ (maps.npy, block_maps.npy, targets.npy ..., "
+                        "one row per image); html: one explorer.html for the run. Costs per output: docs/cli.md")
     p.add_argument("--html", action="store_true",
                    help="also write the run's interactive explorer page, explorer.html (= adding html to --outputs)")
     p.add_argument("--workers", type=int, default=_D.workers,
-                   help=f"threads writing outputs while the next batch is explained (0: none; default {_D.workers})")
+                   help="threads writing outputs while the next batch is explained, and one reading ahead "
+                        "(0: none, all in turn in one thread; default: 2 where the model leaves a core free or "
+                        "runs on a GPU, else 0: a thread without a core of its own stalls the model)")
     p.add_argument("--boxes", type=float, default=_D.boxes, metavar="THRESHOLD",
                    help="draw the box of each final map's salient region on the overlay (threshold: a fraction of "
                         "the map's maximum, e.g. 0.5); also stored in maps.npz")

@@ -16,10 +16,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .writer import DEFAULT_OUTPUTS, ImageJob, OutputWriter, WriteOptions, parse_outputs
+from .store import MAPS_DIR, MapStore
+from .writer import DEFAULT_OUTPUTS, FILES, ImageJob, OutputWriter, WriteOptions, parse_outputs
 from .._threads import put_until_stopped
 
-__all__ = ["explain_files", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
+__all__ = ["explain_files", "default_workers", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
 
 HTML_FILE = "explorer.html"
 HTML_MAX_IMAGES = 200      # the run's page holds the first images (a page of thousands would not open)
@@ -39,35 +40,56 @@ def unique_stems(paths: Sequence[str]) -> List[str]:
     return stems
 
 
+def _batches(paths: Sequence[str], spec, batch_size: int):
+    """Read and prepare ``paths`` in batches: yields (start, [(index, path, picture)], [(index, path, reason)], x, rgb)."""
+    from ..io import ImageReadError, read_image
+    from ..preprocess import prepare
+    for start in range(0, len(paths), batch_size):
+        ok, bad = [], []
+        for i, path in enumerate(paths[start:start + batch_size], start):
+            try:
+                ok.append((i, path, read_image(path, max_side=4 * max(spec.size))))
+            except ImageReadError as e:
+                bad.append((i, path, str(e)))
+        x = rgb = None
+        if ok:
+            x, rgb = prepare([p for _, _, p in ok], spec)
+        yield start, ok, bad, x, rgb
+
+
 class _Reader(threading.Thread):
-    """Reads and prepares batches ahead of the model: (start, [(index, path, picture)], [(index, path, reason)], x, rgb)."""
+    """Runs :func:`_batches` ahead of the model into ``q``; then None (or the exception it raised)."""
 
-    def __init__(self, paths: Sequence[str], spec, batch_size: int, q: "queue.Queue", stop: threading.Event):
+    def __init__(self, batches, q: "queue.Queue", stop: threading.Event):
         super().__init__(name="daam-explain-reader", daemon=True)
-        self.paths, self.spec, self.batch_size, self.q, self.stop = paths, spec, batch_size, q, stop
-
-    def _put(self, item) -> bool:
-        return put_until_stopped(self.q, item, self.stop)
+        self.batches, self.q, self.stop = batches, q, stop
 
     def run(self) -> None:
-        from ..io import ImageReadError, read_image
-        from ..preprocess import prepare
         try:
-            for start in range(0, len(self.paths), self.batch_size):
-                ok, bad = [], []
-                for i, path in enumerate(self.paths[start:start + self.batch_size], start):
-                    try:
-                        ok.append((i, path, read_image(path, max_side=4 * max(self.spec.size))))
-                    except ImageReadError as e:
-                        bad.append((i, path, str(e)))
-                x = rgb = None
-                if ok:
-                    x, rgb = prepare([p for _, _, p in ok], self.spec)
-                if not self._put((start, ok, bad, x, rgb)):
+            for item in self.batches:
+                if not put_until_stopped(self.q, item, self.stop):
                     return
-            self._put(None)
+            put_until_stopped(self.q, None, self.stop)
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            self._put(e)
+            put_until_stopped(self.q, e, self.stop)
+
+
+def default_workers(device) -> int:
+    """Writer threads for ``explain_files``: 2 when they have a core of their own (the model runs
+    on a GPU, or uses fewer threads than the cores this process may use), else 0.
+
+    With every core running one of the model's threads, a reader or writer thread stalls the
+    model's parallel regions whenever it runs: on 2 cores the shapes model then took 1.5x as
+    long for the same work, and writing in the caller's thread after each batch was faster
+    (benchmarks/NOTES.md, 2026-11-30, "threads only on a free core").
+    """
+    if torch.device(device).type != "cpu":
+        return 2
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                        # not Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores > torch.get_num_threads() else 0
 
 
 class _Html:
@@ -105,24 +127,29 @@ class _Html:
 
 def explain_files(paths: List[str], model, out: str, method: str = "grad", target=None, bank=None,
                   batch_size: int = 16, mode: str = "nonlinear", quiet: bool = False, video: bool = True,
-                  daam_options: Optional[dict] = None, outputs=DEFAULT_OUTPUTS, workers: int = 2,
+                  daam_options: Optional[dict] = None, outputs=DEFAULT_OUTPUTS, workers: Optional[int] = None,
                   boxes: Optional[float] = None, max_side: Optional[int] = None,
                   min_side: Optional[int] = None, failed_inputs: Sequence[Tuple[str, str]] = ()) -> dict:
-    """Explain image files and write the chosen outputs per image into ``out/<stem>/``.
+    """Explain image files and write the chosen outputs: the maps of the whole run in
+    ``out/maps/`` (:mod:`~daam_fast.outputs.store`, one row per input) and the pictures in one
+    folder per output, ``out/overlay/<stem>.png``, ``out/gif/<stem>.gif`` ...
 
     Args:
         paths: image files (unreadable ones are listed as failed with the reason).
         model: a ViT in eval mode (its device is used).
-        out: output folder (created); ``summary.json`` is written there.
+        out: output folder (created); ``summary.json`` is written there, even when the run stops
+            on an error (then with "error").
         method, target, bank, daam_options: as :class:`daam_fast.DAAM` / its call.
         batch_size: images per model call.
         mode: rendering mode of :func:`daam_fast.render.render`.
         quiet: no progress bar.
         video: False drops ``mp4`` from ``outputs`` (the old ``--no-video``).
-        outputs: names or "a,b" (:data:`~daam_fast.outputs.OUTPUTS`): overlay.png, maps.npz,
-            grid.png, flow.gif, flow.mp4 per image; html: one explorer page for the run
-            (``out/explorer.html``, the first :data:`HTML_MAX_IMAGES` images).
-        workers: writer threads (0: write in the caller's thread, after each batch).
+        outputs: names or "a,b" (:data:`~daam_fast.outputs.OUTPUTS`): overlay, grid, gif, mp4
+            (one picture per image), maps (the run's arrays), html (one explorer page for the
+            run, ``out/explorer.html``, the first :data:`HTML_MAX_IMAGES` images).
+        workers: writer threads (0: write in the caller's thread after each batch, and read
+            there too). None: :func:`default_workers` (2 where the model leaves a core free or
+            runs on a GPU, else 0).
         boxes: None, or the threshold of the boxes drawn on the overlays.
         max_side: longer side of the drawn pictures, at most (default 640).
         min_side: shorter side of small pictures scaled up to this (default 0: their own size).
@@ -130,7 +157,8 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
             (e.g. :func:`daam_fast.io.expand_inputs`'s problems); listed first in "failed".
 
     Returns:
-        {"explained": [{"path", "out", "target", "class", "files"}, ...], "failed": [{"path",
+        {"explained": [{"path", "row", "target", "class", "files"}, ...] ("row": the image's row
+        in ``maps/*.npy``, "files": its pictures relative to ``out``), "failed": [{"path",
         "reason"}, ...], "outputs": [...], "html": {...} (with html)}, also in ``summary.json``.
     """
     from tqdm import tqdm
@@ -145,6 +173,7 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
     names = class_names(model)
     device = next(model.parameters()).device
     stems = unique_stems(paths)
+    os.makedirs(out, exist_ok=True)
     opts = WriteOptions(outputs=outs, method=method, mode=mode, boxes=boxes)
     if max_side is not None:
         opts.max_side = int(max_side)
@@ -153,17 +182,28 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
     html = _Html(HTML_MAX_IMAGES) if "html" in outs else None
     daam = DAAM(model, method=method, **(daam_options or {}))      # bad options raise before any thread starts
     bar = tqdm(total=len(paths), desc="explaining", unit="img", disable=quiet, dynamic_ncols=True)
-    q: "queue.Queue" = queue.Queue(maxsize=2)
+    if workers is None:
+        workers = default_workers(device)
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
     stop = threading.Event()
-    reader = _Reader(paths, spec, batch_size, q, stop)
-    writer = OutputWriter(opts, workers=workers, queue_size=max(batch_size, 2 * workers), progress=bar)
-    reader.start()
+    batches = _batches(paths, spec, batch_size)
+    reader = None
+    if workers:                                   # read ahead in a thread only beside writer threads
+        q: "queue.Queue" = queue.Queue(maxsize=2)
+        reader = _Reader(batches, q, stop)
+        batches = iter(q.get, None)
+    pictures = [o for o in outs if o in FILES]
+    for o in pictures:
+        os.makedirs(os.path.join(out, FILES[o][0]), exist_ok=True)
+    store = MapStore(os.path.join(out, MAPS_DIR), paths, stems, method=method) if "maps" in outs else None
+    writer = OutputWriter(opts, workers=workers, queue_size=max(2, workers), progress=bar, store=store)
+    if reader is not None:
+        reader.start()
+    error = None
     try:
         with daam:
-            while True:
-                item = q.get()
-                if item is None:
-                    break
+            for item in batches:
                 if isinstance(item, BaseException):
                     raise item
                 start, ok, bad, x, rgb = item
@@ -184,31 +224,52 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
                     continue
                 if html is not None:
                     html.add(res, rgb)
-                cpu = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
-                       for k, v in (("maps", res.maps), ("block_maps", res.block_maps), ("targets", res.targets),
-                                    ("logits", res.logits), ("features", res.features), ("weights", res.weights))}
-                for j, (i, path, pic) in enumerate(ok):
-                    t = int(cpu["targets"][j])
-                    label = (names[t] if names and 0 <= t < len(names) else str(t)) if t >= 0 else "label-free"
-                    arrays = {"grid": np.array(res.grid)}
+                rows = [i for i, _, _ in ok]
+                targets = res.targets.detach().cpu().tolist()
+                labels = [(names[t] if names and 0 <= t < len(names) else str(t)) if t >= 0 else "label-free"
+                          for t in targets]
+                maps = res.maps.detach().float().cpu()
+                if store is not None:
+                    arrays = {"maps": maps.numpy(), "block_maps": res.block_maps.detach().float().cpu().numpy(),
+                              "targets": np.asarray(targets, dtype=np.int64)}
                     for k in ("logits", "features", "weights"):
-                        if cpu[k] is not None:
-                            arrays[k] = cpu[k][j].numpy()
-                    writer.submit(i, ImageJob(path, os.path.join(out, stems[i]), pic, cpu["maps"][j],
-                                              cpu["block_maps"][j], t, label, arrays))
+                        v = getattr(res, k)
+                        if isinstance(v, torch.Tensor):
+                            arrays[k] = v.detach().float().cpu().numpy()
+                    store.meta.setdefault("grid", list(res.grid))
+                    try:
+                        store.write(rows, arrays, classes=labels)
+                    except (OSError, ValueError) as e:
+                        for i, path, _ in ok:
+                            writer.fail(i, path, f"could not write maps: {type(e).__name__}: {e}")
+                        continue
+                if pictures:
+                    writer.submit([ImageJob(path, stems[i], out, i, pic, maps[j], targets[j], labels[j])
+                                   for j, (i, path, pic) in enumerate(ok)])
+                else:
+                    for j, (i, path, _) in enumerate(ok):
+                        writer.done(i, {"path": path, "row": i, "target": targets[j], "class": labels[j], "files": []})
+    except BaseException as e:
+        error = e
+        raise
     finally:
         stop.set()
         writer.close()
-        reader.join()
+        if reader is not None:
+            reader.join()
         bar.close()
-    summary = {"explained": writer.explained,
-               "failed": [{"path": p, "reason": r} for p, r in list(failed_inputs) + list(writer.failed)],
-               "outputs": list(outs)}
-    if html is not None and html.count:
-        try:
-            summary["html"] = html.write(os.path.join(out, HTML_FILE), names)
-        except Exception as e:  # noqa: BLE001 - the per-image outputs are written; say why the page is not
-            summary["html"] = {"path": None, "error": f"{type(e).__name__}: {e}"}
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+        if store is not None:
+            store.close()
+        summary = {"explained": writer.explained,
+                   "failed": [{"path": p, "reason": r} for p, r in list(failed_inputs) + list(writer.failed)],
+                   "outputs": list(outs)}
+        if error is not None:                     # the run stopped: say why, keep what was written
+            summary["error"] = f"{type(error).__name__}: {error}"
+        elif html is not None and html.count:
+            try:
+                summary["html"] = html.write(os.path.join(out, HTML_FILE), names)
+            except Exception as e:  # noqa: BLE001 - the per-image outputs are written; say why the page is not
+                summary["html"] = {"path": None, "error": f"{type(e).__name__}: {e}"}
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
     return summary

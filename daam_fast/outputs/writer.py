@@ -23,11 +23,20 @@ from torch import Tensor
 
 from . import encode
 
-__all__ = ["OUTPUTS", "DEFAULT_OUTPUTS", "parse_outputs", "ImageJob", "WriteOptions", "write_image", "OutputWriter"]
+__all__ = ["OUTPUTS", "DEFAULT_OUTPUTS", "FILES", "picture_path", "parse_outputs", "ImageJob", "WriteOptions",
+           "write_image", "render_overlays", "write_images", "OutputWriter"]
 
 OUTPUTS = ("overlay", "maps", "grid", "gif", "mp4", "html")
 DEFAULT_OUTPUTS = ("overlay", "maps")
-FILES = {"overlay": "overlay.png", "maps": "maps.npz", "grid": "grid.png", "gif": "flow.gif", "mp4": "flow.mp4"}
+# per-image pictures: out/<folder>/<stem><ext> (one folder per output, none per image: a folder
+# and a file each cost as much as the shipped model's explanation on a slow disk; NOTES.md)
+FILES = {"overlay": ("overlay", ".png"), "grid": ("grid", ".png"), "gif": ("gif", ".gif"), "mp4": ("mp4", ".mp4")}
+
+
+def picture_path(kind: str, stem: str) -> str:
+    """The file of output ``kind`` for the image ``stem``, relative to the run's folder (e.g. ``overlay/cat.png``)."""
+    folder, ext = FILES[kind]
+    return f"{folder}/{stem}{ext}"
 
 
 def parse_outputs(spec) -> Tuple[str, ...]:
@@ -78,24 +87,24 @@ class WriteOptions:
 
 @dataclass
 class ImageJob:
-    """One image's explanation to write.
+    """One image's explanation to draw.
 
     Attributes:
-        path: the input file; out_dir: its folder ``out/<stem>``.
+        path: the input file; stem: its name in the output folders; out: the run's folder.
+        row: its place in the input order (its row of ``maps/*.npy``).
         picture: (3, H, W) uint8 CPU, the picture as read.
-        maps, block_maps: (L, h, w) float32 CPU, D_b and L_b.
+        maps: (L, h, w) float32 CPU, D_1 ... D_L.
         target: the explained class (-1 label-free); label: its name.
-        arrays: more arrays for maps.npz (logits, features, weights, grid ...).
     """
 
     path: str
-    out_dir: str
+    stem: str
+    out: str
+    row: int
     picture: Tensor
     maps: Tensor
-    block_maps: Tensor
     target: int
     label: str
-    arrays: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _resize(pic: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -106,11 +115,18 @@ def _resize(pic: Tensor, size: Tuple[int, int]) -> Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def write_image(job: ImageJob, opt: WriteOptions) -> dict:
-    """Draw and write ``job``'s chosen outputs into ``job.out_dir``.
+def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[np.ndarray] = None) -> dict:
+    """Draw and write ``job``'s chosen pictures (overlay, gif, mp4, grid) into the run's folders.
+
+    The folders (:data:`FILES`) must exist (``explain_files`` makes them once).
+
+    Args:
+        store: the run's :class:`~daam_fast.outputs.store.MapStore`, where the boxes go (with ``opt.boxes``).
+        overlay: the final frame, already drawn at the display size (:func:`render_overlays`), or None.
 
     Returns:
-        the summary record {"path", "out", "target", "class", "files"}.
+        the summary record {"path", "row", "target", "class", "files"} (files relative to the run's
+        folder; with boxes also "boxes" (x0, y0, x1, y1) in pixels of the overlay and "box_size").
 
     Raises:
         OSError / ValueError / RuntimeError: the first output that could not be written
@@ -118,51 +134,88 @@ def write_image(job: ImageJob, opt: WriteOptions) -> dict:
     """
     from ..render import render
     outs = opt.outputs
-    os.makedirs(job.out_dir, exist_ok=True)
     H, W = encode.display_size(*job.picture.shape[-2:], min_side=opt.min_side, max_side=opt.max_side)
-    files: List[str] = []
+    rec = {"path": job.path, "row": job.row, "target": job.target, "class": job.label}
+
+    def dest(kind: str) -> str:
+        return os.path.join(job.out, picture_path(kind, job.stem))
+
     maps = job.maps[None].float()
     boxes = None
-    if opt.boxes is not None:
+    if opt.boxes is not None and "overlay" in outs:
         from ..boxes import boxes_from_maps, draw_boxes
         boxes = boxes_from_maps(job.maps[-1:].float(), opt.boxes, (H, W)).numpy()
-    animated = "gif" in outs or "mp4" in outs
-    if animated:
+        rec["boxes"], rec["box_size"] = boxes[0].tolist(), [H, W]
+        if store is not None:
+            store.write([job.row], {"boxes": boxes, "box_size": np.array([[H, W]], dtype=np.int64)}, mark=False)
+    last = overlay
+    if "gif" in outs or "mp4" in outs:
         cap = min(opt.max_side, opt.anim_side) if opt.max_side else opt.anim_side
         Ha, Wa = encode.display_size(*job.picture.shape[-2:], min_side=opt.min_side, max_side=cap)
         frames = render(maps, images=_resize(job.picture, (Ha, Wa)), mode=opt.mode)[0].numpy()
         if "gif" in outs:
-            encode.save_gif(frames, os.path.join(job.out_dir, FILES["gif"]), duration_ms=opt.gif_ms)
-            files.append(FILES["gif"])
+            encode.save_gif(frames, dest("gif"), duration_ms=opt.gif_ms)
         if "mp4" in outs:
-            encode.save_mp4(frames, os.path.join(job.out_dir, FILES["mp4"]), fps=opt.mp4_fps)
-            files.append(FILES["mp4"])
-        last = frames[-1] if (Ha, Wa) == (H, W) else None
+            encode.save_mp4(frames, dest("mp4"), fps=opt.mp4_fps)
+        if last is None and (Ha, Wa) == (H, W):
+            last = frames[-1]
         del frames
     if "overlay" in outs:
-        if not animated or last is None:
+        if last is None:
             last = render(maps[:, -1:], images=_resize(job.picture, (H, W)), mode=opt.mode)[0, 0].numpy()
         if boxes is not None:
             last = draw_boxes(last, boxes)
-        encode.save_png(last, os.path.join(job.out_dir, FILES["overlay"]))
-        files.insert(0, FILES["overlay"])
+        encode.save_png(last, dest("overlay"))
     if "grid" in outs:
         ph, pw = encode.panel_size(H, W)
         small = _resize(job.picture, (ph, pw))
         panels = render(maps, images=small, mode=opt.mode)[0].numpy()
-        encode.save_grid(panels, os.path.join(job.out_dir, FILES["grid"]),
-                         titles=[f"D_{b + 1}" for b in range(panels.shape[0])], image=small[0].permute(1, 2, 0),
+        encode.save_grid(panels, dest("grid"), titles=[f"D_{b + 1}" for b in range(panels.shape[0])],
+                         image=small[0].permute(1, 2, 0),
                          suptitle=f"{os.path.basename(job.path)}: class {job.label} ({opt.method})")
-        files.append(FILES["grid"])
-    if "maps" in outs:
-        arrays = dict(block_maps=job.block_maps.numpy(), maps=job.maps.numpy(), target=np.int64(job.target),
-                      class_name=np.str_(job.label), method=np.str_(opt.method), **job.arrays)
-        if boxes is not None:
-            arrays["boxes"] = boxes.astype(np.float32)
-            arrays["box_size"] = np.array([H, W])
-        encode.save_maps(os.path.join(job.out_dir, FILES["maps"]), arrays)
-        files.append(FILES["maps"])
-    return {"path": job.path, "out": job.out_dir, "target": job.target, "class": job.label, "files": files}
+    rec["files"] = [picture_path(k, job.stem) for k in ("overlay", "gif", "mp4", "grid") if k in outs]
+    return rec
+
+
+def render_overlays(jobs: Sequence[ImageJob], opt: WriteOptions) -> List[Optional[np.ndarray]]:
+    """The overlays (final frames at the display size) of ``jobs``, one render call per picture
+    size (a call per image costs 3x more for small pictures; NOTES.md). None where no overlay is
+    written, or where :func:`write_image` takes it from the animation's frames."""
+    from ..render import render
+    out: List[Optional[np.ndarray]] = [None] * len(jobs)
+    if "overlay" not in opt.outputs:
+        return out
+    animated = "gif" in opt.outputs or "mp4" in opt.outputs
+    cap = min(opt.max_side, opt.anim_side) if opt.max_side else opt.anim_side
+    groups: Dict[Tuple[int, int], List[int]] = {}                 # display size -> jobs
+    for j, job in enumerate(jobs):
+        hw = tuple(job.picture.shape[-2:])
+        size = encode.display_size(*hw, min_side=opt.min_side, max_side=opt.max_side)
+        if animated and size == encode.display_size(*hw, min_side=opt.min_side, max_side=cap):
+            continue
+        groups.setdefault(size, []).append(j)
+    for size, idx in groups.items():
+        pics = torch.cat([_resize(jobs[j].picture, size) for j in idx])
+        maps = torch.stack([jobs[j].maps[-1:] for j in idx]).float()
+        frames = render(maps, images=pics, mode=opt.mode)[:, 0].numpy()
+        for k, j in enumerate(idx):
+            out[j] = frames[k]
+    return out
+
+
+def write_images(jobs: Sequence[ImageJob], opt: WriteOptions, store=None) -> List[object]:
+    """:func:`write_image` for each job, overlays drawn together; -> its record, or the exception it raised."""
+    try:
+        overlays = render_overlays(jobs, opt)
+    except Exception:  # noqa: BLE001 - then each image is drawn alone, and fails alone
+        overlays = [None] * len(jobs)
+    res: List[object] = []
+    for job, ov in zip(jobs, overlays):
+        try:
+            res.append(write_image(job, opt, store, ov))
+        except Exception as e:  # noqa: BLE001 - one bad write must not stop the run
+            res.append(e)
+    return res
 
 
 _STOP = object()
@@ -171,19 +224,20 @@ _STOP = object()
 class OutputWriter:
     """Writes :class:`ImageJob` s in ``workers`` threads (0: in the caller's thread).
 
-    Use as a context manager; :meth:`submit` blocks while ``queue_size`` jobs wait. After the
-    ``with`` block, :attr:`explained` and :attr:`failed` (``(path, reason)``) are in input order.
+    Use as a context manager; :meth:`submit` blocks while ``queue_size`` batches wait. After the
+    ``with`` block, :attr:`explained` and :attr:`failed` (``(path, reason)``) are in input order
+    (the jobs' rows). ``store``: the run's map store, passed to :func:`write_image` (boxes).
 
     Example:
         >>> with OutputWriter(WriteOptions(("overlay", "maps")), workers=2) as w:
-        ...     w.submit(0, job)
+        ...     w.submit([job])
         >>> w.explained, w.failed
     """
 
-    def __init__(self, options: WriteOptions, workers: int = 2, queue_size: int = 16, progress=None):
+    def __init__(self, options: WriteOptions, workers: int = 2, queue_size: int = 4, progress=None, store=None):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        self.options, self.workers, self.progress = options, workers, progress
+        self.options, self.workers, self.progress, self.store = options, workers, progress, store
         self._q: "queue.Queue" = queue.Queue(maxsize=max(1, queue_size))
         self._lock = threading.Lock()
         self._done: Dict[int, dict] = {}
@@ -193,36 +247,39 @@ class OutputWriter:
         for t in self._threads:
             t.start()
 
-    def _run(self, index: int, job: ImageJob) -> None:
-        try:
-            rec = write_image(job, self.options)
-            with self._lock:
-                self._done[index] = rec
-        except Exception as e:  # noqa: BLE001 - one bad write must not stop the run
-            self.fail(index, job.path, f"could not write outputs: {type(e).__name__}: {e}", count=False)
-        if self.progress is not None:
-            with self._lock:
-                self.progress.update(1)
+    def _run(self, jobs: Sequence[ImageJob]) -> None:
+        for job, r in zip(jobs, write_images(jobs, self.options, self.store)):
+            if isinstance(r, Exception):
+                self.fail(job.row, job.path, f"could not write outputs: {type(r).__name__}: {r}")
+            else:
+                self.done(job.row, r)
 
     def _loop(self) -> None:
         while True:
-            item = self._q.get()
-            if item is _STOP:
+            jobs = self._q.get()
+            if jobs is _STOP:
                 return
-            self._run(*item)
+            self._run(jobs)
 
-    def submit(self, index: int, job: ImageJob) -> None:
-        """Queue one image (``index``: its place in the input order)."""
+    def submit(self, jobs: Sequence[ImageJob]) -> None:
+        """Queue a batch of images' pictures (each ``job.row``: its place in the input order)."""
         if self.workers == 0:
-            self._run(index, job)
+            self._run(jobs)
         else:
-            self._q.put((index, job))
+            self._q.put(list(jobs))
 
-    def fail(self, index: int, path: str, reason: str, count: bool = True) -> None:
-        """Record an image that could not be explained (or read)."""
+    def done(self, index: int, record: dict) -> None:
+        """Record an image whose outputs are all written (``record``: its summary entry)."""
+        with self._lock:
+            self._done[index] = record
+            if self.progress is not None:
+                self.progress.update(1)
+
+    def fail(self, index: int, path: str, reason: str) -> None:
+        """Record an image that could not be read, explained or written, with the reason."""
         with self._lock:
             self._failed[index] = (path, reason)
-            if count and self.progress is not None:
+            if self.progress is not None:
                 self.progress.update(1)
 
     def close(self) -> None:
