@@ -84,6 +84,21 @@ def test_cpp(shape, mode, pictures, accumulate):
     _compare("cpp", shape, mode, pictures, accumulate)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_cpp_big_uint8_blend_table(mode):
+    """Calls of >= 2^18 output pixels with uint8 pictures blend through a (channel, level, value)
+    table (the same float arithmetic, done once per entry): against the torch path as above, and
+    bit-exact with the per-pixel path of smaller calls on the image they share."""
+    _skip_unless("cpp")
+    B, L, h, w, H, W = 2, 2, 14, 14, 250, 490                       # 490,000 pixels, non-integer ratios
+    _, maps, img = _data(B, L, h, w, H, W, seed=3)
+    assert B * L * H * W >= 1 << 18 > L * H * W                     # the whole call takes the table, one image not
+    big = render_frames(maps, img, mode, backend="cpp")
+    assert_frames_close(big, render_frames(maps, img, mode, backend="torch"), "overlay", f"cpp table {mode}")
+    for i in range(B):
+        assert torch.equal(big[i:i + 1], render_frames(maps[i:i + 1], img[i:i + 1], mode, backend="cpp"))
+
+
 # the interpreter costs ~1 s per call here: every shape once, every mode at least once
 TRITON_CASES = [(SHAPES[0], "nonlinear"), (SHAPES[1], "linear"), (SHAPES[2], "raw"), (SHAPES[3], "nonlinear")]
 
