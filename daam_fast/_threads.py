@@ -20,3 +20,20 @@ def put_until_stopped(q: "queue.Queue", item, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
+
+
+def free_core(device) -> bool:
+    """Whether a pipeline stage in its own thread (reading, drawing, encoding) would have a core
+    of its own: the model runs on a GPU, or uses fewer threads than the cores this process may
+    use. Where every core runs one of the model's threads, such a thread stalls the model's
+    parallel regions whenever it runs, and the stages are faster taking turns with the model
+    in one thread (benchmarks/NOTES.md, 2026-11-30, "threads only on a free core")."""
+    import os
+    import torch
+    if torch.device(device).type != "cpu":
+        return True
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                        # not Linux
+        cores = os.cpu_count() or 1
+    return cores > torch.get_num_threads()

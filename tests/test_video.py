@@ -101,10 +101,11 @@ def test_counter_reads_back_from_the_input(video):
 
 @pytest.mark.parametrize("codec,fps,batch", [("libx264", Fraction(24), 8), ("mpeg4", Fraction(30000, 1001), 5)],
                          ids=["h264-24fps-B8", "mpeg4-29.97fps-B5-partial-last-batch"])
-def test_round_trip_frames_order_fps_size(tmp_path, model, codec, fps, batch):
+@pytest.mark.parametrize("overlap", [True, False], ids=["threads", "turns"])
+def test_round_trip_frames_order_fps_size(tmp_path, model, codec, fps, batch, overlap):
     src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
     make_video(src, n=23, fps=fps, codec=codec)
-    s = explain_video(str(src), str(dst), model, batch_size=batch, codec=codec, progress=False)
+    s = explain_video(str(src), str(dst), model, batch_size=batch, codec=codec, progress=False, overlap=overlap)
     assert s.frames == 23 and s.codec == codec
     info = probe_video(str(dst))
     assert (info.width, info.height) == (W, H) and s.size == (H, W)
@@ -114,9 +115,10 @@ def test_round_trip_frames_order_fps_size(tmp_path, model, codec, fps, batch):
     assert read_counters(out) == list(range(23))       # every frame once, in order
 
 
-def test_iterator_maps_equal_image_api(video, model):
+@pytest.mark.parametrize("overlap", [True, False], ids=["threads", "turns"])
+def test_iterator_maps_equal_image_api(video, model, overlap):
     """iter_video_maps == DAAM on the same decoded frames (another batch size: batching must not matter)."""
-    got = list(iter_video_maps(str(video), model, batch_size=5))
+    got = list(iter_video_maps(str(video), model, batch_size=5, overlap=overlap))
     assert [i for i, _ in got] == list(range(24))
     frames = torch.from_numpy(read_video(video)).permute(0, 3, 1, 2)
     x, _ = prepare(frames, input_spec(model))
@@ -206,19 +208,21 @@ def _check_partial(dst, k):
     assert read_counters(out) == list(range(k))
 
 
-def test_truncated_video_keeps_what_was_explained(tmp_path, model):
+@pytest.mark.parametrize("overlap", [True, False], ids=["threads", "turns"])
+def test_truncated_video_keeps_what_was_explained(tmp_path, model, overlap):
     src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
     make_video(src, n=30, faststart=True)                         # index first: the tail can be cut
     data = src.read_bytes()
     src.write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoDecodeError) as ei:
-        explain_video(str(src), str(dst), model, batch_size=8, progress=False)
+        explain_video(str(src), str(dst), model, batch_size=8, progress=False, overlap=overlap)
     k = ei.value.frame_index
     assert 0 < k < 30 and f"frame {k}" in str(ei.value) and str(src) in str(ei.value)
     _check_partial(dst, k)
 
 
-def test_corrupt_video_keeps_what_was_explained(tmp_path, model):
+@pytest.mark.parametrize("overlap", [True, False], ids=["threads", "turns"])
+def test_corrupt_video_keeps_what_was_explained(tmp_path, model, overlap):
     src, dst, npz = tmp_path / "in.mp4", tmp_path / "out.mp4", tmp_path / "m.npz"
     make_video(src, n=30, faststart=True)
     data = bytearray(src.read_bytes())
@@ -226,7 +230,7 @@ def test_corrupt_video_keeps_what_was_explained(tmp_path, model):
     data[m:m + 3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
     src.write_bytes(bytes(data))
     with pytest.raises(VideoDecodeError) as ei:
-        explain_video(str(src), str(dst), model, batch_size=4, maps_out=str(npz), progress=False)
+        explain_video(str(src), str(dst), model, batch_size=4, maps_out=str(npz), progress=False, overlap=overlap)
     k = ei.value.frame_index
     assert 0 < k < 30 and f"frame {k}" in str(ei.value)
     _check_partial(dst, k)
@@ -281,7 +285,8 @@ def test_not_a_video(tmp_path, model):
                                     (dict(block=[]), "empty"), (dict(mode="log"), "mode"),
                                     (dict(layout="single", block=[0, 1]), "single"), (dict(crf=80), "crf"),
                                     (dict(target=1.5), "target"), (dict(maps_out="m.csv"), "npz"),
-                                    (dict(corrupt="skip"), "corrupt"), (dict(preset="turbo"), "preset")])
+                                    (dict(corrupt="skip"), "corrupt"), (dict(preset="turbo"), "preset"),
+                                    (dict(overlap="yes"), "overlap")])
 def test_bad_arguments(tmp_path, video, model, kw, msg):
     with pytest.raises(ValueError, match=msg):
         explain_video(str(video), str(tmp_path / "o.mp4"), model, progress=False, **kw)
@@ -292,7 +297,7 @@ def test_bad_arguments(tmp_path, video, model, kw, msg):
 
 
 def test_breaking_out_stops_the_reader(video, model):
-    gen = iter_video_maps(str(video), model, batch_size=2, queue_size=1)
+    gen = iter_video_maps(str(video), model, batch_size=2, queue_size=1, overlap=True)
     i, maps = next(gen)
     assert i == 0 and maps.shape == (6, 8, 8)
     gen.close()
@@ -511,3 +516,12 @@ def test_variable_frame_rate_timing_kept(tmp_path, model):
     assert s.frames == 40 and len(got) == 40
     np.testing.assert_allclose(np.array(got) - got[0], np.array(got_in) - got_in[0], atol=1e-3)
     np.testing.assert_allclose(np.load(npz)["time"], np.array(got_in) - got_in[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["threads", "turns"])
+def test_writer_failure_is_raised(tmp_path, video, model, overlap):
+    """An output that cannot be written stops the run with the reason, in both pipelines."""
+    with pytest.raises(RuntimeError, match=r"writing .* failed after \d+ frames: FileNotFoundError"):
+        explain_video(str(video), str(tmp_path / "no_such_dir" / "o.mp4"), model, batch_size=4, progress=False,
+                      overlap=overlap)
+    assert not [t for t in threading.enumerate() if t.name.startswith("daam-video") and t.is_alive()]

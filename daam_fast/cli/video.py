@@ -53,7 +53,7 @@ def _cmd_video(args) -> int:
                           maps_dtype=np.float16 if args.maps_float16 else np.float32, codec=args.codec,
                           crf=args.crf, preset=args.preset, corrupt="keep" if args.keep_corrupt else "error",
                           progress=not args.quiet, daam_options=daam.keywords(), audio=not args.no_audio,
-                          boxes=args.boxes)
+                          boxes=args.boxes, overlap={"auto": None, "on": True, "off": False}[args.overlap])
     except VideoDecodeError as e:
         kept = (f"; the {e.frame_index} frames before it are in {args.out}" if e.frame_index else "")
         print(f"daam-fast video: {e}{kept}", file=sys.stderr)
@@ -101,6 +101,10 @@ def add_cli(sub) -> None:
     p.add_argument("--boxes", type=float, default=d.boxes, metavar="THRESHOLD",
                    help="draw on each panel the box of its map's salient region (threshold: a fraction of the "
                         "map's maximum, e.g. 0.5)")
+    p.add_argument("--overlap", default="auto", choices=("auto", "on", "off"),
+                   help="decode and encode in their own threads, beside the model (auto, the default: where they "
+                        "have a core of their own, i.e. on a GPU or with fewer model threads than cores; else the "
+                        "stages take turns with the model, which is faster there)")
     add_overwrite(p, "replace an existing --out")
     add_quiet(p)
     p.set_defaults(func=_cmd_video)

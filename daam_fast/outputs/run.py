@@ -18,7 +18,7 @@ import torch
 
 from .store import MAPS_DIR, MapStore
 from .writer import DEFAULT_OUTPUTS, FILES, ImageJob, OutputWriter, WriteOptions, parse_outputs
-from .._threads import put_until_stopped
+from .._threads import free_core, put_until_stopped
 
 __all__ = ["explain_files", "default_workers", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
 
@@ -76,20 +76,10 @@ class _Reader(threading.Thread):
 
 def default_workers(device) -> int:
     """Writer threads for ``explain_files``: 2 when they have a core of their own (the model runs
-    on a GPU, or uses fewer threads than the cores this process may use), else 0.
-
-    With every core running one of the model's threads, a reader or writer thread stalls the
-    model's parallel regions whenever it runs: on 2 cores the shapes model then took 1.5x as
-    long for the same work, and writing in the caller's thread after each batch was faster
-    (benchmarks/NOTES.md, 2026-11-30, "threads only on a free core").
-    """
-    if torch.device(device).type != "cpu":
-        return 2
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:                        # not Linux
-        cores = os.cpu_count() or 1
-    return 2 if cores > torch.get_num_threads() else 0
+    on a GPU, or uses fewer threads than the cores this process may use), else 0
+    (:func:`daam_fast._threads.free_core`; on 2 cores the shapes model took 1.5x as long beside
+    a reader thread, NOTES.md)."""
+    return 2 if free_core(device) else 0
 
 
 class _Html:

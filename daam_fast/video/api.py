@@ -19,6 +19,7 @@ from .options import DEFAULTS as _D
 from .options import OUTPUT_EXTENSIONS, VideoOptions
 from .stream import _default_model, _stream
 from .writer import _Writer
+from .._threads import free_core
 
 __all__ = ["explain_video", "iter_video_maps"]
 
@@ -26,13 +27,14 @@ __all__ = ["explain_video", "iter_video_maps"]
 def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str = _D.method,
                     batch_size: int = _D.batch_size, target: Optional[int] = _D.target, bank=None,
                     smoothing: float = _D.smoothing, queue_size: int = _D.queue_size, corrupt: str = _D.corrupt,
-                    progress: bool = False,
-                    daam_options: Optional[dict] = None) -> Iterator[Tuple[int, Tensor]]:
+                    progress: bool = False, daam_options: Optional[dict] = None,
+                    overlap: Optional[bool] = _D.overlap) -> Iterator[Tuple[int, Tensor]]:
     """Explain every frame of a video and yield its maps, for users who only want tensors.
 
-    Decoding and preprocessing run in a background thread (bounded queue); the model runs in
-    the caller's thread, ``batch_size`` frames at a time. Breaking out of the loop stops the
-    reader.
+    Decoding and preprocessing run in a background thread (bounded queue) where a core is free
+    for it (``overlap``, as :func:`explain_video`), else in turns in the caller's thread; the
+    model runs in the caller's thread, ``batch_size`` frames at a time. Breaking out of the loop
+    stops the reader.
 
     Args:
         src: a video file PyAV can read.
@@ -47,6 +49,7 @@ def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str 
         corrupt: "error" (default): a frame the decoder flags as corrupt raises; "keep": explain it.
         progress: show a tqdm bar (frames, frames/s, ETA).
         daam_options: extra :class:`daam_fast.DAAM` keywords (``checkpoint``, ``compile``).
+        overlap: decode in a reader thread; None: where a core is free for it.
 
     Yields:
         (frame_index, maps): maps (L, h, w) float32, the accumulated maps D_1 .. D_L of the
@@ -57,12 +60,12 @@ def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str 
             frames before it were yielded).
     """
     VideoOptions(method=method, batch_size=batch_size, target=target, smoothing=smoothing, queue_size=queue_size,
-                 corrupt=corrupt).check_stream()                      # eagerly, not at the first next()
+                 corrupt=corrupt, overlap=overlap).check_stream()     # eagerly, not at the first next()
     model = _default_model(model)
 
     def frames() -> Iterator[Tuple[int, Tensor]]:
         for start, _rgb, maps, _t, _c, _s in _stream(src, model, method, batch_size, target, bank, smoothing,
-                                                  queue_size, corrupt, progress, daam_options):
+                                                  queue_size, corrupt, progress, daam_options, overlap):
             for i in range(maps.shape[0]):
                 yield start + i, maps[i]
 
@@ -77,12 +80,14 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
                   maps_dtype=_D.maps_dtype, codec: str = _D.codec, crf: int = _D.crf, preset: str = _D.preset,
                   queue_size: int = _D.queue_size, corrupt: str = _D.corrupt, progress: bool = True,
                   daam_options: Optional[dict] = None, audio: bool = _D.audio,
-                  encoder_threads: int = _D.encoder_threads, boxes: Optional[float] = _D.boxes) -> VideoSummary:
+                  encoder_threads: int = _D.encoder_threads, boxes: Optional[float] = _D.boxes,
+                  overlap: Optional[bool] = _D.overlap) -> VideoSummary:
     """Explain every frame of ``src`` and write the overlays to ``dst`` (MP4, same frame rate and size).
 
-    Pipeline: decode (PyAV, reader thread) -> batch -> preprocess per the model's input spec ->
-    explain (caller's thread) -> render (:func:`daam_fast.render`) -> encode (writer thread).
-    The queues between them hold at most ``queue_size`` batches.
+    Pipeline: decode (PyAV) -> batch -> preprocess per the model's input spec -> explain ->
+    render (:func:`daam_fast.render`) -> encode. With ``overlap``, decoding and encoding run in
+    their own threads, the queues between the stages holding at most ``queue_size`` batches;
+    without, the stages take turns in the caller's thread.
 
     Args:
         src: input video (any container / codec PyAV decodes).
@@ -119,6 +124,11 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
         boxes: None (default), or draw on each panel the box of its map's salient region, this
             fraction of the map's maximum as the threshold (:func:`daam_fast.boxes.boxes_from_maps`).
         queue_size: batches in flight between the stages, at most.
+        overlap: run the reader and the writer in their own threads. None (default): where they
+            have a core of their own (the model runs on a GPU or uses fewer threads than the
+            cores), else take turns with the model in the caller's thread: on a CPU whose cores
+            all run the model, a third busy thread stalls it (1080p: 0.77 -> 0.84 of explain-only,
+            256 x 256 with the shipped model 0.43 -> 0.9; benchmarks/NOTES.md).
         corrupt: "error" (default): a frame the decoder flags as corrupt stops the run like a
             decoding error; "keep": explain it anyway (listed in the summary).
         progress: tqdm bar with frames, frames/s and ETA.
@@ -142,7 +152,8 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     """
     VideoOptions(method=method, block=block, layout=layout, scale=scale, mode=mode, batch_size=batch_size,
                  target=target, smoothing=smoothing, maps_dtype=maps_dtype, codec=codec, crf=crf, preset=preset,
-                 queue_size=queue_size, corrupt=corrupt, audio=audio, encoder_threads=encoder_threads, boxes=boxes).check()
+                 queue_size=queue_size, corrupt=corrupt, audio=audio, encoder_threads=encoder_threads, boxes=boxes,
+                 overlap=overlap).check()
     if not str(dst).lower().endswith(OUTPUT_EXTENSIONS):
         raise ValueError(f"dst={dst!r}: the output must be one of {', '.join(OUTPUT_EXTENSIONS)}")
     if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
@@ -165,21 +176,30 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     wq: "queue.Queue" = queue.Queue(maxsize=queue_size)
     writer = _Writer(dst, fps, codec_name, crf, preset, compose, maps_file, wq,
                      audio_src=src if (audio and info.audio) else None, threads=encoder_threads)
+    if overlap is None:
+        overlap = free_core(next(model.parameters()).device)
     t0 = time.perf_counter()
     corrupt_frames: List[int] = []
     grid = None
-    writer.start()
+    if overlap:
+        writer.start()
     try:
         for start, rgb, maps, targets, flagged, times in _stream(src, model, method, batch_size, target, bank, smoothing,
-                                                          queue_size, corrupt, progress, daam_options):
+                                                          queue_size, corrupt, progress, daam_options, overlap):
             if writer.failed.is_set():
                 break
             grid = tuple(maps.shape[-2:])
             corrupt_frames += flagged
-            wq.put((rgb, maps, targets, times))
+            if overlap:
+                wq.put((rgb, maps, targets, times))
+            else:
+                writer.write((rgb, maps, targets, times))
     finally:
-        wq.put(None)
-        writer.join()
+        if overlap:
+            wq.put(None)
+            writer.join()
+        else:
+            writer.finish()
         if maps_file is not None:
             maps_file.close(dict(fps=np.float64(float(fps)), method=np.str_(method),
                                  smoothing=np.float64(smoothing), grid=np.array(grid or (0, 0)),

@@ -48,6 +48,7 @@ class VideoOptions:
     corrupt: str = "error"
     audio: bool = True
     boxes: Optional[float] = None
+    overlap: Optional[bool] = None
 
     def check_stream(self) -> None:
         """The checks of the explain loop (what :func:`iter_video_maps` uses), raising ``ValueError``."""
@@ -59,6 +60,8 @@ class VideoOptions:
             raise ValueError(f"smoothing must be in [0, 1) (the EMA weight of the past frames), got {self.smoothing!r}")
         if not isinstance(self.queue_size, int) or self.queue_size < 1:
             raise ValueError(f"queue_size must be a positive integer, got {self.queue_size!r}")
+        if self.overlap is not None and not isinstance(self.overlap, bool):
+            raise ValueError(f"overlap must be None (threads where a core is free), True or False, got {self.overlap!r}")
         methods = daam_methods()
         if self.method not in methods:
             raise ValueError(f"method must be one of {', '.join(map(repr, methods))}, got {self.method!r}")

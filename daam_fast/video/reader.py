@@ -1,9 +1,10 @@
-"""The reader thread: decode with PyAV, batch, preprocess, hand over through a bounded queue."""
+"""The reader: decode with PyAV, batch, preprocess; in its own thread behind a bounded queue, or
+iterated in the caller's thread where no core is free for it (:func:`daam_fast._threads.free_core`)."""
 from __future__ import annotations
 
 import queue
 import threading
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -39,24 +40,31 @@ class _Reader(threading.Thread):
         # on a GPU, the uint8 frames are copied once and prepared there; the writer renders from the same copy
         self.gpu = torch.device(device) if device is not None and torch.device(device).type == "cuda" else None
 
-    def _flush(self, start: int, pics: List[np.ndarray], flagged: List[int], times: List[Optional[float]]) -> bool:
+    def _batch(self, start: int, pics: List[np.ndarray], flagged: List[int], times: List[Optional[float]]):
         from ..preprocess import prepare
         rgb = torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2)          # (B, 3, H, W) uint8
         if self.gpu is not None:
             rgb = rgb.pin_memory().to(self.gpu, non_blocking=True)
         x, _ = prepare(rgb, self.spec)
-        return _put(self.q, (start, rgb, x, flagged, list(times)), self.stop)
+        return start, rgb, x, flagged, list(times)
 
     def run(self) -> None:
-        import av
         torch.set_num_threads(1)    # per thread: light torch work here must not oversubscribe the model's threads
+        for item in self.items():
+            if not _put(self.q, item, self.stop):
+                return
+
+    def items(self) -> Iterator[object]:
+        """The batches, then :class:`_End` or :class:`_Failed` (after the batch of the frames decoded
+        before a decoding error). :meth:`run` queues them; without a thread, iterate this."""
+        import av
         n = 0
+        pics: List[np.ndarray] = []
+        flagged: List[int] = []
+        times: List[Optional[float]] = []                # presentation time of each frame, seconds
         try:
             info = probe_video(self.src)
             turns = info.rotation // 90
-            pics: List[np.ndarray] = []
-            flagged: List[int] = []
-            times: List[Optional[float]] = []                # presentation time of each frame, seconds
             try:
                 with av.open(self.src) as c:
                     stream = c.streams.video[0]
@@ -76,8 +84,7 @@ class _Reader(threading.Thread):
                                      if frame.pts is not None and frame.time_base else None)
                         n += 1
                         if len(pics) == self.batch_size:
-                            if not self._flush(n - len(pics), pics, flagged, times):
-                                return
+                            yield self._batch(n - len(pics), pics, flagged, times)
                             pics, flagged, times = [], [], []
                         if self.stop.is_set():
                             return
@@ -90,11 +97,12 @@ class _Reader(threading.Thread):
                                                     "header declares: the file is truncated")
             if n == 0:
                 raise VideoDecodeError(self.src, 0, "the video stream holds no decodable frame")
-            if pics and not self._flush(n - len(pics), pics, flagged, times):
-                return
-            _put(self.q, _End(n), self.stop)
+            if pics:
+                yield self._batch(n - len(pics), pics, flagged, times)
+            yield _End(n)
+        except GeneratorExit:
+            raise
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, re-raised there
             if isinstance(e, VideoDecodeError) and n and pics:
-                if not self._flush(n - len(pics), pics, flagged, times):
-                    return
-            _put(self.q, _Failed(e), self.stop)
+                yield self._batch(n - len(pics), pics, flagged, times)
+            yield _Failed(e)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .info import probe_video
 from .reader import _POLL, _End, _Failed, _Reader
+from .._threads import free_core
 
 Batch = Tuple[int, Tensor, Tensor, Tensor, List[int], List[Optional[float]]]
 
@@ -27,13 +28,14 @@ def _ema(maps: Tensor, state: Optional[Tensor], s: float) -> Tuple[Tensor, Optio
 
 
 def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Optional[int], bank,
-            smoothing: float, queue_size: int, corrupt: str, progress: bool, daam_options: Optional[dict] = None
-            ) -> Iterator[Batch]:
+            smoothing: float, queue_size: int, corrupt: str, progress: bool, daam_options: Optional[dict] = None,
+            overlap: Optional[bool] = None) -> Iterator[Batch]:
     """Yield ``(start, rgb, maps, targets, corrupt, times)`` per batch, in order.
 
     ``rgb`` (B, 3, H, W) uint8 on the CPU (on the GPU with a CUDA model); ``maps`` (B, L, h, w)
     float32 (smoothed) on the model's device; ``targets`` (B,); ``corrupt``: indices of the frames the decoder flagged;
     ``times``: each frame's presentation time in seconds (None where the container gives none).
+    ``overlap``: decode in a reader thread (None: where a core is free for it, :func:`free_core`).
     """
     from tqdm import tqdm
     from .. import DAAM
@@ -41,22 +43,29 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
 
     info = probe_video(src)
     device = next(model.parameters()).device
+    if overlap is None:
+        overlap = free_core(device)
     q: "queue.Queue" = queue.Queue(maxsize=queue_size)
     stop = threading.Event()
     reader = _Reader(src, input_spec(model), batch_size, q, stop, corrupt, device=device)
+    items = reader.items() if not overlap else None
     bar = tqdm(total=info.frames or None, desc=os.path.basename(src), unit="frame", disable=not progress,
                dynamic_ncols=True)
     state: Optional[Tensor] = None
-    reader.start()
+    if overlap:
+        reader.start()
     try:
         with DAAM(model, method=method, **(daam_options or {})) as daam:
             while True:
-                try:
-                    item = q.get(timeout=_POLL)
-                except queue.Empty:
-                    if not reader.is_alive() and q.empty():
-                        raise RuntimeError("the video reader thread stopped without a result") from None
-                    continue
+                if items is not None:
+                    item = next(items)
+                else:
+                    try:
+                        item = q.get(timeout=_POLL)
+                    except queue.Empty:
+                        if not reader.is_alive() and q.empty():
+                            raise RuntimeError("the video reader thread stopped without a result") from None
+                        continue
                 if isinstance(item, _End):
                     break
                 if isinstance(item, _Failed):
@@ -69,7 +78,10 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
     finally:
         stop.set()
         bar.close()
-        reader.join()
+        if items is not None:
+            items.close()
+        else:
+            reader.join()
 
 
 def _default_model(model: Optional[nn.Module]) -> nn.Module:

@@ -1,4 +1,5 @@
-"""The writer thread: render and encode batches from a bounded queue into the output MP4."""
+"""The writer: render and encode batches into the output MP4; in its own thread behind a bounded
+queue, or called batch by batch in the caller's thread where no core is free for it."""
 from __future__ import annotations
 
 import queue
@@ -13,7 +14,8 @@ from .compose import _Composer
 
 
 class _Writer(threading.Thread):
-    """Renders and encodes batches from a bounded queue; opens the output on the first batch."""
+    """Renders and encodes batches (:meth:`write`) from a bounded queue when started as a thread;
+    opens the output on the first batch; :meth:`finish` closes it."""
 
     def __init__(self, dst: str, fps: Fraction, codec: str, crf: int, preset: str, compose: _Composer, maps,
                  q: "queue.Queue", audio_src: Optional[str] = None, threads: int = 0):
@@ -30,6 +32,7 @@ class _Writer(threading.Thread):
         self.error: Optional[BaseException] = None
         self.frames = 0
         self.failed = threading.Event()
+        self._out = self._stream = None           # the output container and its video stream, once opened
 
     def _open(self):
         import av
@@ -97,42 +100,61 @@ class _Writer(threading.Thread):
             self._audio_failed(e)
 
     def run(self) -> None:
-        import av
         torch.set_num_threads(1)    # per thread, as in the reader
-        out = stream = None
         try:
             while True:
                 item = self.q.get()
                 if item is None:
                     break
-                if self.failed.is_set():
-                    continue            # drain so the producer never blocks
-                rgb, maps, targets, times = item
-                if self.maps is not None:
-                    self.maps.write(maps.float().cpu().numpy(), targets.cpu().numpy())
-                frames = self.compose(rgb, maps)
-                if self.t_first is None:
-                    self.t_first = next((t for t in times if t is not None), None)
-                if out is None:
-                    out, stream = self._open()
-                for f, t in zip(frames, times):
-                    vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-                    vf.pts = self._pts(t)
-                    vf.time_base = OUT_TIME_BASE
-                    for packet in stream.encode(vf):
-                        out.mux(packet)
-                    self.frames += 1
-                self._mux_audio(out)
+                self.write(item)    # after a failure: drained, so the producer never blocks
         except BaseException as e:  # noqa: BLE001 - surfaced by explain_video
-            self.error = e
+            self.error = self.error or e
             self.failed.set()
             while self.q.get() is not None:     # drain until the producer's sentinel
                 pass
         finally:
-            if out is not None:
-                try:
-                    for packet in stream.encode():  # flush delayed frames, then the MP4 index
-                        out.mux(packet)
-                    self._mux_audio(out, final=True)
-                finally:
-                    out.close()
+            self.finish()
+
+    def write(self, item) -> None:
+        """Render, encode and mux one batch ``(rgb, maps, targets, times)`` (in this thread, or in
+        the caller's when no core is free for it). An error is kept in :attr:`error`, :attr:`failed`
+        set, and later batches are dropped."""
+        import av
+        if self.failed.is_set():
+            return
+        try:
+            rgb, maps, targets, times = item
+            if self.maps is not None:
+                self.maps.write(maps.float().cpu().numpy(), targets.cpu().numpy())
+            frames = self.compose(rgb, maps)
+            if self.t_first is None:
+                self.t_first = next((t for t in times if t is not None), None)
+            if self._out is None:
+                self._out, self._stream = self._open()
+            for f, t in zip(frames, times):
+                vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+                vf.pts = self._pts(t)
+                vf.time_base = OUT_TIME_BASE
+                for packet in self._stream.encode(vf):
+                    self._out.mux(packet)
+                self.frames += 1
+            self._mux_audio(self._out)
+        except Exception as e:  # noqa: BLE001 - surfaced by explain_video
+            self.error = e
+            self.failed.set()
+
+    def finish(self) -> None:
+        """Flush the encoder's delayed frames, the sound and the MP4 index; close the file."""
+        out, self._out = self._out, None
+        if out is None:
+            return
+        try:
+            try:
+                for packet in self._stream.encode():
+                    out.mux(packet)
+                self._mux_audio(out, final=True)
+            finally:
+                out.close()
+        except Exception as e:  # noqa: BLE001 - surfaced by explain_video
+            self.error = self.error or e
+            self.failed.set()
