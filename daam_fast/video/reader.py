@@ -68,8 +68,7 @@ class _Reader(threading.Thread):
             try:
                 with av.open(self.src) as c:
                     stream = c.streams.video[0]
-                    if self.gpu is not None:
-                        stream.thread_type = "AUTO"     # frame-threaded decoding: the CPU feeds a GPU
+                    stream.thread_type = "AUTO"         # frame threads: 1080p 3.2 -> 2.8 ms, 5.0 -> 3.5 ms of CPU
                     for frame in c.decode(stream):
                         if getattr(frame, "is_corrupt", False):
                             if self.corrupt == "error":
