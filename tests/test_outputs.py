@@ -278,3 +278,16 @@ def test_explain_files_bad_option_starts_no_thread(tmp_path):
     assert threading.active_count() == before
     with pytest.raises(ValueError, match="unknown"):
         explain_files([], load_model("shapes_vit"), str(tmp_path / "o"), quiet=True, outputs="overlay,movie")
+
+
+def test_boxes_without_pictures(tmp_path):
+    """--boxes with maps only: no picture, the boxes still in summary.json and maps/boxes.npy."""
+    from daam_fast.zoo import load_model
+    from daam_fast.zoo.shapes import make_shapes, save_pngs
+    paths = save_pngs(make_shapes(3, seed=4), str(tmp_path / "in"))
+    s = explain_files(paths, load_model("shapes_vit"), str(tmp_path / "out"), outputs="maps", boxes=0.5, quiet=True)
+    assert sorted(os.listdir(tmp_path / "out")) == ["maps", "summary.json"]
+    z = load_maps(str(tmp_path / "out" / "maps"))
+    assert z["explained"].all() and [e["files"] for e in s["explained"]] == [[], [], []]
+    assert [z["boxes"][e["row"]].tolist() for e in s["explained"]] == [e["boxes"] for e in s["explained"]]
+    assert all(e["box_size"] == [64, 64] and e["boxes"][2] > e["boxes"][0] for e in s["explained"])

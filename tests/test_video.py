@@ -331,6 +331,29 @@ def test_cli(tmp_path, video, capsys):
     err = capsys.readouterr().err
     assert "decoding failed at frame" in err and os.path.exists(tmp_path / "p.mp4")
     assert main(["video", str(video), "--out", str(tmp_path / "x.mp4"), "--blocks", "x", "--quiet"]) == 2
+    capsys.readouterr()
+    assert main(["video", str(video), "--out", str(tmp_path / "no_dir" / "x.mp4"), "--quiet"]) == 1   # not writable
+    assert "writing" in capsys.readouterr().err
+
+
+def test_cli_error_mid_run_keeps_the_frames(tmp_path, video, capsys, monkeypatch):
+    """A ValueError after frames were written exits 1 and says the output holds them (not 2, 'bad usage')."""
+    from daam_fast.cli import main
+    import daam_fast.explainer as explainer_mod
+    real, calls = explainer_mod.DAAM.__call__, []
+
+    def flaky(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("a frame the model refuses")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(explainer_mod.DAAM, "__call__", flaky)
+    out = tmp_path / "o.mp4"
+    assert main(["video", str(video), "--out", str(out), "--quiet", "--batch-size", "8", "--overlap", "off"]) == 1
+    err = capsys.readouterr().err
+    assert "a frame the model refuses" in err and "holds the frames written before it" in err
+    assert probe_video(str(out)).frames == 8
 
 
 # ---------------------------------------------------------------------------- sound and rotation

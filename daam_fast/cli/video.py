@@ -46,6 +46,7 @@ def _cmd_video(args) -> int:
         raise UsageError(str(e)) from None
     daam = daam_args(args)
     model, bank = load_model(args)
+    before = os.path.getmtime(args.out) if os.path.exists(args.out) else None
     try:
         s = explain_video(args.input, args.out, model, method=daam.method, block=blocks, layout=args.layout,
                           scale=args.scale, mode=args.mode, batch_size=args.batch_size, target=args.target,
@@ -59,7 +60,13 @@ def _cmd_video(args) -> int:
         print(f"daam-fast video: {e}{kept}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as e:
+        if os.path.exists(args.out) and os.path.getmtime(args.out) != before:    # stopped mid-run: say what is kept
+            print(f"daam-fast video: {e}; {args.out} holds the frames written before it", file=sys.stderr)
+            return EXIT_FAILED
         raise UsageError(str(e)) from None
+    except RuntimeError as e:                          # the output could not be written
+        print(f"daam-fast video: {e}", file=sys.stderr)
+        return EXIT_FAILED
     extra = f", maps -> {s.maps_out}" if s.maps_out else ""
     extra += f"; audio: {s.audio}"
     if s.corrupt_frames:

@@ -233,7 +233,7 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
                         for i, path, _ in ok:
                             writer.fail(i, path, f"could not write maps: {type(e).__name__}: {e}")
                         continue
-                if pictures:
+                if pictures or boxes is not None:
                     writer.submit([ImageJob(path, stems[i], out, i, pic, maps[j], targets[j], labels[j])
                                    for j, (i, path, pic) in enumerate(ok)])
                 else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -142,7 +142,7 @@ def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[
 
     maps = job.maps[None].float()
     boxes = None
-    if opt.boxes is not None and "overlay" in outs:
+    if opt.boxes is not None:
         from ..boxes import boxes_from_maps, draw_boxes
         boxes = boxes_from_maps(job.maps[-1:].float(), opt.boxes, (H, W)).numpy()
         rec["boxes"], rec["box_size"] = boxes[0].tolist(), [H, W]
