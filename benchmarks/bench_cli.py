@@ -11,6 +11,9 @@ Cases (generated here, deterministic):
   1920 x 1080 with deit_small, batch 8; ``video256``: 256 x 256 shapes clip, shipped model, batch 16.
 - ``rss``: peak RSS (the command's process and all its children, sampled every 20 ms) for
   ``daam-fast explain`` on a small and a large number of shapes images (default 200 and 2,000).
+- ``costs``: CPU ms per image of each output, drawn and written in one thread
+  (``daam_fast.outputs.write_images`` on batches of 16, files in the work folder), for a
+  640 x 480 photo with 12 blocks of 14 x 14 and a 64 x 64 shapes image with 6 blocks of 8 x 8.
 
 Providers, alternated round by round (the ratio is taken per round, then the median):
 
@@ -49,7 +52,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-CASES = ("photos", "shapes", "video720", "video1080", "video256", "rss")
+CASES = ("photos", "shapes", "video720", "video1080", "video256", "rss", "costs")
 TARGETS = {"photos": {"cmd default": 0.8, "cmd all": 0.5}, "shapes": {"cmd default": 0.8, "cmd all": 0.5},
            "video720": {"cmd video": 0.85}, "video1080": {"cmd video": 0.8}, "video256": {"cmd video": 0.85}}
 
@@ -382,6 +385,42 @@ def case_rss(a, work: str) -> None:
         sys.stdout.flush()
 
 
+def case_costs(a, work: str) -> None:
+    from daam_fast.outputs import FILES, ImageJob, MapStore, WriteOptions, write_images
+    from daam_fast.zoo.shapes import make_shapes
+    print("\n### costs: CPU ms per image of each output, one thread, batches of 16 (median of "
+          f"{max(3, a.reps)} runs; files in {work})")
+    print("| output | 640 x 480 photo, 12 blocks | 64 x 64 shapes image, 6 blocks |\n|---|---:|---:|")
+    g = torch.Generator().manual_seed(0)
+    kinds = {"photo": ([torch.from_numpy(make_photo(i)).permute(2, 0, 1).contiguous() for i in range(16)], 12, 14),
+             "shapes": (list(make_shapes(16, seed=1).images), 6, 8)}
+    rows = {}
+    for name, (pics, L, h) in kinds.items():
+        maps = torch.rand(16, L, h, h, generator=g).cumsum(1)
+        for outs in (("overlay",), ("maps",), ("grid",), ("gif",), ("mp4",), ("overlay", "maps", "grid", "gif", "mp4")):
+            ts = []
+            for r in range(max(3, a.reps)):
+                out = fresh_dir(os.path.join(work, f"costs_{name}"))
+                for o in outs:
+                    if o in FILES:
+                        os.makedirs(os.path.join(out, FILES[o][0]))
+                t0 = time.process_time()
+                if "maps" in outs:
+                    store = MapStore(os.path.join(out, "maps"), [f"{i}.png" for i in range(16)])
+                    store.write(list(range(16)), {"maps": maps.numpy(), "block_maps": maps.numpy(),
+                                                  "targets": np.zeros(16, np.int64)})
+                    store.close()
+                if [o for o in outs if o in FILES]:
+                    jobs = [ImageJob(f"{i}.png", f"im{i}", out, i, p, maps[i], 0, "c") for i, p in enumerate(pics)]
+                    errs = [e for e in write_images(jobs, WriteOptions(outputs=outs)) if isinstance(e, Exception)]
+                    assert not errs, errs[0]
+                ts.append((time.process_time() - t0) / 16 * 1e3)
+            rows.setdefault(",".join(outs) if len(outs) < 5 else "every per-image output", []).append(statistics.median(ts))
+    for k, (p, sh) in rows.items():
+        print(f"| {k} | {p:.2f} | {sh:.2f} |")
+    sys.stdout.flush()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {','.join(CASES)}")
@@ -433,6 +472,8 @@ def main(argv=None) -> int:
                 case_images(c, a, work, outs)
             elif c == "rss":
                 case_rss(a, work)
+            elif c == "costs":
+                case_costs(a, work)
             else:
                 case_video(c, a, work)
     finally:
