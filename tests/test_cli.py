@@ -205,8 +205,12 @@ def test_argparse_defaults_are_the_config_defaults():
     for f in dataclasses.fields(EvalConfig):
         assert getattr(ev, f.name) == f.default, f.name
     ex = ap.parse_args(["explain", "x.png", "--out", "o"])
-    for f in ("method", "target", "batch_size", "mode"):
+    for f in ("method", "target", "batch_size", "mode", "outputs", "workers", "boxes", "max_side", "min_side"):
         assert getattr(ex, f) == getattr(ExplainOptions(), f), f
+    from daam_fast.outputs import explain_files
+    sig = inspect.signature(explain_files).parameters
+    for f in dataclasses.fields(ExplainOptions):                 # the function's defaults are the same
+        assert sig[f.name].default == f.default, f.name
     sig = inspect.signature(explain_dataset).parameters
     batch = ap.parse_args(["batch", "d", "--out", "o"])
     for arg, param in (("num_actors", "num_actors"), ("cpus_per_actor", "num_cpus_per_actor"),

@@ -11,41 +11,13 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from typing import Optional
 
-from ..outputs import DEFAULT_OUTPUTS, OUTPUTS, explain_files, parse_outputs
-from ..outputs.encode import MAX_SIDE, MIN_SIDE
+from ..outputs import OUTPUTS, ExplainOptions, explain_files, parse_outputs
 from .options import (EXIT_FAILED, EXIT_OK, UsageError, add_mode, add_model_args, add_overwrite, add_quiet,
                       daam_args, default_of, load_model)
 
 __all__ = ["ExplainOptions", "explain_files", "add_cli"]
-
-
-@dataclass
-class ExplainOptions:
-    """How ``explain`` explains and draws (the defaults of :func:`explain_files` and of the command).
-
-    Attributes:
-        method: a DAAM method ("grad", "direct", ...).  target: class for every image (None:
-        each image's prediction).  batch_size: images per model call.  mode: rendering.
-        video: also write flow.mp4 when ``outputs`` has mp4 (False: the old ``--no-video``).
-        outputs: comma-separated outputs (``daam_fast.outputs.OUTPUTS``).  workers: writer threads
-        (None: 2 where the model leaves a core free or runs on a GPU, else 0).
-        boxes: threshold of the boxes drawn on the overlays, or None.  max_side / min_side:
-        bounds of the drawn pictures.
-    """
-
-    method: str = "grad"
-    target: Optional[int] = None
-    batch_size: int = 16
-    mode: str = "nonlinear"
-    video: bool = True
-    outputs: str = ",".join(DEFAULT_OUTPUTS)
-    workers: Optional[int] = None
-    boxes: Optional[float] = None
-    max_side: int = MAX_SIDE
-    min_side: int = MIN_SIDE
 
 
 _D = ExplainOptions()

@@ -23,12 +23,12 @@ Example:
     >>> summary = explain_files(paths, model, "out", outputs="overlay,maps,gif")
 """
 from .encode import compose_grid, display_size, gif_palette, panel_size, png_bytes, save_gif, save_grid, save_mp4, save_png
-from .run import HTML_FILE, HTML_MAX_IMAGES, default_workers, explain_files, unique_stems
+from .run import HTML_FILE, HTML_MAX_IMAGES, ExplainOptions, default_workers, explain_files, unique_stems
 from .store import MAPS_DIR, MapStore, load_maps
 from .writer import (DEFAULT_OUTPUTS, FILES, OUTPUTS, ImageJob, OutputWriter, WriteOptions, parse_outputs,
                      picture_path, render_overlays, write_image, write_images)
 
 __all__ = ["OUTPUTS", "DEFAULT_OUTPUTS", "FILES", "MAPS_DIR", "HTML_FILE", "HTML_MAX_IMAGES", "parse_outputs",
-           "explain_files", "default_workers", "unique_stems", "picture_path", "MapStore", "load_maps", "ImageJob",
+           "ExplainOptions", "explain_files", "default_workers", "unique_stems", "picture_path", "MapStore", "load_maps", "ImageJob",
            "WriteOptions", "write_image", "write_images", "render_overlays", "OutputWriter", "display_size",
            "panel_size", "png_bytes", "save_png", "gif_palette", "save_gif", "save_mp4", "compose_grid", "save_grid"]

@@ -10,17 +10,18 @@ import json
 import os
 import queue
 import threading
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from .encode import MAX_SIDE, MIN_SIDE
 from .store import MAPS_DIR, MapStore
 from .writer import DEFAULT_OUTPUTS, FILES, ImageJob, OutputWriter, WriteOptions, parse_outputs
 from .._threads import free_core, put_until_stopped
 
-__all__ = ["explain_files", "default_workers", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
+__all__ = ["ExplainOptions", "explain_files", "default_workers", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
 
 HTML_FILE = "explorer.html"
 HTML_MAX_IMAGES = 200      # the run's page holds the first images (a page of thousands would not open)
@@ -55,6 +56,36 @@ def _batches(paths: Sequence[str], spec, batch_size: int):
         if ok:
             x, rgb = prepare([p for _, _, p in ok], spec)
         yield start, ok, bad, x, rgb
+
+
+@dataclass
+class ExplainOptions:
+    """How images are explained and drawn: the defaults of :func:`explain_files` and of
+    ``daam-fast explain``.
+
+    Attributes:
+        method: a DAAM method ("grad", "direct", ...).  target: class for every image (None:
+        each image's prediction).  batch_size: images per model call.  mode: rendering.
+        video: also write the MP4s when ``outputs`` has mp4 (False: the old ``--no-video``).
+        outputs: comma-separated outputs (:data:`~daam_fast.outputs.OUTPUTS`).  workers: writer
+        threads (None: 2 where the model leaves a core free or runs on a GPU, else 0).
+        boxes: threshold of the boxes drawn on the overlays, or None.  max_side / min_side:
+        bounds of the drawn pictures.
+    """
+
+    method: str = "grad"
+    target: Optional[int] = None
+    batch_size: int = 16
+    mode: str = "nonlinear"
+    video: bool = True
+    outputs: str = ",".join(DEFAULT_OUTPUTS)
+    workers: Optional[int] = None
+    boxes: Optional[float] = None
+    max_side: int = MAX_SIDE
+    min_side: int = MIN_SIDE
+
+
+_D = ExplainOptions()
 
 
 class _Reader(threading.Thread):
@@ -115,11 +146,11 @@ class _Html:
         return {"path": path, "images": self.count, "left_out": self.left_out}
 
 
-def explain_files(paths: List[str], model, out: str, method: str = "grad", target=None, bank=None,
-                  batch_size: int = 16, mode: str = "nonlinear", quiet: bool = False, video: bool = True,
-                  daam_options: Optional[dict] = None, outputs=DEFAULT_OUTPUTS, workers: Optional[int] = None,
-                  boxes: Optional[float] = None, max_side: Optional[int] = None,
-                  min_side: Optional[int] = None, failed_inputs: Sequence[Tuple[str, str]] = ()) -> dict:
+def explain_files(paths: List[str], model, out: str, method: str = _D.method, target=_D.target, bank=None,
+                  batch_size: int = _D.batch_size, mode: str = _D.mode, quiet: bool = False, video: bool = _D.video,
+                  daam_options: Optional[dict] = None, outputs=_D.outputs, workers: Optional[int] = _D.workers,
+                  boxes: Optional[float] = _D.boxes, max_side: int = _D.max_side, min_side: int = _D.min_side,
+                  failed_inputs: Sequence[Tuple[str, str]] = ()) -> dict:
     """Explain image files and write the chosen outputs: the maps of the whole run in
     ``out/maps/`` (:mod:`~daam_fast.outputs.store`, one row per input) and the pictures in one
     folder per output, ``out/overlay/<stem>.png``, ``out/gif/<stem>.gif`` ...
@@ -164,11 +195,8 @@ def explain_files(paths: List[str], model, out: str, method: str = "grad", targe
     device = next(model.parameters()).device
     stems = unique_stems(paths)
     os.makedirs(out, exist_ok=True)
-    opts = WriteOptions(outputs=outs, method=method, mode=mode, boxes=boxes)
-    if max_side is not None:
-        opts.max_side = int(max_side)
-    if min_side is not None:
-        opts.min_side = int(min_side)
+    opts = WriteOptions(outputs=outs, method=method, mode=mode, boxes=boxes, max_side=int(max_side),
+                        min_side=int(min_side))
     html = _Html(HTML_MAX_IMAGES) if "html" in outs else None
     daam = DAAM(model, method=method, **(daam_options or {}))      # bad options raise before any thread starts
     bar = tqdm(total=len(paths), desc="explaining", unit="img", disable=quiet, dynamic_ncols=True)
