@@ -395,6 +395,8 @@ def case_costs(a, work: str) -> None:
     kinds = {"photo": ([torch.from_numpy(make_photo(i)).permute(2, 0, 1).contiguous() for i in range(16)], 12, 14),
              "shapes": (list(make_shapes(16, seed=1).images), 6, 8)}
     rows = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)               # one writer thread's cost (the kernel and torch ops on one core)
     for name, (pics, L, h) in kinds.items():
         maps = torch.rand(16, L, h, h, generator=g).cumsum(1)
         for outs in (("overlay",), ("maps",), ("grid",), ("gif",), ("mp4",), ("overlay", "maps", "grid", "gif", "mp4")):
@@ -416,6 +418,7 @@ def case_costs(a, work: str) -> None:
                     assert not errs, errs[0]
                 ts.append((time.process_time() - t0) / 16 * 1e3)
             rows.setdefault(",".join(outs) if len(outs) < 5 else "every per-image output", []).append(statistics.median(ts))
+    torch.set_num_threads(threads)
     for k, (p, sh) in rows.items():
         print(f"| {k} | {p:.2f} | {sh:.2f} |")
     sys.stdout.flush()
