@@ -20,7 +20,7 @@ from .ops.block_map import block_map
 from .ops.cls_attention import cls_attention
 from .targets import Target
 
-__all__ = ["CallState", "QKVSlot", "RowSlot", "attend", "kernel_backend", "slot_map"]
+__all__ = ["CallState", "QKVSlot", "RowSlot", "attend", "bias_mask", "block_coefficients", "map_terms", "kernel_backend", "model_attention", "slot_map"]
 
 
 class QKVSlot(NamedTuple):
@@ -98,8 +98,18 @@ def attend(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Optional[Tensor]
     name = kernel_backend(backend) if want_row and bias is None and pool == "token" else None
     if name is not None:
         return cls_attention(q, k, v, scale, backend=name)
-    mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale), None
+    return model_attention(q, k, v, scale, bias), None
+
+
+def bias_mask(bias: Optional[Tensor], q: Tensor) -> Optional[Tensor]:
+    """The additive attention bias (B | 1, H, N, N) cut to q's R rows, in q's dtype (None: no bias)."""
+    return None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
+
+
+def model_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Optional[Tensor]) -> Tensor:
+    """The model's own attention: fused SDPA of q (B, H, R, d) over k, v (B, H, N, d) with the
+    block's additive bias (relative positions, or None); (B, H, R, d)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias_mask(bias, q), scale=scale)
 
 
 def formed_row(st: CallState, q: Tensor, k: Tensor, scale: float, bias: Optional[Tensor]) -> Tensor:
@@ -108,6 +118,19 @@ def formed_row(st: CallState, q: Tensor, k: Tensor, scale: float, bias: Optional
     with torch.no_grad():
         return attention_row(q.detach(), k.detach(), scale, adapter.num_prefix, adapter.pool,
                              None if bias is None else bias.detach())
+
+
+def map_terms(x1: Tensor, k: Optional[Tensor], v: Tensor, g: Tensor, scale: float, prefix: int,
+              backend: Optional[str], heads: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """Block map (B, N - P) and, with ``heads``, the per-head terms (B, H, N - P), from the
+    coefficients ``g`` (B, H, d): with ``k``, x1 is the [class] query (B, H, d) and the fused
+    block_map op forms the row; without, x1 is the attention row (B, H, N) already formed
+    (docs/method.md §2-§4). Shared by the call state's slots and grad's autograd sinks."""
+    if k is not None:
+        res = block_map(x1, k, v, g.to(k.dtype), scale, prefix, backend=backend, heads=heads)
+    else:
+        res = row_map(x1, v, g, prefix, heads=heads)
+    return res if heads else (res, None)
 
 
 def slot_map(st: CallState, slot: Slot, G: Tensor, scale: float) -> Tuple[Tensor, Optional[Tensor]]:
@@ -120,18 +143,17 @@ def slot_map(st: CallState, slot: Slot, G: Tensor, scale: float) -> Tuple[Tensor
     adapter = st.adapter
     g = G.reshape(G.shape[0], adapter.num_heads, adapter.head_dim)
     if isinstance(slot, QKVSlot):
-        g = g.to(slot.k.dtype)
-        if st.heads:                                              # the per-head terms in the same pass
-            return block_map(slot.q_cls, slot.k, slot.v, g, scale, adapter.num_prefix, backend=st.backend, heads=True)
-        return block_map(slot.q_cls, slot.k, slot.v, g, scale, adapter.num_prefix, backend=st.backend), None
-    if st.heads:
-        return row_map(slot.a, slot.v, g, adapter.num_prefix, heads=True)
-    return row_map(slot.a, slot.v, g, adapter.num_prefix), None
+        return map_terms(slot.q_cls, slot.k, slot.v, g, scale, adapter.num_prefix, st.backend, st.heads)
+    return map_terms(slot.a, None, slot.v, g, scale, adapter.num_prefix, st.backend, st.heads)
+
+
+def block_coefficients(grad: Tensor, pool: str, prefix: int, relu: bool) -> Tensor:
+    """(B, C) G_b from dY/dT_b (B, R, C): row 0 (``pool`` "token"), or the patch rows summed
+    (mean-pooled), ReLU'd with ``relu`` (docs/method.md §2, §3, §7)."""
+    G = grad[:, 0] if pool == "token" else grad[:, prefix:].sum(dim=1)
+    return G.clamp_min(0) if relu else G
 
 
 def coefficients(st: CallState, grad: Tensor) -> Tensor:
-    """(B, C) G_b from dY/dT_b (B, R, C): row 0, or the patch rows summed (mean-pooled), ReLU'd
-    where the target says so (docs/method.md §2, §3, §7)."""
-    adapter = st.adapter
-    G = grad[:, 0] if adapter.pool == "token" else grad[:, adapter.num_prefix:].sum(dim=1)
-    return G.clamp_min(0) if st.relu else G
+    """:func:`block_coefficients` with the call's pooling, prefix and ReLU."""
+    return block_coefficients(grad, st.adapter.pool, st.adapter.num_prefix, st.relu)

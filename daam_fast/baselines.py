@@ -33,9 +33,9 @@ from __future__ import annotations
 from typing import Callable, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._capture import bias_mask, model_attention
 from ._model import Checks, check_images
 from ._rows import attention_row, query_row, softmax_rows
 from ._session import frozen, patched
@@ -62,10 +62,9 @@ def _capture(adapter: Adapter, on_block: Callable) -> patched:
         def core(x: Tensor, rows: Optional[int], ctx) -> Tensor:
             q, k, v = adapter.qkv(b, x, rows, ctx)
             bias = adapter.attn_bias(b, ctx)
-            mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)      # fused; (B, H, R, d)
+            o = model_attention(q, k, v, scale, bias)                                     # fused; (B, H, R, d)
             T = o.transpose(1, 2).reshape(x.shape[0], q.shape[2], H * d)
-            T = on_block(b, q, k, v, T, mask, x)
+            T = on_block(b, q, k, v, T, bias_mask(bias, q), x)
             return adapter.attn_out(b, T, x, rows)
 
         return core

@@ -24,9 +24,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._capture import CallState, formed_row
-from .._rows import row_map
-from ..ops.block_map import block_map
+from .._capture import CallState, block_coefficients, formed_row, map_terms
 from ..targets import Scored
 from .base import Method
 
@@ -55,15 +53,9 @@ class _Sink(torch.autograd.Function):
     def backward(ctx, gT):  # type: ignore[override]
         x1, x2, v = ctx.saved_tensors
         kind, scale, P, pool, relu, heads, backend, H, d = ctx.conf
-        G = gT[:, 0] if pool == "token" else gT[:, P:].sum(dim=1)                 # (R, C) docs/method.md §2, §7
-        if relu:
-            G = G.clamp_min(0)
-        g = G.reshape(G.shape[0], H, d)
-        if kind == "qkv":
-            res = block_map(x1, x2, v, g.to(x2.dtype), scale, P, backend=backend, heads=heads)
-        else:
-            res = row_map(x1, v, g, P, heads=heads)
-        m, ht = res if heads else (res, None)
+        G = block_coefficients(gT, pool, P, relu)                                  # (R, C) docs/method.md §2, §7
+        m, ht = map_terms(x1, x2 if kind == "qkv" else None, v, G.reshape(G.shape[0], H, d), scale, P, backend,
+                          heads)
         m = m.float()[:, None]
         sink = m if ht is None else torch.cat([m, ht.float()], dim=1)
         return gT, sink, None, None, None, None, None, None, None, None, None, None, None, None

@@ -26,10 +26,9 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._capture import CallState, QKVSlot, RowSlot, coefficients, slot_map
+from .._capture import CallState, QKVSlot, RowSlot, coefficients, model_attention, slot_map
 from ..adapters import Adapter
 from ..targets import Scored
 from .base import Method
@@ -89,8 +88,7 @@ class RowCall:
                 self.kv[b] = (k.contiguous(), v.contiguous(), None if bias is None else bias[:, :, :R])
                 if b == adapter.depth - 1:
                     raise _Stop()
-                mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+                o = model_attention(q, k, v, scale, bias)
                 return adapter.attn_out(b, o.transpose(1, 2).reshape(B, q.shape[2], H * d), x, rows)
         if x.shape[1] != R or rows is not None:
             raise RuntimeError(f"method='row': block {b}'s attention got {x.shape[1]} rows in the row graph, "
