@@ -1,8 +1,12 @@
-"""``explain_files``: image files -> explanations -> per-image outputs, every stage overlapped.
+"""``explain_files``: image files -> explanations -> the run's maps and per-image pictures.
 
-A reader thread reads and prepares the next batch, the caller's thread runs the model, and
+Where a core is free for them (the model on a GPU, or fewer model threads than cores), a reader
+thread reads and prepares the next batch while the caller's thread runs the model, and
 :class:`~daam_fast.outputs.writer.OutputWriter` threads draw and write the previous batches'
-outputs. Each hand-over is a bounded queue, so memory stays flat for any number of images.
+pictures, each hand-over a bounded queue. Where every core runs one of the model's threads,
+reading, explaining and writing take turns in the caller's thread (a third busy thread would
+stall the model; benchmarks/NOTES.md). Either way memory stays flat for any number of images:
+the maps go to ``out/maps/*.npy`` row by row (:mod:`.store`).
 """
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
-"""Per-image outputs drawn with the render kernel and written by a few threads behind a bounded queue.
+"""Per-image pictures drawn with the render kernel, written in the caller's thread or by a few
+threads behind a bounded queue.
 
-:func:`write_image` draws what the chosen outputs need (the final frame for ``overlay``; every
-block's frame for ``gif`` / ``mp4`` at the display size; every frame at the panel size for
-``grid``) with :func:`daam_fast.render.render` and writes the files. :class:`OutputWriter`
-runs it in ``workers`` threads: the kernel, zlib, PIL's quantiser and FFmpeg release the GIL,
-so writing overlaps the explanation of the next batch; ``submit`` blocks while ``queue_size``
-jobs wait, so memory stays bounded whatever the number of images. Every submitted image ends
-in ``explained`` or in ``failed`` with its reason, in input order.
+:func:`write_images` draws a batch: the overlays in one render call per picture size
+(:func:`render_overlays`), then per image (:func:`write_image`) every block's frame for
+``gif`` / ``mp4`` at the display size and every frame at the panel size for ``grid``, with
+:func:`daam_fast.render.render`, and writes the files into one folder per output
+(:data:`FILES`). :class:`OutputWriter` runs it in ``workers`` threads (the kernel, zlib, PIL's
+quantiser and FFmpeg release the GIL, so writing overlaps the explanation of the next batch
+where a core is free for it), or with ``workers=0`` in the caller's thread; ``submit`` blocks
+while ``queue_size`` batches wait, so memory stays bounded whatever the number of images.
+Every image ends in ``explained`` or in ``failed`` with its reason, in input order.
 """
 from __future__ import annotations
 
