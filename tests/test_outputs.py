@@ -136,7 +136,7 @@ def test_overlays_rendered_together_equal_one_by_one(tmp_path):
 def test_writer_queue_is_bounded(tmp_path, monkeypatch):
     seen, lock = [], threading.Lock()
 
-    def slow(jobs, opt, store=None):
+    def slow(jobs, opt, store=None, pool=None):
         time.sleep(0.01)
         return [{"path": j.path} for j in jobs]
 
@@ -148,6 +148,42 @@ def test_writer_queue_is_bounded(tmp_path, monkeypatch):
             seen.append(w._q.qsize())
     w.close()
     assert max(seen) <= 3 and len(w.explained) == 20
+
+
+def test_writer_survives_an_unexpected_error(tmp_path, monkeypatch):
+    """An error outside one image's write fails that batch's images with the reason; the thread goes on."""
+    def broken(jobs, opt, store=None, pool=None):
+        if jobs[0].row == 0:
+            raise MemoryError("no room")
+        return [{"path": j.path} for j in jobs]
+
+    monkeypatch.setattr(writer_mod, "write_images", broken)
+    with OutputWriter(WriteOptions(), workers=1, queue_size=1) as w:
+        for i in range(3):
+            w.submit([_job(tmp_path, f"e{i}", row=i)])
+    assert [p for p, _ in w.failed] == ["e0.png"] and "MemoryError: no room" in w.failed[0][1]
+    assert [r["path"] for r in w.explained] == ["e1.png", "e2.png"]
+
+
+def test_written_side_by_side_in_the_callers_turn(tmp_path):
+    """workers=0 with turn_threads=2: the same files as one by one, written before submit returns."""
+    _folders(tmp_path)
+    jobs = [_job(tmp_path, f"t{i}", row=i) for i in range(5)]
+    opt = WriteOptions(outputs=("overlay", "gif", "grid"))
+    with OutputWriter(opt, workers=0, turn_threads=2) as w:
+        w.submit(jobs)
+        assert len(w.explained) == 5                                        # written in the call
+        assert w._pool is not None
+    one = tmp_path / "one"
+    one.mkdir()
+    _folders(one)
+    for j in jobs:
+        j.out = str(one)
+    with OutputWriter(opt, workers=0) as w1:
+        w1.submit(jobs)
+    for r in w.explained:
+        for f in r["files"]:
+            assert (tmp_path / f).read_bytes() == (one / f).read_bytes(), f
 
 
 def test_boxes_on_overlay(tmp_path):

@@ -219,7 +219,8 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
     for o in pictures:
         os.makedirs(os.path.join(out, FILES[o][0]), exist_ok=True)
     store = MapStore(os.path.join(out, MAPS_DIR), paths, stems, method=method) if "maps" in outs else None
-    writer = OutputWriter(opts, workers=workers, queue_size=max(2, workers), progress=bar, store=store)
+    writer = OutputWriter(opts, workers=workers, queue_size=max(2, workers), progress=bar, store=store,
+                          turn_threads=torch.get_num_threads())
     if reader is not None:
         reader.start()
     error = None

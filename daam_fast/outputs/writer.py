@@ -206,26 +206,35 @@ def render_overlays(jobs: Sequence[ImageJob], opt: WriteOptions) -> List[Optiona
     return out
 
 
-def write_images(jobs: Sequence[ImageJob], opt: WriteOptions, store=None) -> List[object]:
-    """:func:`write_image` for each job, overlays drawn together; -> its record, or the exception it raised."""
+def write_images(jobs: Sequence[ImageJob], opt: WriteOptions, store=None, pool=None) -> List[object]:
+    """:func:`write_image` for each job, overlays drawn together; -> its record, or the exception it raised.
+
+    Args:
+        pool: None, or a ``concurrent.futures`` executor that writes the images side by side
+            (the kernel, zlib, PIL and FFmpeg release the GIL); the call returns when all are written.
+    """
     try:
         overlays = render_overlays(jobs, opt)
     except Exception:  # noqa: BLE001 - then each image is drawn alone, and fails alone
         overlays = [None] * len(jobs)
-    res: List[object] = []
-    for job, ov in zip(jobs, overlays):
+
+    def one(item) -> object:
+        job, ov = item
         try:
-            res.append(write_image(job, opt, store, ov))
+            return write_image(job, opt, store, ov)
         except Exception as e:  # noqa: BLE001 - one bad write must not stop the run
-            res.append(e)
-    return res
+            return e
+
+    items = list(zip(jobs, overlays))
+    return list(pool.map(one, items)) if pool is not None and len(items) > 1 else [one(i) for i in items]
 
 
 _STOP = object()
 
 
 class OutputWriter:
-    """Writes :class:`ImageJob` s in ``workers`` threads (0: in the caller's thread).
+    """Writes :class:`ImageJob` s in ``workers`` threads behind a queue, or (``workers=0``) in the
+    caller's thread, there by ``turn_threads`` threads side by side, returning when the batch is written.
 
     Use as a context manager; :meth:`submit` blocks while ``queue_size`` batches wait. After the
     ``with`` block, :attr:`explained` and :attr:`failed` (``(path, reason)``) are in input order
@@ -237,10 +246,18 @@ class OutputWriter:
         >>> w.explained, w.failed
     """
 
-    def __init__(self, options: WriteOptions, workers: int = 2, queue_size: int = 4, progress=None, store=None):
+    def __init__(self, options: WriteOptions, workers: int = 2, queue_size: int = 4, progress=None, store=None,
+                 turn_threads: int = 1):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.options, self.workers, self.progress, self.store = options, workers, progress, store
+        # workers=0: each batch is written in the caller's turn, by turn_threads threads side by side
+        # (the cores the model leaves idle during that turn); the call returns when it is written
+        self._pool = None
+        if workers == 0 and turn_threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(turn_threads, thread_name_prefix="daam-output-turn",
+                                            initializer=torch.set_num_threads, initargs=(1,))   # one core each
         self._q: "queue.Queue" = queue.Queue(maxsize=max(1, queue_size))
         self._lock = threading.Lock()
         self._done: Dict[int, dict] = {}
@@ -251,7 +268,11 @@ class OutputWriter:
             t.start()
 
     def _run(self, jobs: Sequence[ImageJob]) -> None:
-        for job, r in zip(jobs, write_images(jobs, self.options, self.store)):
+        try:
+            results = write_images(jobs, self.options, self.store, self._pool)
+        except Exception as e:  # noqa: BLE001 - never lose a batch (nor a writer thread) to one error
+            results = [e] * len(jobs)
+        for job, r in zip(jobs, results):
             if isinstance(r, Exception):
                 self.fail(job.row, job.path, f"could not write outputs: {type(r).__name__}: {r}")
             else:
@@ -292,6 +313,9 @@ class OutputWriter:
         for t in self._threads:
             t.join()
         self._threads = []
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def __enter__(self) -> "OutputWriter":
         return self
