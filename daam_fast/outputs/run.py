@@ -172,9 +172,10 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
         outputs: names or "a,b" (:data:`~daam_fast.outputs.OUTPUTS`): overlay, grid, gif, mp4
             (one picture per image), maps (the run's arrays), html (one explorer page for the
             run, ``out/explorer.html``, the first :data:`HTML_MAX_IMAGES` images).
-        workers: writer threads (0: write in the caller's thread after each batch, and read
-            there too). None: :func:`default_workers` (2 where the model leaves a core free or
-            runs on a GPU, else 0).
+        workers: writer threads beside the model, plus a reader thread (0: reading, explaining
+            and writing take turns, each batch's pictures written side by side by as many threads
+            as the model uses while it waits). None: :func:`default_workers` (2 where the model
+            leaves a core free or runs on a GPU, else 0).
         boxes: None, or the threshold of the boxes drawn on the overlays.
         max_side: longer side of the drawn pictures, at most (default 640).
         min_side: shorter side of small pictures scaled up to this (default 0: their own size).
