@@ -58,6 +58,10 @@ class _Reader(threading.Thread):
         """The batches, then :class:`_End` or :class:`_Failed` (after the batch of the frames decoded
         before a decoding error). :meth:`run` queues them; without a thread, iterate this."""
         import av
+        from av.video.reformatter import VideoReformatter
+        # one reformatter for the whole stream keeps its swscale context: to_ndarray() makes a new
+        # one per frame (256 x 256: 0.35 -> 0.09 ms a frame, 1080p 2.05 -> 1.78; the same pixels)
+        to_rgb = VideoReformatter()
         n = 0
         pics: List[np.ndarray] = []
         flagged: List[int] = []
@@ -68,14 +72,17 @@ class _Reader(threading.Thread):
             try:
                 with av.open(self.src) as c:
                     stream = c.streams.video[0]
-                    stream.thread_type = "AUTO"         # frame threads: 1080p 3.2 -> 2.8 ms, 5.0 -> 3.5 ms of CPU
+                    # slice threads only (PyAV's default): frame threads decode 1080p in 2.8 ms instead
+                    # of 3.2, but then FFmpeg drops its corrupt flag on a concealed frame in about 40 %
+                    # of runs, and such a frame would be explained silently (benchmarks/NOTES.md)
+                    stream.thread_type = "SLICE"
                     for frame in c.decode(stream):
                         if getattr(frame, "is_corrupt", False):
                             if self.corrupt == "error":
                                 raise VideoDecodeError(self.src, n, "the decoder flagged the frame as corrupt "
                                                                     "(pass corrupt='keep' / --keep-corrupt to keep such frames)")
                             flagged.append(n)
-                        pic = frame.to_ndarray(format="rgb24")
+                        pic = to_rgb.reformat(frame, format="rgb24").to_ndarray()
                         if turns:                           # upright, as players show it
                             pic = np.ascontiguousarray(np.rot90(pic, turns))
                         pics.append(pic)
