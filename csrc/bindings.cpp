@@ -5,6 +5,7 @@
 
 #include "block_map.h"
 #include "cls_attention.h"
+#include "gif.h"
 #include "render.h"
 
 namespace py = pybind11;
@@ -61,6 +62,29 @@ PYBIND11_MODULE(_C, m) {
       py::call_guard<py::gil_scoped_release>(),
       "render on CPU: float32 maps (B, L, h, w), images (B, 3, H, W) uint8 / float32 or 0, uint8 out "
       "(see csrc/render.h)");
+  m.def(
+      "gif_cpu",
+      [](std::uintptr_t frames, int64_t L, int64_t H, int64_t W, std::uintptr_t palette, int K, int delay_cs,
+         int loop) {
+        daam::GifArgs a{reinterpret_cast<const unsigned char*>(frames), L, H, W,
+                        reinterpret_cast<const unsigned char*>(palette), K, delay_cs, loop};
+        std::string s;
+        {
+          py::gil_scoped_release release;
+          s = daam::gif_encode_cpu(a);
+        }
+        return py::bytes(s);
+      },
+      "animated GIF file bytes of (L, H, W, 3) uint8 frames with a (K, 3) uint8 palette, a frame delay in "
+      "hundredths of a second and a loop count (see csrc/gif.h)");
+  m.def(
+      "palette_index_cpu",
+      [](std::uintptr_t rgb, int64_t n, std::uintptr_t palette, int K, std::uintptr_t out) {
+        daam::palette_index_cpu(reinterpret_cast<const unsigned char*>(rgb), n,
+                                reinterpret_cast<const unsigned char*>(palette), K, reinterpret_cast<unsigned char*>(out));
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "palette indices (n,) uint8 of n RGB uint8 pixels: nearest entry to each pixel's 5-bit cell centre");
   m.def("has_cuda", []() {
 #ifdef DAAM_WITH_CUDA
     return true;

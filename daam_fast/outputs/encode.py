@@ -14,8 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["display_size", "panel_size", "png_bytes", "save_png", "gif_palette", "save_gif", "save_mp4",
-           "compose_grid", "save_grid"]
+__all__ = ["display_size", "panel_size", "png_bytes", "save_png", "gif_palette", "palette_array", "gif_bytes",
+           "save_gif", "save_mp4", "compose_grid", "save_grid"]
 
 MAX_SIDE = 640        # longer side of the drawn pictures (overlay, GIF, MP4), at most
 MIN_SIDE = 0          # shorter side of small pictures is scaled up to this (0: never scaled up)
@@ -120,12 +120,53 @@ def gif_frames(frames, palette=None) -> List["object"]:
     return [Image.fromarray(f).quantize(palette=pal, dither=Image.Dither.NONE) for f in arr]
 
 
+def palette_array(palette) -> np.ndarray:
+    """(K, 3) uint8 colours of a PIL "P" image's palette (:func:`gif_palette`)."""
+    pal = np.asarray(palette.getpalette() or [0, 0, 0], dtype=np.uint8)
+    return np.ascontiguousarray(pal[:len(pal) // 3 * 3].reshape(-1, 3)[:256])
+
+
+def gif_bytes(frames, duration_ms: int = 700, palette=None) -> bytes:
+    """(L, H, W, 3) uint8 -> the bytes of a looping animated GIF, one frame per block, one palette
+    for all frames (:func:`gif_palette`, or ``palette`` (K, 3) uint8).
+
+    With the compiled extension one C++ call maps every pixel to its palette entry (the nearest
+    to the centre of its 5-bit colour cell) and LZW-codes the frames (csrc/gif.h): 1.1 ms for
+    6 frames of 64 x 64, against 2.8 ms through PIL, whose palette cache costs ~1.7 ms to fill
+    for every new palette. Without it, PIL maps the frames (:func:`gif_frames`) and writes the file.
+    """
+    from .._ext import ext
+    arr = _np(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"expected (L, H, W, 3) uint8 frames, got {arr.shape}")
+    m = ext()
+    if m is None or not hasattr(m, "gif_cpu"):
+        import io
+        pal_im = gif_palette(arr) if palette is None else _palette_image(palette)
+        ims = gif_frames(arr, pal_im)
+        buf = io.BytesIO()
+        ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration_ms, loop=0,
+                    optimize=False)
+        return buf.getvalue()
+    pal = palette_array(gif_palette(arr)) if palette is None else np.ascontiguousarray(palette, dtype=np.uint8)
+    L, H, W, _ = arr.shape
+    return m.gif_cpu(arr.ctypes.data, L, H, W, pal.ctypes.data, len(pal), int(round(duration_ms / 10)), 0)
+
+
+def _palette_image(palette):
+    from PIL import Image
+    pal = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    im = Image.new("P", (1, 1))
+    im.putpalette(pal.ravel().tolist())
+    return im
+
+
 def save_gif(frames, path: str, duration_ms: int = 700) -> None:
-    """(L, H, W, 3) uint8 -> looping animated GIF, one frame per block, one shared palette
-    (:func:`gif_palette`; not a median cut per frame: 1.4 s -> about 50 ms at 12 x 640 x 480)."""
-    ims = gif_frames(frames)
-    ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=duration_ms, loop=0,
-                optimize=False)
+    """(L, H, W, 3) uint8 -> looping animated GIF file (:func:`gif_bytes`; one shared palette,
+    not a median cut per frame: 1.4 s -> about 50 ms at 12 x 640 x 480 through PIL)."""
+    data = gif_bytes(frames, duration_ms)
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 # ---------------------------------------------------------------------------------------- MP4

@@ -1,0 +1,41 @@
+// gif: uint8 RGB frames -> an animated GIF in one call (the GIF output of `daam-fast explain`).
+// Each pixel takes the palette entry nearest (squared RGB distance, lowest index on a tie) to the
+// centre of its 5-bit cell (8 x 8 x 8 levels; Pillow's palette cache uses 6-bit cells); the cell's
+// answer is cached, so a search runs once per cell met (the mean error grows by 0.1 level over
+// exact colours, while the searches fall 2.5x on a 64 x 64 GIF and 50x on a 480 x 360 one). The indices are then LZW-coded
+// (GIF89a, 12-bit codes, a clear code when the table is full) with one global colour table, a
+// NETSCAPE2.0 loop block and one graphic control block (the delay) per frame.
+// Pillow spends ~1.7 ms filling its cache for every new palette, more than the whole GIF of a
+// 64 x 64 image should cost (benchmarks/NOTES.md).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "common.h"
+
+namespace daam {
+
+struct GifArgs {
+  const unsigned char* frames;    // (L, H, W, 3) uint8 contiguous
+  int64_t L, H, W;
+  const unsigned char* palette;   // (K, 3) uint8, 1 <= K <= 256
+  int K;
+  int delay_cs;                   // frame delay, hundredths of a second
+  int loop;                       // NETSCAPE loop count, 0: for ever
+};
+
+inline void check_gif_args(const GifArgs& a) {
+  DAAM_CHECK(a.frames && a.palette, "null pointer");
+  DAAM_CHECK(a.L > 0 && a.H > 0 && a.W > 0, "sizes must be positive");
+  DAAM_CHECK(a.H <= 65535 && a.W <= 65535, "a GIF side is at most 65535 pixels");
+  DAAM_CHECK(a.K >= 1 && a.K <= 256, "the palette must hold 1 to 256 colours");
+  DAAM_CHECK(a.delay_cs >= 0 && a.delay_cs <= 65535, "delay must be 0 .. 65535 hundredths of a second");
+  DAAM_CHECK(a.loop >= 0 && a.loop <= 65535, "loop must be 0 .. 65535");
+}
+
+// indices (n,) of the n RGB pixels (rule above); `out` has n bytes.
+void palette_index_cpu(const unsigned char* rgb, int64_t n, const unsigned char* palette, int K, unsigned char* out);
+// the whole GIF file.
+std::string gif_encode_cpu(const GifArgs& a);
+
+}  // namespace daam
