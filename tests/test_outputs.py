@@ -72,6 +72,101 @@ def test_gif_one_palette_matches_render(tmp_path):
     assert "duration" in im.info and im.info.get("loop") == 0
 
 
+def _read_mp4(path):
+    import av
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        frames, keys = [], []
+        for f in c.decode(st):
+            frames.append(f.to_ndarray(format="rgb24"))
+            keys.append(f.key_frame)
+        return np.stack(frames), keys, st.average_rate, float(c.duration) / 1e6, bytes(st.codec_context.extradata)
+
+
+def test_mp4_clips_from_a_kept_encoder_decode_alone(tmp_path):
+    """From the second clip of a size on, the clips come from one kept x264 encoder: each file
+    still holds its own frames only (IDR first), at its fps, in an MP4 with an avcC record, as
+    close to the frames as a clip coded alone."""
+    from daam_fast.outputs import encode
+    L, fps = 5, 2
+    clips = [np.clip(_frames(L=L, H=37, W=53, seed=s).astype(np.int16) + 20 * s - 40, 0, 255).astype(np.uint8)
+             for s in range(5)]
+    key = (54, 38, L, fps, encode.MP4_PRESET, 20)
+    assert encode._ClipEncoder._seen.get(key, 0) == 0
+    errs = []
+    for i, c in enumerate(clips):
+        encode.save_mp4(c, str(tmp_path / f"{i}.mp4"), fps=fps)
+        got, keys, rate, dur, extradata = _read_mp4(tmp_path / f"{i}.mp4")
+        assert got.shape == (L, 38, 54, 3) and keys == [True] + [False] * (L - 1)
+        assert rate == fps and dur == pytest.approx(L / fps)
+        assert extradata[0] == 1                                # avcC, not Annex B
+        errs.append(np.abs(got[:, :37, :53].astype(np.int16) - c).mean())
+    assert key in encode._ClipEncoder._local.encoders             # clips 1.. came from the kept encoder
+    # chroma subsampling of saturated JET colours on tiny frames: ~7 levels either way (clip 0 was coded alone)
+    assert max(errs) < 12 and max(errs[1:]) < 1.2 * errs[0] + 0.5, errs
+
+
+def test_mp4_kept_encoder_falls_back_and_threads(tmp_path, monkeypatch):
+    """A kept encoder that misbehaves is dropped and the clip coded alone; threads keep their own."""
+    from daam_fast.outputs import encode
+    L = 4
+    base = _frames(L=L, H=30, W=40, seed=7)
+    clips = [np.clip(base.astype(np.int16) + 12 * i - 60, 0, 255).astype(np.uint8) for i in range(10)]
+
+    def run(idx):
+        for i in idx:
+            encode.save_mp4(clips[i], str(tmp_path / f"{i}.mp4"))
+    ts = [threading.Thread(target=run, args=(range(k, 10, 2),)) for k in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for i, c in enumerate(clips):
+        got = _read_mp4(tmp_path / f"{i}.mp4")[0]
+        assert got.shape == (L, 30, 40, 3) and np.abs(got.astype(np.int16) - c).mean() < 12, i
+        assert abs(got.mean() - c.mean()) < 3, i                 # its own clip (they differ by 12 levels)
+
+    def broken(self, arr, path):
+        raise encode._ClipError("test")
+    monkeypatch.setattr(encode._ClipEncoder, "write", broken)
+    encode.save_mp4(clips[3], str(tmp_path / "fallback.mp4"))
+    got = _read_mp4(tmp_path / "fallback.mp4")[0]
+    assert np.abs(got.astype(np.int16) - clips[3]).mean() < 12 and abs(got.mean() - clips[3].mean()) < 3
+    assert (40, 30, L, 1, encode.MP4_PRESET, 20) not in encode._ClipEncoder._local.encoders
+
+
+def test_nal_units_and_length_prefix():
+    from daam_fast.outputs.encode import _length_prefixed, _nal_units
+    data = b"\x00\x00\x00\x01\x67\x42\x00" + b"\x03" + b"\x00\x00\x01\x68\xce" + b"\x00\x00\x00\x01\x65\x88\x84\x00\x03"
+    assert _nal_units(data) == [b"\x67\x42\x00\x03", b"\x68\xce", b"\x65\x88\x84\x00\x03"]
+    assert _length_prefixed(data) == (b"\x00\x00\x00\x04\x67\x42\x00\x03" + b"\x00\x00\x00\x02\x68\xce"
+                                      + b"\x00\x00\x00\x05\x65\x88\x84\x00\x03")
+
+
+def test_grid_text_as_pil_draws_it():
+    """The titles are cached patches: the grid equals the same grid with PIL drawing every text."""
+    from PIL import ImageDraw
+    from daam_fast.outputs import encode
+    frames = _frames(L=8, H=40, W=50)
+    titles = ["input"] + [f"D_{i + 1}" for i in range(7)]
+    sup = "a_long_file_name.png: class 7 (grad)"
+    for _ in range(2):                                          # the second time from the cache
+        got = compose_grid(list(frames), titles, sup, cols=4)
+    # the layout of compose_grid (pad 4, title strip 16, suptitle strip 20), text by PIL
+    want = np.full((20 + 2 * (16 + 40 + 4) + 4, max(4 * 54 + 4, int(encode._font().getlength(sup)) + 12), 3), 255,
+                   np.uint8)
+    for j in range(8):
+        r, c = divmod(j, 4)
+        want[20 + r * 60 + 20:20 + r * 60 + 60, 4 + c * 54:4 + c * 54 + 50] = frames[j]
+    im = Image.fromarray(want)
+    draw = ImageDraw.Draw(im)
+    for j, t in enumerate(titles):
+        r, c = divmod(j, 4)
+        draw.text((4 + c * 54 + 2, 20 + r * 60 + 4), t, fill=(0, 0, 0), font=encode._font())
+    draw.text((6, 4), sup, fill=(0, 0, 0), font=encode._font())
+    np.testing.assert_array_equal(got, np.asarray(im))
+
+
 def test_grid_size_and_titles(tmp_path):
     frames = _frames(L=9, H=20, W=30)
     panels = [frames[0]] * 9
@@ -91,6 +186,17 @@ def _job(tmp_path, name, L=4, size=(40, 56), row=0):
     m = torch.rand(L, 5, 7).cumsum(0)
     pic = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
     return ImageJob(f"{name}.png", name, str(tmp_path), row, pic, m, 2, "two")
+
+
+def test_grid_same_with_and_without_animations(tmp_path):
+    """Small pictures take the grid's panels from the GIF / MP4 frames: the grid is the same file."""
+    job = _job(tmp_path, "a")
+    _folders(tmp_path)
+    grids = []
+    for outs in (("grid",), ("grid", "gif", "mp4")):
+        writer_mod.write_image(job, WriteOptions(outputs=outs))
+        grids.append((tmp_path / "grid/a.png").read_bytes())
+    assert grids[0] == grids[1]
 
 
 def _folders(tmp_path, outs=("overlay", "grid", "gif", "mp4")):

@@ -152,16 +152,21 @@ def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[
         if store is not None:
             store.write([job.row], {"boxes": boxes, "box_size": np.array([[H, W]], dtype=np.int64)}, mark=False)
     last = overlay
+    ph, pw = encode.panel_size(H, W)
+    anim = None                                   # (picture, frames) at the GIF / MP4 size
     if "gif" in outs or "mp4" in outs:
         cap = min(opt.max_side, opt.anim_side) if opt.max_side else opt.anim_side
         Ha, Wa = encode.display_size(*job.picture.shape[-2:], min_side=opt.min_side, max_side=cap)
-        frames = render(maps, images=_resize(job.picture, (Ha, Wa)), mode=opt.mode)[0].numpy()
+        pic = _resize(job.picture, (Ha, Wa))
+        frames = render(maps, images=pic, mode=opt.mode)[0].numpy()
         if "gif" in outs:
             encode.save_gif(frames, dest("gif"), duration_ms=opt.gif_ms)
         if "mp4" in outs:
             encode.save_mp4(frames, dest("mp4"), fps=opt.mp4_fps)
         if last is None and (Ha, Wa) == (H, W):
             last = frames[-1]
+        if "grid" in outs and (Ha, Wa) == (ph, pw):   # small pictures: the grid's panels are these frames
+            anim = (pic, frames)
         del frames
     if "overlay" in outs:
         if last is None:
@@ -170,9 +175,10 @@ def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[
             last = draw_boxes(last, boxes)
         encode.save_png(last, dest("overlay"))
     if "grid" in outs:
-        ph, pw = encode.panel_size(H, W)
-        small = _resize(job.picture, (ph, pw))
-        panels = render(maps, images=small, mode=opt.mode)[0].numpy()
+        small, panels = anim if anim is not None else (None, None)
+        if panels is None:
+            small = _resize(job.picture, (ph, pw))
+            panels = render(maps, images=small, mode=opt.mode)[0].numpy()
         encode.save_grid(panels, dest("grid"), titles=[f"D_{b + 1}" for b in range(panels.shape[0])],
                          image=small[0].permute(1, 2, 0),
                          suptitle=f"{os.path.basename(job.path)}: class {job.label} ({opt.method})")
