@@ -139,6 +139,26 @@ def test_iterator_maps_equal_image_api(video, model, overlap):
     assert ref.shape[1:] == (6, 8, 8)
 
 
+def test_turns_decode_ahead_beside_the_writer(video, model):
+    """Taking turns with 2 model threads, the next batch is decoded in a helper thread while the
+    caller has this one (never during the model): same maps, every frame once, in order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got, helpers = [], set()
+        for i, m in iter_video_maps(str(video), model, batch_size=5, overlap=False):
+            got.append((i, m))
+            helpers |= {t.name for t in threading.enumerate() if t.name.startswith("daam-video-turn")}
+    finally:
+        torch.set_num_threads(threads)
+    assert helpers and [i for i, _ in got] == list(range(24))
+    frames = torch.from_numpy(read_video(video)).permute(0, 3, 1, 2)
+    x, _ = prepare(frames, input_spec(model))
+    with DAAM(model) as daam:
+        ref = daam(x).maps
+    assert_close(torch.stack([m for _, m in got]), ref, name="video maps, decoded ahead")
+
+
 def test_direct_method_and_target(video, model):
     got = torch.stack([m for _, m in iter_video_maps(str(video), model, method="direct", batch_size=12, target=2)])
     frames = torch.from_numpy(read_video(video)).permute(0, 3, 1, 2)

@@ -111,7 +111,8 @@ def add_cli(sub) -> None:
     p.add_argument("--overlap", default="auto", choices=("auto", "on", "off"),
                    help="decode and encode in their own threads, beside the model (auto, the default: where they "
                         "have a core of their own, i.e. on a GPU or with fewer model threads than cores; else the "
-                        "stages take turns with the model, which is faster there)")
+                        "stages take turns with the model, which is faster there; the next batch is then decoded beside the "
+                        "drawing and encoding of this one, never while the model runs)")
     add_overwrite(p, "replace an existing --out")
     add_quiet(p)
     p.set_defaults(func=_cmd_video)

@@ -127,8 +127,10 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
         overlap: run the reader and the writer in their own threads. None (default): where they
             have a core of their own (the model runs on a GPU or uses fewer threads than the
             cores), else take turns with the model in the caller's thread: on a CPU whose cores
-            all run the model, a third busy thread stalls it (1080p: 0.77 -> 0.84 of explain-only,
-            256 x 256 with the shipped model 0.43 -> 0.9; benchmarks/NOTES.md).
+            all run the model, a third busy thread stalls it (1080p: 0.77 -> 0.82 of explain-only;
+            benchmarks/NOTES.md). Taking turns with more than one model thread, the next batch is
+            decoded in a helper thread while this one is drawn and encoded, never while the model
+            runs (256 x 256 with the shipped model: 1.16 -> 1.02 s for 400 frames).
         corrupt: "error" (default): a frame the decoder flags as corrupt stops the run like a
             decoding error; "keep": explain it anyway (listed in the summary).
         progress: tqdm bar with frames, frames/s and ETA.

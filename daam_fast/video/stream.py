@@ -52,12 +52,23 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
     bar = tqdm(total=info.frames or None, desc=os.path.basename(src), unit="frame", disable=not progress,
                dynamic_ncols=True)
     state: Optional[Tensor] = None
+    # taking turns with more than one model thread: the next batch is decoded in a helper thread
+    # while the caller draws and encodes this one (the model's other cores are idle then), and
+    # never while the model runs
+    ahead = None
+    if items is not None and torch.get_num_threads() > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="daam-video-turn", initializer=torch.set_num_threads,
+                                   initargs=(1,))
+    pending = None
     if overlap:
         reader.start()
     try:
         with DAAM(model, method=method, **(daam_options or {})) as daam:
             while True:
-                if items is not None:
+                if pending is not None:
+                    item, pending = pending.result(), None
+                elif items is not None:
                     item = next(items)
                 else:
                     try:
@@ -74,10 +85,20 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
                 res = daam(x.to(device, non_blocking=True), target=target, bank=bank)
                 maps, state = _ema(res.maps.detach(), state, smoothing)
                 bar.update(rgb.shape[0])
+                if ahead is not None:
+                    pending = ahead.submit(next, items)
                 yield start, rgb, maps, res.targets, flagged, times
     finally:
         stop.set()
         bar.close()
+        if pending is not None:
+            pending.cancel()
+            try:
+                pending.result()
+            except BaseException:  # noqa: BLE001 - the run already ends; only the helper is waited for
+                pass
+        if ahead is not None:
+            ahead.shutdown()
         if items is not None:
             items.close()
         else:
