@@ -385,6 +385,50 @@ def test_explain_files_writes_the_summary_when_it_stops(tmp_path, monkeypatch):
     assert load_maps(str(tmp_path / "out" / "maps"))["explained"].tolist() == [True, True, False, False]
 
 
+def test_explain_files_turns_read_ahead(tmp_path, monkeypatch):
+    """Taking turns (workers=0) with 2 model threads, the next batch is read in a helper thread while
+    this one is written: the same maps and pictures as with 1 thread; an error while reading ahead
+    stops the run with its reason in summary.json, after the batches before it."""
+    from daam_fast.outputs import run as run_mod
+    from daam_fast.zoo import load_model
+    from daam_fast.zoo.shapes import make_shapes, save_pngs
+    paths = save_pngs(make_shapes(6, seed=6), str(tmp_path / "in"))
+    model = load_model("shapes_vit")
+    real, readers = run_mod._batches, []
+
+    def spied(*a, **k):
+        for item in real(*a, **k):
+            readers.append(threading.current_thread().name)
+            yield item
+
+    def failing(*a, **k):
+        for n, item in enumerate(real(*a, **k)):
+            if n == 2:
+                raise RuntimeError("disk gone")
+            yield item
+    old = torch.get_num_threads()
+    maps = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            readers.clear()
+            monkeypatch.setattr(run_mod, "_batches", spied)
+            s = explain_files(paths, model, str(tmp_path / f"t{threads}"), batch_size=2, quiet=True, workers=0)
+            assert [e["path"] for e in s["explained"]] == paths
+            helper = [n for n in readers if n.startswith("daam-explain-turn")]
+            assert len(helper) == (2 if threads > 1 else 0)           # batches 2 and 3 read ahead
+            maps[threads] = np.array(load_maps(str(tmp_path / f"t{threads}" / "maps"))["maps"])
+            monkeypatch.setattr(run_mod, "_batches", failing)
+            with pytest.raises(RuntimeError, match="disk gone"):
+                explain_files(paths, model, str(tmp_path / f"bad{threads}"), batch_size=2, quiet=True, workers=0)
+            bad = json.loads((tmp_path / f"bad{threads}" / "summary.json").read_text())
+            assert [e["path"] for e in bad["explained"]] == paths[:4] and "disk gone" in bad["error"]
+    finally:
+        torch.set_num_threads(old)
+    np.testing.assert_allclose(maps[2], maps[1], rtol=1e-4, atol=1e-6)
+    assert sorted(os.listdir(tmp_path / "t1" / "overlay")) == sorted(os.listdir(tmp_path / "t2" / "overlay"))
+
+
 def test_default_workers(monkeypatch):
     from daam_fast.outputs import default_workers
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)

@@ -98,8 +98,9 @@ def add_cli(sub) -> None:
                    help="also write the run's interactive explorer page, explorer.html (= adding html to --outputs)")
     p.add_argument("--workers", type=int, default=_D.workers,
                    help="threads writing outputs while the next batch is explained, and one reading ahead "
-                        "(0: reading, explaining and writing take turns, a batch's pictures written side by side "
-                        "by as many threads as the model uses while it waits; default: 2 where the model leaves "
+                        "(0: explaining and writing take turns: while the model waits, a batch's pictures are "
+                        "written side by side by as many threads as it uses, and the next batch is read; "
+                        "default: 2 where the model leaves "
                         "a core free or runs on a GPU, else 0: a thread without a core of its own stalls the model)")
     p.add_argument("--boxes", type=float, default=_D.boxes, metavar="THRESHOLD",
                    help="draw the box of each final map's salient region on the overlay (threshold: a fraction of "

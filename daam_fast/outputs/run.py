@@ -4,8 +4,9 @@ Where a core is free for them (the model on a GPU, or fewer model threads than c
 thread reads and prepares the next batch while the caller's thread runs the model, and
 :class:`~daam_fast.outputs.writer.OutputWriter` threads draw and write the previous batches'
 pictures, each hand-over a bounded queue. Where every core runs one of the model's threads,
-reading, explaining and writing take turns in the caller's thread (a third busy thread would
-stall the model; benchmarks/NOTES.md). Either way memory stays flat for any number of images:
+explaining and writing take turns (a third busy thread would stall the model; benchmarks/NOTES.md):
+while the model waits, a batch's pictures are written by as many threads as it uses and the next
+batch is read in a helper thread. Either way memory stays flat for any number of images:
 the maps go to ``out/maps/*.npy`` row by row (:mod:`.store`).
 """
 from __future__ import annotations
@@ -172,9 +173,9 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
         outputs: names or "a,b" (:data:`~daam_fast.outputs.OUTPUTS`): overlay, grid, gif, mp4
             (one picture per image), maps (the run's arrays), html (one explorer page for the
             run, ``out/explorer.html``, the first :data:`HTML_MAX_IMAGES` images).
-        workers: writer threads beside the model, plus a reader thread (0: reading, explaining
-            and writing take turns, each batch's pictures written side by side by as many threads
-            as the model uses while it waits). None: :func:`default_workers` (2 where the model
+        workers: writer threads beside the model, plus a reader thread (0: explaining and
+            writing take turns: while the model waits, each batch's pictures are written side by
+            side by as many threads as it uses, and the next batch is read). None: :func:`default_workers` (2 where the model
             leaves a core free or runs on a GPU, else 0).
         boxes: None, or the threshold of the boxes drawn on the overlays.
         max_side: longer side of the drawn pictures, at most (default 640).
@@ -222,12 +223,27 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
     store = MapStore(os.path.join(out, MAPS_DIR), paths, stems, method=method) if "maps" in outs else None
     writer = OutputWriter(opts, workers=workers, queue_size=max(2, workers), progress=bar, store=store,
                           turn_threads=torch.get_num_threads())
+    # taking turns with more than one model thread: the next batch is read in a helper thread while
+    # this one is written (the model's cores are free then), never while the model runs
+    ahead = None
+    if reader is None and torch.get_num_threads() > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="daam-explain-turn", initializer=torch.set_num_threads,
+                                   initargs=(1,))
+    batches = iter(batches)
+    pending = None
     if reader is not None:
         reader.start()
     error = None
     try:
         with daam:
-            for item in batches:
+            while True:
+                if pending is not None:
+                    item, pending = pending.result(), None
+                else:
+                    item = next(batches, None)
+                if item is None:
+                    break
                 if isinstance(item, BaseException):
                     raise item
                 start, ok, bad, x, rgb = item
@@ -241,6 +257,8 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
                     for i, path, _ in ok:
                         writer.fail(i, path, f"explanation failed: {e}")
                     continue
+                if ahead is not None:
+                    pending = ahead.submit(next, batches, None)
                 if res.maps.shape[0] != len(ok):
                     for i, path, _ in ok:
                         writer.fail(i, path, f"explain_files writes one explanation per image; the target gave "
@@ -278,6 +296,13 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
         raise
     finally:
         stop.set()
+        if pending is not None:
+            try:
+                pending.result()
+            except BaseException:  # noqa: BLE001 - the run already ends (or has its error)
+                pass
+        if ahead is not None:
+            ahead.shutdown()
         writer.close()
         if reader is not None:
             reader.join()
