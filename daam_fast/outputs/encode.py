@@ -1,9 +1,10 @@
 """Encoders for the per-image outputs of ``daam-fast explain``: PNG, GIF, MP4, grid.
 
 Every function takes uint8 frames already drawn by the render kernel (``daam_fast.render``)
-and spends its time in C code that releases the GIL (zlib, PIL's LZW / quantiser, FFmpeg), so
-a few writer threads overlap the explanation of the next batch (``daam_fast.outputs.writer``).
-The costs measured for each are in docs/cli.md and benchmarks/NOTES.md.
+and spends most of its time in C code that releases the GIL (zlib, PIL's quantiser, the GIF
+kernel of ``daam_fast._C``, x264), so a few writer threads share the work; PyAV's per-frame and
+per-file calls hold the GIL (64 x 64 MP4s gain nothing from a second thread). The costs
+measured for each are in docs/cli.md and benchmarks/NOTES.md.
 """
 from __future__ import annotations
 
