@@ -133,6 +133,17 @@ def test_mp4_kept_encoder_falls_back_and_threads(tmp_path, monkeypatch):
     got = _read_mp4(tmp_path / "fallback.mp4")[0]
     assert np.abs(got.astype(np.int16) - clips[3]).mean() < 12 and abs(got.mean() - clips[3].mean()) < 3
     assert (40, 30, L, 1, encode.MP4_PRESET, 20) not in encode._ClipEncoder._local.encoders
+    assert encode._ClipEncoder.broken is None
+
+    def unsupported(self, arr, path):                     # e.g. a PyAV without add_stream_from_template
+        raise AttributeError("no add_stream_from_template")
+    monkeypatch.setattr(encode._ClipEncoder, "write", unsupported)
+    monkeypatch.setattr(encode._ClipEncoder, "broken", None)
+    for i in (4, 5):
+        encode.save_mp4(clips[i], str(tmp_path / f"alone{i}.mp4"))
+        got = _read_mp4(tmp_path / f"alone{i}.mp4")[0]
+        assert got.shape == (L, 30, 40, 3) and abs(got.mean() - clips[i].mean()) < 3
+    assert "add_stream_from_template" in encode._ClipEncoder.broken   # then every clip is coded alone
 
 
 def test_nal_units_and_length_prefix():

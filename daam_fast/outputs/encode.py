@@ -199,14 +199,18 @@ def save_mp4(frames, path: str, fps: int = 1, preset: str = MP4_PRESET, crf: int
     if (H2, W2) != (H, W):
         arr = np.pad(arr, ((0, 0), (0, H2 - H), (0, W2 - W), (0, 0)), mode="edge")
     codec = _h264()
-    if codec == "libx264":
-        enc = _ClipEncoder.get((W2, H2, L, int(fps), preset, int(crf)))
-        if enc is not None:
-            try:
+    if codec == "libx264" and _ClipEncoder.broken is None:
+        key = (W2, H2, L, int(fps), preset, int(crf))
+        try:
+            enc = _ClipEncoder.get(key)
+            if enc is not None:
                 enc.write(arr, path)
                 return
-            except _ClipError:
-                _ClipEncoder.drop((W2, H2, L, int(fps), preset, int(crf)))   # then this clip alone, as below
+        except _ClipError:                          # out of step: a new encoder next time; this clip alone
+            _ClipEncoder.drop(key)
+        except Exception as e:  # noqa: BLE001 - e.g. a PyAV without add_stream_from_template: never again
+            _ClipEncoder.drop(key)
+            _ClipEncoder.broken = f"{type(e).__name__}: {e}"
     import av
     with av.open(path, mode="w") as out:
         stream = out.add_stream(codec, rate=fps)
@@ -256,6 +260,7 @@ class _ClipEncoder:
     """
 
     _local = threading.local()
+    broken: Optional[str] = None                    # why kept encoders are off in this process, if they are
     _seen: Dict[tuple, int] = {}
     _lock = threading.Lock()
     _template = None
