@@ -144,6 +144,10 @@ def test_mp4_kept_encoder_falls_back_and_threads(tmp_path, monkeypatch):
         got = _read_mp4(tmp_path / f"alone{i}.mp4")[0]
         assert got.shape == (L, 30, 40, 3) and abs(got.mean() - clips[i].mean()) < 3
     assert "add_stream_from_template" in encode._ClipEncoder.broken   # then every clip is coded alone
+    monkeypatch.undo()                                     # the real write again; broken back to None
+    with pytest.raises(OSError):                           # a file that cannot be written fails the image
+        encode.save_mp4(clips[6], str(tmp_path / "no_such_dir" / "x.mp4"))
+    assert encode._ClipEncoder.broken is None
 
 
 def test_nal_units_and_length_prefix():

@@ -208,6 +208,8 @@ def save_mp4(frames, path: str, fps: int = 1, preset: str = MP4_PRESET, crf: int
                 return
         except _ClipError:                          # out of step: a new encoder next time; this clip alone
             _ClipEncoder.drop(key)
+        except OSError:                             # the file (disk full, no permission): this image fails
+            raise
         except Exception as e:  # noqa: BLE001 - e.g. a PyAV without add_stream_from_template: never again
             _ClipEncoder.drop(key)
             _ClipEncoder.broken = f"{type(e).__name__}: {e}"
