@@ -37,3 +37,48 @@ def free_core(device) -> bool:
     except AttributeError:                        # not Linux
         cores = os.cpu_count() or 1
     return cores > torch.get_num_threads()
+
+
+class Ahead:
+    """The next item of ``it``, fetched in a helper thread while the caller works on this one,
+    for stages that take turns with a model on every core: the caller asks for it
+    (:meth:`request`) once the model is done with a batch, and takes it (:meth:`next`) before
+    the model runs again, so the helper never runs beside the model. With ``helper=False`` (the
+    model on one thread: no idle core in the turn) :meth:`next` reads in the caller's thread.
+
+    ``None`` marks the end of ``it``. The helper sets 1 torch thread for itself.
+    """
+
+    def __init__(self, it, name: str, helper: bool):
+        self.it = iter(it)
+        self.pending = None
+        self.pool = None
+        if helper:
+            from concurrent.futures import ThreadPoolExecutor
+            import torch
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix=name, initializer=torch.set_num_threads,
+                                           initargs=(1,))
+
+    def request(self) -> None:
+        """Start fetching the next item in the helper (nothing without one)."""
+        if self.pool is not None and self.pending is None:
+            self.pending = self.pool.submit(next, self.it, None)
+
+    def next(self):
+        """The next item (None at the end); an error raised while fetching it is raised here."""
+        if self.pending is not None:
+            item, self.pending = self.pending.result(), None
+            return item
+        return next(self.it, None)
+
+    def close(self) -> None:
+        """Wait for a fetch in flight (its error is dropped: the run ends anyway) and stop the helper."""
+        if self.pending is not None:
+            try:
+                self.pending.result()
+            except BaseException:  # noqa: BLE001 - the run already ends, or has its own error
+                pass
+            self.pending = None
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None

@@ -24,7 +24,7 @@ import torch
 from .encode import MAX_SIDE, MIN_SIDE
 from .store import MAPS_DIR, MapStore
 from .writer import DEFAULT_OUTPUTS, FILES, ImageJob, OutputWriter, WriteOptions, parse_outputs
-from .._threads import free_core, put_until_stopped
+from .._threads import Ahead, free_core, put_until_stopped
 
 __all__ = ["ExplainOptions", "explain_files", "default_workers", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
 
@@ -225,23 +225,14 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
                           turn_threads=torch.get_num_threads())
     # taking turns with more than one model thread: the next batch is read in a helper thread while
     # this one is written (the model's cores are free then), never while the model runs
-    ahead = None
-    if reader is None and torch.get_num_threads() > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="daam-explain-turn", initializer=torch.set_num_threads,
-                                   initargs=(1,))
-    batches = iter(batches)
-    pending = None
+    ahead = Ahead(batches, "daam-explain-turn", helper=reader is None and torch.get_num_threads() > 1)
     if reader is not None:
         reader.start()
     error = None
     try:
         with daam:
             while True:
-                if pending is not None:
-                    item, pending = pending.result(), None
-                else:
-                    item = next(batches, None)
+                item = ahead.next()
                 if item is None:
                     break
                 if isinstance(item, BaseException):
@@ -257,8 +248,7 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
                     for i, path, _ in ok:
                         writer.fail(i, path, f"explanation failed: {e}")
                     continue
-                if ahead is not None:
-                    pending = ahead.submit(next, batches, None)
+                ahead.request()
                 if res.maps.shape[0] != len(ok):
                     for i, path, _ in ok:
                         writer.fail(i, path, f"explain_files writes one explanation per image; the target gave "
@@ -296,13 +286,7 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
         raise
     finally:
         stop.set()
-        if pending is not None:
-            try:
-                pending.result()
-            except BaseException:  # noqa: BLE001 - the run already ends (or has its error)
-                pass
-        if ahead is not None:
-            ahead.shutdown()
+        ahead.close()
         writer.close()
         if reader is not None:
             reader.join()

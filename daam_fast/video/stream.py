@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .info import probe_video
 from .reader import _POLL, _End, _Failed, _Reader
-from .._threads import free_core
+from .._threads import Ahead, free_core
 
 Batch = Tuple[int, Tensor, Tensor, Tensor, List[int], List[Optional[float]]]
 
@@ -55,21 +55,16 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
     # taking turns with more than one model thread: the next batch is decoded in a helper thread
     # while the caller draws and encodes this one (the model's other cores are idle then), and
     # never while the model runs
-    ahead = None
-    if items is not None and torch.get_num_threads() > 1:
-        from concurrent.futures import ThreadPoolExecutor
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="daam-video-turn", initializer=torch.set_num_threads,
-                                   initargs=(1,))
-    pending = None
+    ahead = Ahead(items, "daam-video-turn", helper=torch.get_num_threads() > 1) if items is not None else None
     if overlap:
         reader.start()
     try:
         with DAAM(model, method=method, **(daam_options or {})) as daam:
             while True:
-                if pending is not None:
-                    item, pending = pending.result(), None
-                elif items is not None:
-                    item = next(items)
+                if ahead is not None:
+                    item = ahead.next()
+                    if item is None:                 # the reader always ends with _End or _Failed
+                        raise RuntimeError("the video reader stopped without a result")
                 else:
                     try:
                         item = q.get(timeout=_POLL)
@@ -86,19 +81,13 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
                 maps, state = _ema(res.maps.detach(), state, smoothing)
                 bar.update(rgb.shape[0])
                 if ahead is not None:
-                    pending = ahead.submit(next, items)
+                    ahead.request()
                 yield start, rgb, maps, res.targets, flagged, times
     finally:
         stop.set()
         bar.close()
-        if pending is not None:
-            pending.cancel()
-            try:
-                pending.result()
-            except BaseException:  # noqa: BLE001 - the run already ends; only the helper is waited for
-                pass
         if ahead is not None:
-            ahead.shutdown()
+            ahead.close()
         if items is not None:
             items.close()
         else:
