@@ -302,8 +302,9 @@ class _ClipEncoder:
         cc.flags |= av.codec.context.Flags.global_header
         cc.thread_count = 1
         cc.open()
-        sps = [n for n in _nal_units(bytes(cc.extradata or b"")) if n[0] & 0x1F == 7]
-        pps = [n for n in _nal_units(bytes(cc.extradata or b"")) if n[0] & 0x1F == 8]
+        units = _nal_units(bytes(cc.extradata or b""))
+        sps = [n for n in units if n[0] & 0x1F == 7]
+        pps = [n for n in units if n[0] & 0x1F == 8]
         if len(sps) != 1 or len(pps) != 1:
             raise _ClipError("libx264 gave no SPS / PPS in its global header")
         s, p = sps[0], pps[0]
