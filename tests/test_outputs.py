@@ -135,15 +135,15 @@ def test_mp4_kept_encoder_falls_back_and_threads(tmp_path, monkeypatch):
     assert (40, 30, L, 1, encode.MP4_PRESET, 20) not in encode._ClipEncoder._local.encoders
     assert encode._ClipEncoder.broken is None
 
-    def unsupported(self, arr, path):                     # e.g. a PyAV without add_stream_from_template
-        raise AttributeError("no add_stream_from_template")
+    def unsupported(self, arr, path):                     # e.g. a PyAV that cannot set the encoder's options
+        raise AttributeError("no such option")
     monkeypatch.setattr(encode._ClipEncoder, "write", unsupported)
     monkeypatch.setattr(encode._ClipEncoder, "broken", None)
     for i in (4, 5):
         encode.save_mp4(clips[i], str(tmp_path / f"alone{i}.mp4"))
         got = _read_mp4(tmp_path / f"alone{i}.mp4")[0]
         assert got.shape == (L, 30, 40, 3) and abs(got.mean() - clips[i].mean()) < 3
-    assert "add_stream_from_template" in encode._ClipEncoder.broken   # then every clip is coded alone
+    assert "no such option" in encode._ClipEncoder.broken             # then every clip is coded alone
     monkeypatch.undo()                                     # the real write again; broken back to None
     with pytest.raises(OSError):                           # a file that cannot be written fails the image
         encode.save_mp4(clips[6], str(tmp_path / "no_such_dir" / "x.mp4"))
@@ -180,6 +180,22 @@ def test_grid_text_as_pil_draws_it():
         draw.text((4 + c * 54 + 2, 20 + r * 60 + 4), t, fill=(0, 0, 0), font=encode._font())
     draw.text((6, 4), sup, fill=(0, 0, 0), font=encode._font())
     np.testing.assert_array_equal(got, np.asarray(im))
+
+
+def test_glyph_text_equals_pil():
+    """Text composed from cached glyphs (the grid's per-image title) has PIL's pixels: kerning,
+    overlapping glyphs (f_j, T., //), a glyph left of the origin (j first), any printable ASCII."""
+    import random
+    import string
+    from daam_fast.outputs import encode
+    if encode._glyph_text("a") is None:
+        pytest.skip("this Pillow's default font is not FreeType with the basic layout")
+    rng = random.Random(0)
+    texts = ["shape_00012.png: class circle (grad)", "ffffjjj", "f_j T. //,, AVAWAY", "j", " ", "Te'st\\"]
+    texts += ["".join(rng.choice(string.printable[:95]) for _ in range(rng.randint(1, 48))) for _ in range(200)]
+    for t in texts:
+        np.testing.assert_array_equal(encode._glyph_text(t), encode._text_patch(t), err_msg=repr(t))
+    assert encode._glyph_text("caf\u00e9") is None and encode._glyph_text("a\tb") is None   # PIL draws those
 
 
 def test_grid_size_and_titles(tmp_path):

@@ -9,12 +9,15 @@ measured for each are in docs/cli.md and benchmarks/NOTES.md.
 from __future__ import annotations
 
 import functools
+import math
 import struct
 import threading
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .mp4 import h264_mp4_bytes
 
 __all__ = ["display_size", "panel_size", "png_bytes", "save_png", "gif_palette", "palette_array", "gif_bytes",
            "save_gif", "save_mp4", "compose_grid", "save_grid"]
@@ -189,8 +192,9 @@ def save_mp4(frames, path: str, fps: int = 1, preset: str = MP4_PRESET, crf: int
     pixel (yuv420p).
 
     From the second clip of a size on, the clip is coded by an H.264 encoder kept open for that
-    size in this thread (:class:`_ClipEncoder`), and FFmpeg's MP4 muxer writes its packets: opening
-    x264 costs 1.3 ms, more than coding 6 frames of 64 x 64 (2.0 -> 0.8 ms per clip; NOTES.md).
+    size in this thread (:class:`_ClipEncoder`), and :func:`.mp4.h264_mp4_bytes` writes the file:
+    opening x264 costs 1.3 ms and FFmpeg's muxer 0.4 ms, more than coding 6 frames of 64 x 64
+    (2.0 -> 0.3 ms per clip; NOTES.md).
     """
     arr = _np(frames)
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] == 0:
@@ -211,7 +215,7 @@ def save_mp4(frames, path: str, fps: int = 1, preset: str = MP4_PRESET, crf: int
             _ClipEncoder.drop(key)
         except OSError:                             # the file (disk full, no permission): this image fails
             raise
-        except Exception as e:  # noqa: BLE001 - e.g. a PyAV without add_stream_from_template: never again
+        except Exception as e:  # noqa: BLE001 - e.g. a PyAV that cannot set the encoder's options: never again
             _ClipEncoder.drop(key)
             _ClipEncoder.broken = f"{type(e).__name__}: {e}"
     import av
@@ -258,15 +262,14 @@ class _ClipEncoder:
     It puts an IDR frame every ``L`` frames (``keyint=min-keyint=L``, no scene cuts) and hands back
     each frame's packet at once (``tune=zerolatency``: no lookahead, no B-frames), so every clip
     is a closed run of frames that starts with an IDR and decodes alone. The SPS / PPS are kept
-    out of band (global header) and go into each file's ``avcC``; FFmpeg's MP4 muxer writes the
-    file from a stream copied from a template (no encoder opened per file).
+    out of band (global header) and go into each file's ``avcC``; :func:`.mp4.h264_mp4_bytes`
+    writes the file (FFmpeg's muxer through PyAV cost 0.4 ms per file, holding the GIL).
     """
 
     _local = threading.local()
     broken: Optional[str] = None                    # why kept encoders are off in this process, if they are
     _seen: Dict[tuple, int] = {}
     _lock = threading.Lock()
-    _template = None
     MAX_OPEN = 4                                    # encoders kept per thread (the most recent sizes)
 
     @classmethod
@@ -314,30 +317,9 @@ class _ClipEncoder:
             bytes([1]) + struct.pack(">H", len(p)) + p
         self.cc, self.W, self.H, self.L, self.fps, self.frames = cc, W, H, L, fps, 0
 
-    @classmethod
-    def template(cls):
-        """An H.264 stream to copy output streams from (a 2 x 2 one-frame MP4 in memory, made once)."""
-        with cls._lock:
-            if cls._template is None:
-                import io
-                import av
-                buf = io.BytesIO()
-                with av.open(buf, "w", format="mp4") as out:
-                    st = out.add_stream("libx264", rate=1)
-                    st.width = st.height = 2
-                    st.pix_fmt = "yuv420p"
-                    for pk in st.encode(av.VideoFrame.from_ndarray(np.zeros((2, 2, 3), np.uint8), format="rgb24")):
-                        out.mux(pk)
-                    for pk in st.encode():
-                        out.mux(pk)
-                buf.seek(0)
-                inp = av.open(buf)
-                cls._template = (inp, inp.streams.video[0])
-            return cls._template[1]
-
     def write(self, arr: np.ndarray, path: str) -> None:
+        """Code the clip ``arr`` (L, H, W, 3) uint8 and write its MP4 file at ``path``."""
         import av
-        from fractions import Fraction
         packets = []
         for f in arr:
             vf = av.VideoFrame.from_ndarray(f, format="rgb24")
@@ -346,17 +328,9 @@ class _ClipEncoder:
             packets += self.cc.encode(vf)
         if len(packets) != self.L or not packets[0].is_keyframe or any(p.is_keyframe for p in packets[1:]):
             raise _ClipError(f"expected {self.L} packets, an IDR first; got {len(packets)}")
-        tb = Fraction(1, self.fps)
-        with av.open(path, mode="w", format="mp4") as out:
-            st = out.add_stream_from_template(self.template())
-            st.codec_context.extradata = self.avcc
-            st.codec_context.width, st.codec_context.height = self.W, self.H
-            st.time_base = tb
-            for i, p in enumerate(packets):
-                q = av.Packet(_length_prefixed(bytes(p)))
-                q.stream, q.pts, q.dts, q.time_base, q.duration = st, i, i, tb, 1
-                q.is_keyframe = i == 0
-                out.mux(q)
+        data = h264_mp4_bytes([_length_prefixed(bytes(p)) for p in packets], self.avcc, self.W, self.H, self.fps)
+        with open(path, "wb") as f:
+            f.write(data)
 
 
 # ---------------------------------------------------------------------------------------- grid
@@ -382,11 +356,62 @@ def _text_patch(text: str) -> np.ndarray:
 _cached_text_patch = functools.lru_cache(maxsize=1024)(_text_patch)
 
 
+@functools.lru_cache(maxsize=None)
+def _glyph(c: str) -> Tuple[np.ndarray, int, int, float]:
+    """One character of the grid's font: (its patch, 255 - coverage, as uint16; x and y offset
+    from the pen; advance in pixels)."""
+    from PIL import Image
+    font = _font()
+    mask, (ox, oy) = font.getmask2(c, mode="L")
+    a = np.asarray(Image.Image()._new(mask)) if mask.size[0] and mask.size[1] else np.zeros((0, 0), np.uint8)
+    return (255 - a).astype(np.uint16), ox, oy, font.getlength(c)
+
+
+@functools.lru_cache(maxsize=4096)
+def _kerning(a: str, b: str) -> float:
+    return _font().getlength(a + b) - _glyph(a)[3] - _glyph(b)[3]
+
+
+def _glyph_text(text: str) -> Optional[np.ndarray]:
+    """``text`` as :func:`_text_patch` draws it, composed from cached glyphs (the same pixels:
+    PIL's basic layout places each glyph at the rounded pen position, kerning included, and lays
+    overlapping glyphs one over the other; test). None where that does not hold: a font that is
+    not FreeType with the basic layout, or text beyond printable ASCII (shaping)."""
+    from PIL import ImageFont
+    font = _font()
+    if not (isinstance(font, ImageFont.FreeTypeFont) and font.layout_engine == ImageFont.Layout.BASIC
+            and text.isascii() and text.isprintable()):
+        return None
+    pen, prev, items, x1, y1 = 0.0, None, [], 0, 0
+    for c in text:
+        if prev is not None:
+            pen += _kerning(prev, c)
+        patch, ox, oy, adv = _glyph(c)
+        x = math.floor(pen + 0.5) + ox
+        items.append((patch, x, oy))
+        x1, y1 = max(x1, x + patch.shape[1]), max(y1, oy + patch.shape[0])
+        pen += adv
+        prev = c
+    out = np.full((y1 + 1, max(x1, math.floor(pen + 0.5)) + 1), 255, np.uint16)
+    for patch, x, y in items:
+        if x < 0:
+            patch, x = patch[:, -x:], 0
+        if patch.size:
+            region = out[y:y + patch.shape[0], x:x + patch.shape[1]]
+            region *= patch                                  # coverage a over b: 1 - (1 - a)(1 - b)
+            region += 127
+            region //= 255
+    return out.astype(np.uint8)
+
+
 def _put_text(canvas: np.ndarray, text: str, x: int, y: int, cache: bool = True) -> None:
     """Black ``text`` at (x, y) of a (H, W, 3) uint8 canvas, as ``ImageDraw.text`` puts it on white
     (the darker of the two where it is not white). The panel titles repeat from image to image:
-    their patches are drawn once (8 titles: 0.38 -> 0.03 ms a grid)."""
-    patch = _cached_text_patch(text) if cache else _text_patch(text)
+    their patches are drawn once (8 titles: 0.38 -> 0.03 ms a grid); other text (``cache=False``,
+    the grid's title) is composed from cached glyphs (:func:`_glyph_text`: 0.29 -> 0.1 ms a title)."""
+    patch = _cached_text_patch(text) if cache else _glyph_text(text)
+    if patch is None:
+        patch = _text_patch(text)
     h = min(patch.shape[0], canvas.shape[0] - y)
     w = min(patch.shape[1], canvas.shape[1] - x)
     if h > 0 and w > 0:
