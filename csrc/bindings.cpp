@@ -78,6 +78,15 @@ PYBIND11_MODULE(_C, m) {
       "animated GIF file bytes of (L, H, W, 3) uint8 frames with a (K, 3) uint8 palette, a frame delay in "
       "hundredths of a second and a loop count (see csrc/gif.h)");
   m.def(
+      "palette_cpu",
+      [](std::uintptr_t rgb, int64_t n, int K, int64_t max_samples, std::uintptr_t out) {
+        return daam::palette_cpu(reinterpret_cast<const unsigned char*>(rgb), n, K, max_samples,
+                                 reinterpret_cast<unsigned char*>(out));
+      },
+      py::call_guard<py::gil_scoped_release>(),
+      "a palette of at most K colours (K x 3 uint8 written at out) for n RGB uint8 pixels, sampling at most "
+      "max_samples of them; returns the number of colours (see csrc/gif.h)");
+  m.def(
       "palette_index_cpu",
       [](std::uintptr_t rgb, int64_t n, std::uintptr_t palette, int K, std::uintptr_t out) {
         daam::palette_index_cpu(reinterpret_cast<const unsigned char*>(rgb), n,

@@ -33,6 +33,13 @@ inline void check_gif_args(const GifArgs& a) {
   DAAM_CHECK(a.loop >= 0 && a.loop <= 65535, "loop must be 0 .. 65535");
 }
 
+// A palette of at most K colours for n RGB pixels (every ceil(n / max_samples)-th pixel is
+// counted): variance-based median cut over their 5-bit histogram. The box of cells whose best
+// cut (of 31 per axis) removes the most squared error is split next; each box gives the mean
+// colour of its pixels. Fewer than K colours when fewer cells are met. Returns the number of
+// colours written to `out` (3 bytes each). Replaces PIL's octree: the same mean error or lower,
+// and no GIL held (benchmarks/NOTES.md).
+int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples, unsigned char* out);
 // indices (n,) of the n RGB pixels (rule above); `out` has n bytes.
 void palette_index_cpu(const unsigned char* rgb, int64_t n, const unsigned char* palette, int K, unsigned char* out);
 // the whole GIF file.

@@ -8,6 +8,9 @@ Tolerance table (uint8 palette indices and pixels; exact):
 |                               | index on a tie, over the whole palette                  |           |
 | decoded frames (PIL, FFmpeg)  | palette[index] of every pixel                           | exact     |
 | frame count, delay, loop      | the arguments                                           | exact     |
+| palette (palette_cpu)         | numpy: the same greedy variance cut of the 5-bit        | exact     |
+|                               | histogram, box means rounded                            |           |
+| GIF of rendered frames        | PIL's octree palette: mean error against the frames     | lower     |
 
 Cases: palettes of 1, 2, 3, 5, 17 and 256 colours (min code sizes 2 .. 8), duplicated entries
 (ties), 1 x 1 and odd sizes, one and many frames, and noise large enough to fill the 12-bit
@@ -96,9 +99,113 @@ def test_gif_decodes_to_palette_colours(L, H, W, K):
     assert info["duration"] == 250 and info["loop"] == 0
 
 
+def _ref_palette(px: np.ndarray, K: int, max_samples: int) -> np.ndarray:
+    """csrc/gif.h's palette_cpu in numpy: boxes of 5-bit cells split where the cut removes the most
+    squared error between the cells' means (ties: the lower box, then axis r, g, b, then the lower
+    cut), until K boxes or none can split; each box's mean colour, rounded half up."""
+    step = -(-len(px) // max_samples)
+    s = px[::step].astype(np.int64)
+    q = s >> 3
+    cell = (q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]
+    ids, inv = np.unique(cell, return_inverse=True)
+    w = np.bincount(inv).astype(np.int64)
+    sums = np.stack([np.bincount(inv, s[:, k]) for k in range(3)], 1).astype(np.int64)
+    lv = np.stack([ids >> 10, (ids >> 5) & 31, ids & 31], 1)
+
+    def split(members):
+        W, S = w[members], sums[members]
+        tw, ts = W.sum(), S.sum(0)
+        whole = float((ts.astype(float) ** 2).sum()) / tw
+        best = (0.0, -1, 0)
+        for a in range(3):
+            for v in range(31):
+                left = lv[members, a] <= v
+                lw = W[left].sum()
+                if lw == 0 or lw == tw:
+                    continue
+                ls = S[left].sum(0).astype(float)
+                rs = (ts - S[left].sum(0)).astype(float)
+                g = (ls[0] * ls[0] + ls[1] * ls[1] + ls[2] * ls[2]) / lw + \
+                    (rs[0] * rs[0] + rs[1] * rs[1] + rs[2] * rs[2]) / (tw - lw) - whole
+                if g > best[0]:
+                    best = (g, a, v + 1)
+        return best
+
+    boxes = [np.arange(len(ids))]
+    gains = [split(boxes[0])]
+    while len(boxes) < K:
+        cand = [i for i, g in enumerate(gains) if g[1] >= 0]
+        if not cand:
+            break
+        i = max(cand, key=lambda j: (gains[j][0], -j))
+        _, a, cut = gains[i]
+        b = boxes[i]
+        boxes[i], right = b[lv[b, a] < cut], b[lv[b, a] >= cut]
+        boxes.append(right)
+        gains[i] = split(boxes[i])
+        gains.append(split(right))
+    return np.array([(sums[b].sum(0) + w[b].sum() // 2) // w[b].sum() for b in boxes], np.uint8)
+
+
+def _palette(px: np.ndarray, K: int, max_samples: int = 1 << 20) -> np.ndarray:
+    px = np.ascontiguousarray(px, np.uint8).reshape(-1, 3)
+    out = np.zeros((256, 3), np.uint8)
+    k = _ext.ext().palette_cpu(px.ctypes.data, len(px), K, max_samples, out.ctypes.data)
+    return out[:k]
+
+
+@pytest.mark.parametrize("K,n,colours,max_samples", [(1, 500, 0, 1 << 20), (16, 3000, 0, 1 << 20),
+                                                    (64, 5000, 0, 1000), (256, 4000, 40, 1 << 20),
+                                                    (7, 2000, 3, 1 << 20)])
+def test_palette_equals_reference(K, n, colours, max_samples):
+    """The median cut equals its numpy statement: noise, clustered colours, sampling every k-th
+    pixel, and fewer distinct cells than K (then every cell its own entry, its pixels' mean)."""
+    rng = np.random.default_rng(K + n)
+    if colours:
+        pal = rng.integers(0, 256, (colours, 3))
+        px = pal[rng.integers(0, colours, n)].astype(np.uint8)
+    else:
+        px = np.clip(rng.normal(120, 50, (n, 3)) + rng.integers(0, 2, (n, 1)) * 60, 0, 255).astype(np.uint8)
+    got, want = _palette(px, K, max_samples), _ref_palette(px, K, max_samples)
+    np.testing.assert_array_equal(got, want)
+    if colours and colours <= K:
+        cells = {tuple(c) for c in (px.astype(int) >> 3)}
+        assert len(got) == len(cells) and {tuple(c) for c in px} >= {tuple(c) for c in got} - set()
+
+
+def test_palette_rejects_bad_arguments():
+    px = np.zeros((10, 3), np.uint8)
+    out = np.zeros((256, 3), np.uint8)
+    m = _ext.ext()
+    for K, n, ms in [(0, 10, 10), (257, 10, 10), (4, 0, 10), (4, 10, 0), (4, 10, 1 << 24)]:
+        with pytest.raises(ValueError):
+            m.palette_cpu(px.ctypes.data, n, K, ms, out.ctypes.data)
+    with pytest.raises(ValueError, match="null"):
+        m.palette_cpu(0, 10, 4, 10, out.ctypes.data)
+
+
+def test_palette_beats_pil_octree_on_rendered_frames():
+    """The GIF of rendered overlays (the explain command's frames) is closer to them with the
+    kernel's palette than with PIL's octree palette, both mapped by the kernel."""
+    import torch
+    from daam_fast.render import render
+    g = torch.Generator().manual_seed(5)
+    maps = torch.rand(3, 6, 8, 8, generator=g).cumsum(1)
+    img = torch.nn.functional.interpolate(torch.rand(3, 3, 8, 8, generator=g) * 255, size=(64, 64),
+                                          mode="bilinear", align_corners=False).round().to(torch.uint8)
+    frames = render(maps, images=img).numpy()
+    for fr in frames:
+        ours = _palette(fr, 256, encode.GIF_SAMPLE_CPP)
+        pil = encode.palette_array(encode.gif_palette(fr))
+        errs = [np.abs(p[_index(fr, p)].reshape(fr.shape).astype(np.int16) - fr).mean() for p in (ours, pil)]
+        assert errs[0] < errs[1], errs
+        got, _ = _decode_pil(encode.gif_bytes(fr))                 # gif_bytes takes the kernel's palette
+        assert np.abs(got.astype(np.int16) - fr).mean() == pytest.approx(errs[0])
+
+
 def test_gif_bytes_default_palette_close_to_frames():
-    """With the palette of :func:`gif_palette` (PIL's octree on a sample), the GIF is within a few
-    levels of the rendered frames, as PIL's own mapping is (test_outputs checks the file)."""
+    """With the default palette (the kernel's median cut, or PIL's octree without the extension),
+    the GIF is within a few levels of the rendered frames (test_outputs checks the file)."""
     rng = np.random.default_rng(3)
     base = np.cumsum(rng.integers(-3, 4, (64, 80, 3)), axis=1) + 128
     frames = np.stack([np.clip(base + 9 * i, 0, 255) for i in range(5)]).astype(np.uint8)

@@ -194,7 +194,9 @@ def test_glyph_text_equals_pil():
     texts = ["shape_00012.png: class circle (grad)", "ffffjjj", "f_j T. //,, AVAWAY", "j", " ", "Te'st\\"]
     texts += ["".join(rng.choice(string.printable[:95]) for _ in range(rng.randint(1, 48))) for _ in range(200)]
     for t in texts:
-        np.testing.assert_array_equal(encode._glyph_text(t), encode._text_patch(t), err_msg=repr(t))
+        patch, advance = encode._glyph_text(t)
+        np.testing.assert_array_equal(patch, encode._text_patch(t), err_msg=repr(t))
+        assert advance == encode._font().getlength(t), t
     assert encode._glyph_text("caf\u00e9") is None and encode._glyph_text("a\tb") is None   # PIL draws those
 
 
@@ -228,6 +230,31 @@ def test_grid_same_with_and_without_animations(tmp_path):
         writer_mod.write_image(job, WriteOptions(outputs=outs))
         grids.append((tmp_path / "grid/a.png").read_bytes())
     assert grids[0] == grids[1]
+
+
+def test_animations_drawn_a_batch_at_a_time_are_the_same(tmp_path):
+    """write_images draws the GIF / MP4 frames of small pictures one render call per size
+    (render_animations): the files equal those of images drawn one at a time; sizes apart and
+    pictures above ANIM_BATCH_PIXELS are drawn alone."""
+    jobs = [_job(tmp_path, f"b{i}", row=i) for i in range(3)] + [_job(tmp_path, "odd", size=(33, 20), row=3),
+                                                                  _job(tmp_path, "c3", size=(40, 56), row=4)]
+    jobs.append(_job(tmp_path, "big", size=(300, 260), row=5))
+    opt = WriteOptions(outputs=("overlay", "grid", "gif", "mp4"))
+    anims = writer_mod.render_animations(jobs, opt)
+    assert [a is not None for a in anims] == [True, True, True, False, True, False]   # 'odd' alone in its size
+    one = {}
+    for sub, batch in (("alone", False), ("batch", True)):
+        (tmp_path / sub).mkdir()
+        _folders(tmp_path / sub)
+        js = [ImageJob(j.path, j.stem, str(tmp_path / sub), j.row, j.picture, j.maps, j.target, j.label) for j in jobs]
+        res = writer_mod.write_images(js, opt) if batch else [writer_mod.write_image(j, opt) for j in js]
+        assert not [r for r in res if isinstance(r, Exception)]
+        one[sub] = {f"{k}/{j.stem}": (tmp_path / sub / FILES[k][0] / f"{j.stem}{FILES[k][1]}").read_bytes()
+                    for j in jobs for k in ("overlay", "grid", "gif")}
+    assert one["alone"] == one["batch"]
+    _folders(tmp_path, ("gif",))
+    drawn = writer_mod.write_image(jobs[0], WriteOptions(outputs=("gif",)), anim=anims[0])
+    assert drawn["files"] == ["gif/b0.gif"]
 
 
 def _folders(tmp_path, outs=("overlay", "grid", "gif", "mp4")):
@@ -458,6 +485,72 @@ def test_explain_files_turns_read_ahead(tmp_path, monkeypatch):
         torch.set_num_threads(old)
     np.testing.assert_allclose(maps[2], maps[1], rtol=1e-4, atol=1e-6)
     assert sorted(os.listdir(tmp_path / "t1" / "overlay")) == sorted(os.listdir(tmp_path / "t2" / "overlay"))
+
+
+def test_share_decision():
+    """Taking turns, the run switches once, after AFTER batches, when the median write time of
+    batches 2.. exceeds their median model time; the first batch (warm-up) does not count."""
+    from daam_fast.outputs.run import _Share
+    n = _Share.AFTER
+    s = _Share(True)
+    got = [s.measure(1.0, 0.1)] + [s.measure(0.020, 0.030) for _ in range(n - 1)]
+    assert got == [False] * (n - 1) + [True] and s.on
+    assert s.measure(0.02, 0.05) is False                                   # once only
+    s = _Share(True)
+    got = [s.measure(0.010, 5.0)] + [s.measure(0.030, 0.020) for _ in range(n - 1)]
+    assert not any(got) and not s.on and not s.allowed                       # decided: keep taking turns
+    s = _Share(True)
+    times = [(0.02, 0.05)] * (n - 2) + [(0.02, 0.001)] * 2                   # one slow write does not decide
+    got = [s.measure(0.02, 0.03)] + [s.measure(*t) for t in times[:n - 1]]
+    assert got[-1] is (sorted(w for _, w in times[:n - 1])[(n - 2) // 2] > 0.02)
+    s = _Share(False)
+    assert not any(s.measure(0.01, 1.0) for _ in range(2 * n))
+
+
+def test_explain_files_switches_to_sharing(tmp_path, monkeypatch):
+    """With 2 model threads and pictures that take longer to write than the model takes to explain,
+    the run switches to one model thread, a writer thread beside it and the caller writing when
+    two batches wait: every image written once, in input order, the same maps as taking turns
+    throughout, and the caller's thread count back afterwards."""
+    from daam_fast.outputs import run as run_mod
+    from daam_fast.zoo import load_model
+    from daam_fast.zoo.shapes import make_shapes, save_pngs
+    paths = save_pngs(make_shapes(22, seed=8), str(tmp_path / "in"))
+    model = load_model("shapes_vit")
+    real, writers, counts = writer_mod.write_image, [], []
+
+    def slow(*a, **k):
+        time.sleep(0.02)                                                     # writing costs more than explaining
+        writers.append(threading.current_thread().name)
+        counts.append(torch.get_num_threads())
+        return real(*a, **k)
+    monkeypatch.setattr(writer_mod, "write_image", slow)
+    shared = []
+    real_share = OutputWriter.share
+    monkeypatch.setattr(OutputWriter, "share", lambda self, *a, **k: (shared.append(torch.get_num_threads()),
+                                                                      real_share(self, *a, **k)))
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        s = explain_files(paths, model, str(tmp_path / "auto"), batch_size=2, quiet=True, outputs="overlay,maps,gif")
+        assert torch.get_num_threads() == 2
+        assert shared == [1]                                                # switched, the model on 1 thread
+        assert [e["path"] for e in s["explained"]] == paths and not s["failed"]
+        assert len(writers) == len(paths)
+        assert "daam-output-0" in writers and any(w == threading.current_thread().name for w in writers[10:])
+        assert all(c == 1 for c, w in zip(counts, writers) if w == "daam-output-0")
+        stems = sorted(os.path.splitext(os.path.basename(p))[0] for p in paths)
+        assert sorted(os.path.splitext(f)[0] for f in os.listdir(tmp_path / "auto" / "gif")) == stems
+        writers.clear()
+        t = explain_files(paths, model, str(tmp_path / "turns"), batch_size=2, quiet=True, outputs="overlay,maps,gif",
+                          workers=0)
+        assert [e["path"] for e in t["explained"]] == paths and shared == [1]      # workers=0: never switches
+    finally:
+        torch.set_num_threads(old)
+    np.testing.assert_allclose(np.array(load_maps(str(tmp_path / "auto" / "maps"))["maps"]),
+                               np.array(load_maps(str(tmp_path / "turns" / "maps"))["maps"]), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="share"):
+        OutputWriter(WriteOptions(), workers=1).share()
 
 
 def test_default_workers(monkeypatch):

@@ -109,8 +109,10 @@ def gif_palette(frames, colours: int = 256, step: int = 0):
     return Image.fromarray(sample).quantize(colours, method=Image.Quantize.FASTOCTREE)
 
 
-GIF_SAMPLE = 100_000   # pixels sampled for the palette, at most (250 k: a photo's palette 4.3 ms, 100 k: 1.4 ms,
+GIF_SAMPLE = 100_000   # pixels sampled for PIL's palette, at most (250 k: a photo's palette 4.3 ms, 100 k: 1.4 ms,
                        # mean error of its GIF the same within 0.02 level; NOTES.md)
+GIF_SAMPLE_CPP = 10_000   # pixels sampled for the kernel's palette (csrc/gif.h, palette_cpu), at most: mean error
+                          # of a shapes GIF 5.7 levels (PIL's octree: 6.5) in 0.24 ms (PIL 0.27, holding the GIL)
 
 
 def gif_frames(frames, palette=None) -> List["object"]:
@@ -136,10 +138,12 @@ def gif_bytes(frames, duration_ms: int = 700, palette=None) -> bytes:
     """(L, H, W, 3) uint8 -> the bytes of a looping animated GIF, one frame per block, one palette
     for all frames (:func:`gif_palette`, or ``palette`` (K, 3) uint8).
 
-    With the compiled extension one C++ call maps every pixel to its palette entry (the nearest
-    to the centre of its 5-bit colour cell) and LZW-codes the frames (csrc/gif.h): 1.1 ms for
-    6 frames of 64 x 64, against 2.8 ms through PIL, whose palette cache costs ~1.7 ms to fill
-    for every new palette. Without it, PIL maps the frames (:func:`gif_frames`) and writes the file.
+    With the compiled extension one C++ call makes the palette (variance-based median cut of the
+    5-bit histogram of at most :data:`GIF_SAMPLE_CPP` pixels), and another maps every pixel to
+    its palette entry (the nearest to the centre of its 5-bit colour cell) and LZW-codes the
+    frames (csrc/gif.h): 1.1 ms for 6 frames of 64 x 64, against 2.8 ms through PIL, whose
+    palette cache costs ~1.7 ms to fill for every new palette; neither call holds the GIL.
+    Without it, PIL makes the palette and maps the frames (:func:`gif_frames`) and writes the file.
     """
     from .._ext import ext
     arr = _np(frames)
@@ -154,8 +158,14 @@ def gif_bytes(frames, duration_ms: int = 700, palette=None) -> bytes:
         ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration_ms, loop=0,
                     optimize=False)
         return buf.getvalue()
-    pal = palette_array(gif_palette(arr)) if palette is None else np.ascontiguousarray(palette, dtype=np.uint8)
     L, H, W, _ = arr.shape
+    if palette is not None:
+        pal = np.ascontiguousarray(palette, dtype=np.uint8)
+    elif hasattr(m, "palette_cpu"):
+        pal = np.empty((256, 3), np.uint8)
+        pal = pal[:m.palette_cpu(arr.ctypes.data, L * H * W, 256, GIF_SAMPLE_CPP, pal.ctypes.data)]
+    else:
+        pal = palette_array(gif_palette(arr))
     return m.gif_cpu(arr.ctypes.data, L, H, W, pal.ctypes.data, len(pal), int(round(duration_ms / 10)), 0)
 
 
@@ -372,11 +382,12 @@ def _kerning(a: str, b: str) -> float:
     return _font().getlength(a + b) - _glyph(a)[3] - _glyph(b)[3]
 
 
-def _glyph_text(text: str) -> Optional[np.ndarray]:
+def _glyph_text(text: str) -> Optional[Tuple[np.ndarray, float]]:
     """``text`` as :func:`_text_patch` draws it, composed from cached glyphs (the same pixels:
     PIL's basic layout places each glyph at the rounded pen position, kerning included, and lays
-    overlapping glyphs one over the other; test). None where that does not hold: a font that is
-    not FreeType with the basic layout, or text beyond printable ASCII (shaping)."""
+    overlapping glyphs one over the other; test), and its advance (``font.getlength(text)``: the
+    advances are 1/64 pixel steps, summed exactly). None where that does not hold: a font that
+    is not FreeType with the basic layout, or text beyond printable ASCII (shaping)."""
     from PIL import ImageFont
     font = _font()
     if not (isinstance(font, ImageFont.FreeTypeFont) and font.layout_engine == ImageFont.Layout.BASIC
@@ -393,30 +404,52 @@ def _glyph_text(text: str) -> Optional[np.ndarray]:
         pen += adv
         prev = c
     out = np.full((y1 + 1, max(x1, math.floor(pen + 0.5)) + 1), 255, np.uint16)
+    right = 0                                                # columns left of this are untouched
     for patch, x, y in items:
         if x < 0:
             patch, x = patch[:, -x:], 0
         if patch.size:
             region = out[y:y + patch.shape[0], x:x + patch.shape[1]]
-            region *= patch                                  # coverage a over b: 1 - (1 - a)(1 - b)
-            region += 127
-            region //= 255
-    return out.astype(np.uint8)
+            if x >= right:                                   # on white: the glyph as it is
+                region[...] = patch
+            else:                                            # coverage a over b: 1 - (1 - a)(1 - b)
+                region *= patch
+                region += 127
+                region //= 255
+            right = max(right, x + patch.shape[1])
+    return out.astype(np.uint8), pen
 
 
-def _put_text(canvas: np.ndarray, text: str, x: int, y: int, cache: bool = True) -> None:
+def _put_text(canvas: np.ndarray, text: str, x: int, y: int, cache: bool = True,
+              patch: Optional[np.ndarray] = None) -> None:
     """Black ``text`` at (x, y) of a (H, W, 3) uint8 canvas, as ``ImageDraw.text`` puts it on white
     (the darker of the two where it is not white). The panel titles repeat from image to image:
     their patches are drawn once (8 titles: 0.38 -> 0.03 ms a grid); other text (``cache=False``,
-    the grid's title) is composed from cached glyphs (:func:`_glyph_text`: 0.29 -> 0.1 ms a title)."""
-    patch = _cached_text_patch(text) if cache else _glyph_text(text)
+    the grid's title) is composed from cached glyphs (:func:`_glyph_text`: 0.29 -> 0.1 ms a title),
+    or given as ``patch``."""
+    if patch is None and cache:
+        patch = _cached_text_patch(text)
     if patch is None:
-        patch = _text_patch(text)
+        glyphs = _glyph_text(text)
+        patch = glyphs[0] if glyphs is not None else _text_patch(text)
     h = min(patch.shape[0], canvas.shape[0] - y)
     w = min(patch.shape[1], canvas.shape[1] - x)
     if h > 0 and w > 0:
         region = canvas[y:y + h, x:x + w]
         np.minimum(region, patch[:h, :w, None], out=region)
+
+
+@functools.lru_cache(maxsize=64)
+def _titled_canvas(H: int, W: int, h: int, w: int, cols: int, pad: int, th: int, top: int,
+                   titles: Tuple[str, ...]) -> np.ndarray:
+    """A grid's white canvas with the panels' titles drawn (the same for every grid of a run:
+    drawn once; 0.07 ms a grid). Read-only: copy it."""
+    canvas = np.full((H, W, 3), 255, dtype=np.uint8)
+    for j, t in enumerate(titles):
+        r, c = divmod(j, cols)
+        _put_text(canvas, t, pad + c * (w + pad) + 2, top + r * (th + h + pad) + pad)
+    canvas.flags.writeable = False
+    return canvas
 
 
 def compose_grid(panels: Sequence, titles: Sequence[str] = (), suptitle: str = "", cols: int = 0,
@@ -435,18 +468,18 @@ def compose_grid(panels: Sequence, titles: Sequence[str] = (), suptitle: str = "
     th = 16 if titles else 0
     top = 20 if suptitle else 0
     H, W = top + rows * (th + h + pad) + pad, cols * (w + pad) + pad
+    sup = None
     if suptitle:
-        W = max(W, int(_font().getlength(suptitle)) + 2 * pad + 4)      # room for the whole title
-    canvas = np.full((H, W, 3), 255, dtype=np.uint8)
+        sup = _glyph_text(suptitle)
+        sup_w = sup[1] if sup is not None else _font().getlength(suptitle)
+        W = max(W, int(sup_w) + 2 * pad + 4)                             # room for the whole title
+    canvas = _titled_canvas(H, W, h, w, cols, pad, th, top, tuple(str(t) for t in list(titles)[:n])).copy()
     for j, p in enumerate(ps):
         r, c = divmod(j, cols)
         y, x = top + r * (th + h + pad) + th + pad, pad + c * (w + pad)
         canvas[y:y + h, x:x + w] = p
-    for j, t in enumerate(list(titles)[:n]):
-        r, c = divmod(j, cols)
-        _put_text(canvas, str(t), pad + c * (w + pad) + 2, top + r * (th + h + pad) + pad)
     if suptitle:
-        _put_text(canvas, suptitle, pad + 2, 4, cache=False)
+        _put_text(canvas, suptitle, pad + 2, 4, cache=False, patch=sup[0] if sup is not None else None)
     return canvas
 
 

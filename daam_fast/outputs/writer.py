@@ -27,7 +27,7 @@ from torch import Tensor
 from . import encode
 
 __all__ = ["OUTPUTS", "DEFAULT_OUTPUTS", "FILES", "picture_path", "parse_outputs", "ImageJob", "WriteOptions",
-           "write_image", "render_overlays", "write_images", "OutputWriter"]
+           "write_image", "render_overlays", "render_animations", "write_images", "OutputWriter"]
 
 OUTPUTS = ("overlay", "maps", "grid", "gif", "mp4", "html")
 DEFAULT_OUTPUTS = ("overlay", "maps")
@@ -118,7 +118,8 @@ def _resize(pic: Tensor, size: Tuple[int, int]) -> Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[np.ndarray] = None) -> dict:
+def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[np.ndarray] = None,
+                anim: Optional[Tuple[Tensor, np.ndarray]] = None) -> dict:
     """Draw and write ``job``'s chosen pictures (overlay, gif, mp4, grid) into the run's folders.
 
     The folders (:data:`FILES`) must exist (``explain_files`` makes them once).
@@ -126,6 +127,8 @@ def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[
     Args:
         store: the run's :class:`~daam_fast.outputs.store.MapStore`, where the boxes go (with ``opt.boxes``).
         overlay: the final frame, already drawn at the display size (:func:`render_overlays`), or None.
+        anim: (picture (1, 3, Ha, Wa) uint8, frames (L, Ha, Wa, 3) uint8) at the GIF / MP4 size,
+            already drawn (:func:`render_animations`), or None.
 
     Returns:
         the summary record {"path", "row", "target", "class", "files"} (files relative to the run's
@@ -153,12 +156,14 @@ def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[
             store.write([job.row], {"boxes": boxes, "box_size": np.array([[H, W]], dtype=np.int64)}, mark=False)
     last = overlay
     ph, pw = encode.panel_size(H, W)
-    anim = None                                   # (picture, frames) at the GIF / MP4 size
+    drawn, anim = anim, None                      # (picture, frames) at the GIF / MP4 size
     if "gif" in outs or "mp4" in outs:
-        cap = min(opt.max_side, opt.anim_side) if opt.max_side else opt.anim_side
-        Ha, Wa = encode.display_size(*job.picture.shape[-2:], min_side=opt.min_side, max_side=cap)
-        pic = _resize(job.picture, (Ha, Wa))
-        frames = render(maps, images=pic, mode=opt.mode)[0].numpy()
+        Ha, Wa = _anim_size(job, opt)
+        if drawn is not None:
+            pic, frames = drawn
+        else:
+            pic = _resize(job.picture, (Ha, Wa))
+            frames = render(maps, images=pic, mode=opt.mode)[0].numpy()
         if "gif" in outs:
             encode.save_gif(frames, dest("gif"), duration_ms=opt.gif_ms)
         if "mp4" in outs:
@@ -184,6 +189,41 @@ def write_image(job: ImageJob, opt: WriteOptions, store=None, overlay: Optional[
                          suptitle=f"{os.path.basename(job.path)}: class {job.label} ({opt.method})")
     rec["files"] = [picture_path(k, job.stem) for k in ("overlay", "gif", "mp4", "grid") if k in outs]
     return rec
+
+
+def _anim_size(job: ImageJob, opt: WriteOptions) -> Tuple[int, int]:
+    cap = min(opt.max_side, opt.anim_side) if opt.max_side else opt.anim_side
+    return encode.display_size(*job.picture.shape[-2:], min_side=opt.min_side, max_side=cap)
+
+
+ANIM_BATCH_PIXELS = 256 * 256   # GIF / MP4 frames of pictures up to this size are drawn a batch at a time
+
+
+def render_animations(jobs: Sequence[ImageJob], opt: WriteOptions) -> List[Optional[Tuple[Tensor, np.ndarray]]]:
+    """Every block's frame at the GIF / MP4 size for the small pictures of ``jobs`` (at most
+    :data:`ANIM_BATCH_PIXELS`), one render call per size: (picture (1, 3, Ha, Wa) uint8, frames
+    (L, Ha, Wa, 3) uint8) per job, None for the others and when no GIF / MP4 is written. One call
+    per image cost 0.2 ms of Python (argument checks, torch dispatch) around 0.14 ms of kernel
+    for a 64 x 64 image, all of it holding the GIL (NOTES.md); large pictures are drawn one at a
+    time in :func:`write_image` (a batch of 16 photos' frames would hold 100 MB)."""
+    from ..render import render
+    out: List[Optional[Tuple[Tensor, np.ndarray]]] = [None] * len(jobs)
+    if "gif" not in opt.outputs and "mp4" not in opt.outputs:
+        return out
+    groups: Dict[Tuple[int, int, int], List[int]] = {}            # (Ha, Wa, L) -> jobs
+    for j, job in enumerate(jobs):
+        Ha, Wa = _anim_size(job, opt)
+        if Ha * Wa <= ANIM_BATCH_PIXELS:
+            groups.setdefault((Ha, Wa, job.maps.shape[0]), []).append(j)
+    for (Ha, Wa, _), idx in groups.items():
+        if len(idx) < 2:
+            continue
+        pics = [_resize(jobs[j].picture, (Ha, Wa)) for j in idx]
+        maps = torch.stack([jobs[j].maps for j in idx]).float()
+        frames = render(maps, images=torch.cat(pics), mode=opt.mode).numpy()
+        for k, j in enumerate(idx):
+            out[j] = (pics[k], frames[k])
+    return out
 
 
 def render_overlays(jobs: Sequence[ImageJob], opt: WriteOptions) -> List[Optional[np.ndarray]]:
@@ -223,15 +263,19 @@ def write_images(jobs: Sequence[ImageJob], opt: WriteOptions, store=None, pool=N
         overlays = render_overlays(jobs, opt)
     except Exception:  # noqa: BLE001 - then each image is drawn alone, and fails alone
         overlays = [None] * len(jobs)
+    try:
+        anims = render_animations(jobs, opt)
+    except Exception:  # noqa: BLE001 - the same
+        anims = [None] * len(jobs)
 
     def one(item) -> object:
-        job, ov = item
+        job, ov, an = item
         try:
-            return write_image(job, opt, store, ov)
+            return write_image(job, opt, store, ov, an)
         except Exception as e:  # noqa: BLE001 - one bad write must not stop the run
             return e
 
-    items = list(zip(jobs, overlays))
+    items = list(zip(jobs, overlays, anims))
     return list(pool.map(one, items)) if pool is not None and len(items) > 1 else [one(i) for i in items]
 
 
@@ -257,6 +301,7 @@ class OutputWriter:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.options, self.workers, self.progress, self.store = options, workers, progress, store
+        self.help_ahead = 0                           # see share()
         # workers=0: each batch is written in the caller's turn, by turn_threads threads side by side
         # (the cores the model leaves idle during that turn); the call returns when it is written
         self._pool = None
@@ -284,16 +329,35 @@ class OutputWriter:
             else:
                 self.done(job.row, r)
 
-    def _loop(self) -> None:
+    def _loop(self, one_thread: bool = False) -> None:
+        if one_thread:
+            torch.set_num_threads(1)                  # per thread: beside the model's own thread(s)
         while True:
             jobs = self._q.get()
             if jobs is _STOP:
                 return
             self._run(jobs)
 
+    def share(self, workers: int = 1, help_ahead: int = 2) -> None:
+        """Switch from taking turns (``workers=0``) to ``workers`` writer threads (one torch thread
+        each) that write beside the model, the caller's thread writing a batch itself whenever
+        ``help_ahead`` batches already wait (so neither the model nor the writers stand idle when
+        writing costs more than explaining; :func:`~daam_fast.outputs.run.explain_files`)."""
+        if self._threads or workers < 1:
+            raise ValueError("share() switches a turn-taking writer (workers=0) to >= 1 threads")
+        self.workers, self.help_ahead = workers, max(1, help_ahead)
+        if self._pool is not None:                    # the caller now writes alone: the other cores are busy
+            self._pool.shutdown()
+            self._pool = None
+        self._q = queue.Queue(maxsize=self.help_ahead + 1)
+        self._threads = [threading.Thread(target=self._loop, args=(True,), name=f"daam-output-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
     def submit(self, jobs: Sequence[ImageJob]) -> None:
         """Queue a batch of images' pictures (each ``job.row``: its place in the input order)."""
-        if self.workers == 0:
+        if self.workers == 0 or (self.help_ahead and self._q.qsize() >= self.help_ahead):
             self._run(jobs)
         else:
             self._q.put(list(jobs))
@@ -313,7 +377,13 @@ class OutputWriter:
                 self.progress.update(1)
 
     def close(self) -> None:
-        """Wait for every queued job."""
+        """Wait for every queued job (with ``help_ahead``, writing queued batches in this thread too)."""
+        while self.help_ahead and self._threads:
+            try:
+                jobs = self._q.get_nowait()
+            except queue.Empty:
+                break
+            self._run(jobs)
         for _ in self._threads:
             self._q.put(_STOP)
         for t in self._threads:
