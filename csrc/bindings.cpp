@@ -6,6 +6,7 @@
 #include "block_map.h"
 #include "cls_attention.h"
 #include "gif.h"
+#include "png.h"
 #include "render.h"
 
 namespace py = pybind11;
@@ -86,6 +87,19 @@ PYBIND11_MODULE(_C, m) {
       py::call_guard<py::gil_scoped_release>(),
       "a palette of at most K colours (K x 3 uint8 written at out) for n RGB uint8 pixels, sampling at most "
       "max_samples of them; returns the number of colours (see csrc/gif.h)");
+  m.def(
+      "png_idat_cpu",
+      [](std::uintptr_t image, int64_t H, int64_t W, int C) {
+        daam::PngArgs a{reinterpret_cast<const unsigned char*>(image), H, W, C};
+        std::string s;
+        {
+          py::gil_scoped_release release;
+          s = daam::png_idat_cpu(a);
+        }
+        return py::bytes(s);
+      },
+      "zlib stream of a PNG's IDAT chunk for an (H, W, C) uint8 picture, C = 1, 3 or 4: Sub filter on "
+      "every row, one dynamic-Huffman block of literals and runs (see csrc/png.h)");
   m.def(
       "palette_index_cpu",
       [](std::uintptr_t rgb, int64_t n, std::uintptr_t palette, int K, std::uintptr_t out) {
