@@ -66,9 +66,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "gif_cpu",
       [](std::uintptr_t frames, int64_t L, int64_t H, int64_t W, std::uintptr_t palette, int K, int delay_cs,
-         int loop) {
+         int loop, std::uintptr_t cells) {
         daam::GifArgs a{reinterpret_cast<const unsigned char*>(frames), L, H, W,
-                        reinterpret_cast<const unsigned char*>(palette), K, delay_cs, loop};
+                        reinterpret_cast<const unsigned char*>(palette), K, delay_cs, loop,
+                        reinterpret_cast<const int16_t*>(cells)};
         std::string s;
         {
           py::gil_scoped_release release;
@@ -76,17 +77,22 @@ PYBIND11_MODULE(_C, m) {
         }
         return py::bytes(s);
       },
+      py::arg("frames"), py::arg("L"), py::arg("H"), py::arg("W"), py::arg("palette"), py::arg("K"),
+      py::arg("delay_cs"), py::arg("loop"), py::arg("cells") = 0,
       "animated GIF file bytes of (L, H, W, 3) uint8 frames with a (K, 3) uint8 palette, a frame delay in "
-      "hundredths of a second and a loop count (see csrc/gif.h)");
+      "hundredths of a second and a loop count; cells: 0 (each pixel to the entry nearest its 5-bit cell) or "
+      "a (32768,) int16 table of each cell's entry (palette_cpu's cells_out) (see csrc/gif.h)");
   m.def(
       "palette_cpu",
-      [](std::uintptr_t rgb, int64_t n, int K, int64_t max_samples, std::uintptr_t out) {
+      [](std::uintptr_t rgb, int64_t n, int K, int64_t max_samples, std::uintptr_t out, std::uintptr_t cells) {
         return daam::palette_cpu(reinterpret_cast<const unsigned char*>(rgb), n, K, max_samples,
-                                 reinterpret_cast<unsigned char*>(out));
+                                 reinterpret_cast<unsigned char*>(out), reinterpret_cast<int16_t*>(cells));
       },
-      py::call_guard<py::gil_scoped_release>(),
+      py::call_guard<py::gil_scoped_release>(), py::arg("rgb"), py::arg("n"), py::arg("K"), py::arg("max_samples"),
+      py::arg("out"), py::arg("cells") = 0,
       "a palette of at most K colours (K x 3 uint8 written at out) for n RGB uint8 pixels, sampling at most "
-      "max_samples of them; returns the number of colours (see csrc/gif.h)");
+      "max_samples of them; returns the number of colours; cells: 0 or a (32768,) int16 array that receives "
+      "each 5-bit cell's palette entry (see csrc/gif.h)");
   m.def(
       "png_idat_cpu",
       [](std::uintptr_t image, int64_t H, int64_t W, int C) {

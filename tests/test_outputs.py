@@ -487,24 +487,31 @@ def test_explain_files_turns_read_ahead(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / "t1" / "overlay")) == sorted(os.listdir(tmp_path / "t2" / "overlay"))
 
 
-def test_share_decision():
-    """Taking turns, the run switches once, after AFTER batches, when the median write time of
-    batches 2.. exceeds their median model time; the first batch (warm-up) does not count."""
-    from daam_fast.outputs.run import _Share
-    n = _Share.AFTER
-    s = _Share(True)
-    got = [s.measure(1.0, 0.1)] + [s.measure(0.020, 0.030) for _ in range(n - 1)]
-    assert got == [False] * (n - 1) + [True] and s.on
-    assert s.measure(0.02, 0.05) is False                                   # once only
-    s = _Share(True)
-    got = [s.measure(0.010, 5.0)] + [s.measure(0.030, 0.020) for _ in range(n - 1)]
-    assert not any(got) and not s.on and not s.allowed                       # decided: keep taking turns
-    s = _Share(True)
-    times = [(0.02, 0.05)] * (n - 2) + [(0.02, 0.001)] * 2                   # one slow write does not decide
-    got = [s.measure(0.02, 0.03)] + [s.measure(*t) for t in times[:n - 1]]
-    assert got[-1] is (sorted(w for _, w in times[:n - 1])[(n - 2) // 2] > 0.02)
-    s = _Share(False)
-    assert not any(s.measure(0.01, 1.0) for _ in range(2 * n))
+def test_turn_switch_decision(monkeypatch):
+    """After AFTER batches taking turns (the first left out), PROBES batches run with one model
+    thread fewer; the switch is made when max(M1, (M1 + c W) / 2) < 0.95 (M + W), once; a run
+    whose writing is cheap (W < HOPELESS M) is decided against without probing."""
+    from daam_fast._threads import TurnSwitch
+    counts = []
+    monkeypatch.setattr(torch, "set_num_threads", counts.append)
+    n, p = TurnSwitch.AFTER, TurnSwitch.PROBES
+
+    def run(model, write, probe, c=1.6):
+        s, got = TurnSwitch(True, 2, c), []
+        counts.clear()
+        for m, w in [(1.0, 0.1)] + [(model, write)] * (n - 1) + [(probe, write)] * p:
+            s.before_model()
+            got.append(s.measure(m, w))
+        return s, got
+    s, got = run(0.024, 0.031, 0.034)                       # the shipped model, every output: share
+    assert got == [False] * (n + p - 1) + [True] and s.on and counts == [1] * p + [1]
+    s, got = run(0.024, 0.031, 0.060)                       # the model far slower on one thread: keep turns
+    assert not any(got) and not s.on and counts[-1] == 2
+    s, got = run(1.6, 0.55, 2.9)                            # deit_small photos: decided without probing
+    assert not any(got) and not s.on and counts == [2] and len(s.probe) == 0
+    s = TurnSwitch(True, 2, 1.6)
+    assert sum(s.measure(0.02, 0.03) for _ in range(3 * (n + p))) == 1 and s.on  # True once
+    assert TurnSwitch(True, 1, 1.6).allowed is False and TurnSwitch(False, 2, 1.6).allowed is False
 
 
 def test_explain_files_switches_to_sharing(tmp_path, monkeypatch):
@@ -525,6 +532,8 @@ def test_explain_files_switches_to_sharing(tmp_path, monkeypatch):
         counts.append(torch.get_num_threads())
         return real(*a, **k)
     monkeypatch.setattr(writer_mod, "write_image", slow)
+    monkeypatch.setattr(run_mod.TurnSwitch, "AFTER", 3)
+    monkeypatch.setattr(run_mod.TurnSwitch, "PROBES", 1)
     shared = []
     real_share = OutputWriter.share
     monkeypatch.setattr(OutputWriter, "share", lambda self, *a, **k: (shared.append(torch.get_num_threads()),

@@ -159,6 +159,43 @@ def test_turns_decode_ahead_beside_the_writer(video, model):
     assert_close(torch.stack([m for _, m in got]), ref, name="video maps, decoded ahead")
 
 
+def test_turns_switch_to_a_writer_thread(tmp_path, video, model, monkeypatch):
+    """Taking turns by choice (overlap=None, every core a model thread) with frames that cost more
+    to draw and encode than the model's thread fewer costs, the run switches to one model thread
+    and the writer in its own thread: every frame once, in order, the same maps as taking turns
+    throughout, and the caller's thread count back afterwards."""
+    import time
+    from daam_fast._threads import TurnSwitch
+    from daam_fast.video import writer as writer_mod
+    monkeypatch.setattr(TurnSwitch, "AFTER", 2)
+    monkeypatch.setattr(TurnSwitch, "PROBES", 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    real, where = writer_mod._Writer.write, []
+
+    def slow(self, item):
+        time.sleep(0.03)                                   # drawing and encoding cost more than the model
+        where.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(self, item)
+    monkeypatch.setattr(writer_mod._Writer, "write", slow)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        s = explain_video(str(video), str(tmp_path / "auto.mp4"), model, batch_size=3, progress=False,
+                          maps_out=str(tmp_path / "auto.npz"))
+        assert torch.get_num_threads() == 2
+        t = explain_video(str(video), str(tmp_path / "turns.mp4"), model, batch_size=3, progress=False,
+                          maps_out=str(tmp_path / "turns.npz"), overlap=False)
+    finally:
+        torch.set_num_threads(threads)
+    names = [n for n, _ in where[:8]]
+    assert "daam-video-writer" in names and names[0] != "daam-video-writer"      # switched mid-run
+    assert all(c == 1 for n, c in where[:8] if n == "daam-video-writer")
+    assert all(n != "daam-video-writer" for n, _ in where[8:])                   # overlap=False: never
+    assert s.frames == t.frames == 24 and read_counters(read_video(tmp_path / "auto.mp4")) == list(range(24))
+    with np.load(tmp_path / "auto.npz") as a, np.load(tmp_path / "turns.npz") as b:
+        np.testing.assert_allclose(a["maps"], b["maps"], rtol=1e-4, atol=1e-6)
+
+
 def test_direct_method_and_target(video, model):
     got = torch.stack([m for _, m in iter_video_maps(str(video), model, method="direct", batch_size=12, target=2)])
     frames = torch.from_numpy(read_video(video)).permute(0, 3, 1, 2)

@@ -224,7 +224,8 @@ void u16(std::string& s, int v) {
 
 }  // namespace
 
-int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples, unsigned char* out) {
+int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples, unsigned char* out,
+                int16_t* cells_out) {
   DAAM_CHECK(rgb && out, "null pointer");
   DAAM_CHECK(n > 0, "no pixels");
   DAAM_CHECK(K >= 1 && K <= 256, "the palette must hold 1 to 256 colours");
@@ -260,6 +261,7 @@ int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples,
   struct Box {
     int lo, hi, axis, cut;
     double gain;
+    int8_t from[3], to[3];                      // its region of the 5-bit cube: levels [from, to) per axis
   };
   std::vector<Hist> hists;
   hists.reserve(K);
@@ -307,7 +309,7 @@ int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples,
   };
   std::vector<Box> boxes;
   boxes.reserve(K);
-  boxes.push_back(Box{0, static_cast<int>(cells.size()), -1, 0, 0.0});
+  boxes.push_back(Box{0, static_cast<int>(cells.size()), -1, 0, 0.0, {0, 0, 0}, {32, 32, 32}});
   hists.emplace_back();
   fill(hists[0], 0, boxes[0].hi);
   best_split(boxes[0], hists[0]);
@@ -323,8 +325,10 @@ int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples,
     auto mid = std::partition(cells.begin() + b.lo, cells.begin() + b.hi,
                               [shift, cut](const Cell& c) { return ((c.cell >> shift) & 31) < cut; });
     const int m = static_cast<int>(mid - cells.begin());
-    boxes[pick] = Box{b.lo, m, -1, 0, 0.0};
-    boxes.push_back(Box{m, b.hi, -1, 0, 0.0});
+    boxes[pick] = Box{b.lo, m, -1, 0, 0.0, {b.from[0], b.from[1], b.from[2]}, {b.to[0], b.to[1], b.to[2]}};
+    boxes.push_back(Box{m, b.hi, -1, 0, 0.0, {b.from[0], b.from[1], b.from[2]}, {b.to[0], b.to[1], b.to[2]}});
+    boxes[pick].to[b.axis] = static_cast<int8_t>(cut);      // the cut splits the region too
+    boxes.back().from[b.axis] = static_cast<int8_t>(cut);
     hists.emplace_back();
     Hist& parent = hists[pick];
     Hist& child = hists.back();
@@ -345,6 +349,14 @@ int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples,
     const int last = static_cast<int>(boxes.size()) - 1;
     if (boxes[pick].axis >= 0) queue.emplace(boxes[pick].gain, -pick);
     if (boxes[last].axis >= 0) queue.emplace(boxes[last].gain, -last);
+  }
+  if (cells_out != nullptr) {                   // the regions tile the cube: every cell gets its box
+    for (size_t i = 0; i < boxes.size(); ++i) {
+      const Box& b = boxes[i];
+      for (int r = b.from[0]; r < b.to[0]; ++r)
+        for (int g = b.from[1]; g < b.to[1]; ++g)
+          for (int c = b.from[2]; c < b.to[2]; ++c) cells_out[(r << 10) | (g << 5) | c] = static_cast<int16_t>(i);
+    }
   }
   for (size_t i = 0; i < boxes.size(); ++i) {
     int64_t w = 0, s[3] = {0, 0, 0};
@@ -379,7 +391,17 @@ std::string gif_encode_cpu(const GifArgs& a) {
   check_gif_args(a);
   const int64_t frame = a.H * a.W;
   std::vector<unsigned char> idx(static_cast<size_t>(a.L * frame));
-  palette_index_cpu(a.frames, a.L * frame, a.palette, a.K, idx.data());
+  if (a.cells != nullptr) {                   // each pixel: the palette entry of its cell (palette_cpu's boxes)
+    for (int c = 0; c < kCells; ++c)
+      DAAM_CHECK(a.cells[c] >= 0 && a.cells[c] < a.K, "a cell's palette entry is outside the palette");
+    const int64_t n = a.L * frame;
+    for (int64_t i = 0; i < n; ++i) {
+      const unsigned char* p = a.frames + 3 * i;
+      idx[i] = static_cast<unsigned char>(a.cells[((p[0] >> 3) << 10) | ((p[1] >> 3) << 5) | (p[2] >> 3)]);
+    }
+  } else {
+    palette_index_cpu(a.frames, a.L * frame, a.palette, a.K, idx.data());
+  }
 
   int bits = 1;                               // global colour table of 2^bits entries
   while ((1 << bits) < a.K) ++bits;

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import statistics
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -26,12 +25,13 @@ import torch
 from .encode import MAX_SIDE, MIN_SIDE
 from .store import MAPS_DIR, MapStore
 from .writer import DEFAULT_OUTPUTS, FILES, ImageJob, OutputWriter, WriteOptions, parse_outputs
-from .._threads import Ahead, free_core, put_until_stopped
+from .._threads import Ahead, TurnSwitch, free_core, put_until_stopped
 
 __all__ = ["ExplainOptions", "explain_files", "default_workers", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
 
 HTML_FILE = "explorer.html"
 HTML_MAX_IMAGES = 200      # the run's page holds the first images (a page of thousands would not open)
+WRITE_SPEEDUP = 1.6        # a batch's pictures written by 2 threads in the turn vs 1 (64 x 64, every output; NOTES.md)
 
 
 def unique_stems(paths: Sequence[str]) -> List[str]:
@@ -153,35 +153,6 @@ class _Html:
         return {"path": path, "images": self.count, "left_out": self.left_out}
 
 
-class _Share:
-    """When to stop taking turns. Taking turns, a batch costs M (the model on every core) + W (its
-    pictures written by as many threads); with one model thread fewer (M1 = a M, a ~1.4 for the
-    shipped model, ~1.8 for deit_small on 2 cores), a writer thread beside it and the caller
-    writing when writing falls behind, it costs about max(M1, (M1 + cW) / 2) with c ~1.6 (the
-    speed-up of two writers in turn), less than M + W whenever W > (a - 1) M. After :data:`AFTER`
-    batches (the first left out: warm-up), the switch is made when their median W > median M
-    (medians: a batch slowed by anything else on the machine does not decide), which holds for every
-    output with the shipped model (W ~1.3 M: 0.43 -> 0.52 of explain-only) and never for the
-    default outputs, nor for photos with deit_small (W ~0.35 M), where taking turns is faster."""
-
-    AFTER = 5
-
-    def __init__(self, allowed: bool):
-        self.allowed, self.on, self.model, self.write = bool(allowed), False, [], []
-
-    def measure(self, model_s: float, write_s: float) -> bool:
-        """Record one batch's model and write times (taking turns); True once: switch now."""
-        if not self.allowed or self.on:
-            return False
-        self.model.append(model_s)
-        self.write.append(write_s)
-        if len(self.model) < self.AFTER:
-            return False
-        self.allowed = False                          # decided, either way
-        self.on = statistics.median(self.write[1:]) > statistics.median(self.model[1:])
-        return self.on
-
-
 def explain_files(paths: List[str], model, out: str, method: str = _D.method, target=_D.target, bank=None,
                   batch_size: int = _D.batch_size, mode: str = _D.mode, quiet: bool = False, video: bool = _D.video,
                   daam_options: Optional[dict] = None, outputs=_D.outputs, workers: Optional[int] = _D.workers,
@@ -259,11 +230,12 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
     # this one is written (the model's cores are free then), never while the model runs
     threads = torch.get_num_threads()
     ahead = Ahead(batches, "daam-explain-turn", helper=reader is None and threads > 1)
-    # taking turns by choice (workers=None), a run whose pictures take longer to write than the model
-    # takes to explain switches to one model thread fewer, a writer thread beside it and the caller
-    # writing a batch whenever two wait (_Share)
-    share = _Share(pictures and workers == 0 and auto_workers and threads > 1 and device.type == "cpu"
-                   and len(paths) > _Share.AFTER * batch_size)
+    # taking turns by choice (workers=None), a run whose pictures cost more to write than a model
+    # thread fewer costs may switch to one model thread fewer, a writer thread beside it and the
+    # caller writing a batch whenever two wait (TurnSwitch: measured on the run's own batches)
+    share = TurnSwitch(bool(pictures) and workers == 0 and auto_workers and device.type == "cpu"
+                       and len(paths) > (TurnSwitch.AFTER + TurnSwitch.PROBES + 1) * batch_size, threads,
+                       write_speedup=WRITE_SPEEDUP)
     if reader is not None:
         reader.start()
     error = None
@@ -282,6 +254,7 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
                     writer.fail(i, path, reason)
                 if not ok:
                     continue
+                share.before_model()
                 t0 = time.perf_counter()
                 try:
                     res = daam(x.to(device, non_blocking=True), target=target, bank=bank)
@@ -321,7 +294,6 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
                     writer.submit([ImageJob(path, stems[i], out, i, pic, maps[j], targets[j], labels[j])
                                    for j, (i, path, pic) in enumerate(ok)])
                     if share.measure(t1 - t0, time.perf_counter() - t1):
-                        torch.set_num_threads(threads - 1)
                         writer.share(workers=1, help_ahead=2)
                 else:
                     for j, (i, path, _) in enumerate(ok):

@@ -9,6 +9,7 @@ from fractions import Fraction
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from .codec import _pick_codec
@@ -19,9 +20,11 @@ from .options import DEFAULTS as _D
 from .options import OUTPUT_EXTENSIONS, VideoOptions
 from .stream import _default_model, _stream
 from .writer import _Writer
-from .._threads import free_core
+from .._threads import TurnSwitch, free_core
 
 __all__ = ["explain_video", "iter_video_maps"]
+
+VIDEO_WRITE_SPEEDUP = 1.2   # drawing + encoding a batch on one thread vs in the caller's turn (256 x 256; NOTES.md)
 
 
 def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str = _D.method,
@@ -178,30 +181,54 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     wq: "queue.Queue" = queue.Queue(maxsize=queue_size)
     writer = _Writer(dst, fps, codec_name, crf, preset, compose, maps_file, wq,
                      audio_src=src if (audio and info.audio) else None, threads=encoder_threads)
+    device = next(model.parameters()).device
+    auto = overlap is None
     if overlap is None:
-        overlap = free_core(next(model.parameters()).device)
+        overlap = free_core(device)
+    threads = torch.get_num_threads()
+    # taking turns by choice: a video whose frames cost more to draw and encode than a model thread
+    # fewer costs switches to one model thread fewer and the writer in its own thread (TurnSwitch)
+    frames_hint = info.frames or 0
+    switch = TurnSwitch(auto and not overlap and device.type == "cpu"
+                        and frames_hint > (TurnSwitch.AFTER + TurnSwitch.PROBES + 1) * batch_size, threads,
+                        write_speedup=VIDEO_WRITE_SPEEDUP)
     t0 = time.perf_counter()
     corrupt_frames: List[int] = []
     grid = None
+    threaded = overlap
+    batches = None
     if overlap:
         writer.start()
     try:
-        for start, rgb, maps, targets, flagged, times in _stream(src, model, method, batch_size, target, bank, smoothing,
-                                                          queue_size, corrupt, progress, daam_options, overlap):
+        batches = _stream(src, model, method, batch_size, target, bank, smoothing, queue_size, corrupt, progress,
+                          daam_options, overlap, switch)
+        while True:
+            t_model = time.perf_counter()
+            item = next(batches, None)
+            if item is None:
+                break
+            start, rgb, maps, targets, flagged, times = item
             if writer.failed.is_set():
                 break
             grid = tuple(maps.shape[-2:])
             corrupt_frames += flagged
-            if overlap:
+            if threaded:
                 wq.put((rgb, maps, targets, times))
             else:
+                t_write = time.perf_counter()
                 writer.write((rgb, maps, targets, times))
+                if switch.measure(t_write - t_model, time.perf_counter() - t_write):
+                    writer.start()                # from now on the writer runs beside the model
+                    threaded = True
     finally:
-        if overlap:
+        if batches is not None:
+            batches.close()                       # stops the reader now (an error or an early end)
+        if threaded:
             wq.put(None)
             writer.join()
         else:
             writer.finish()
+        torch.set_num_threads(threads)
         if maps_file is not None:
             maps_file.close(dict(fps=np.float64(float(fps)), method=np.str_(method),
                                  smoothing=np.float64(smoothing), grid=np.array(grid or (0, 0)),

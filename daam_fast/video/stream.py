@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .info import probe_video
 from .reader import _POLL, _End, _Failed, _Reader
-from .._threads import Ahead, free_core
+from .._threads import Ahead, TurnSwitch, free_core
 
 Batch = Tuple[int, Tensor, Tensor, Tensor, List[int], List[Optional[float]]]
 
@@ -29,13 +29,15 @@ def _ema(maps: Tensor, state: Optional[Tensor], s: float) -> Tuple[Tensor, Optio
 
 def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Optional[int], bank,
             smoothing: float, queue_size: int, corrupt: str, progress: bool, daam_options: Optional[dict] = None,
-            overlap: Optional[bool] = None) -> Iterator[Batch]:
+            overlap: Optional[bool] = None, switch: Optional[TurnSwitch] = None) -> Iterator[Batch]:
     """Yield ``(start, rgb, maps, targets, corrupt, times)`` per batch, in order.
 
     ``rgb`` (B, 3, H, W) uint8 on the CPU (on the GPU with a CUDA model); ``maps`` (B, L, h, w)
     float32 (smoothed) on the model's device; ``targets`` (B,); ``corrupt``: indices of the frames the decoder flagged;
     ``times``: each frame's presentation time in seconds (None where the container gives none).
     ``overlap``: decode in a reader thread (None: where a core is free for it, :func:`free_core`).
+    ``switch``: taking turns, the caller's :class:`~daam_fast._threads.TurnSwitch` (its probe sets
+    the model's threads; once it is on, the next batch is decoded while the model runs).
     """
     from tqdm import tqdm
     from .. import DAAM
@@ -76,6 +78,10 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
                     break
                 if isinstance(item, _Failed):
                     raise item.error
+                if switch is not None:
+                    if switch.on and ahead is not None:
+                        ahead.request()           # decode beside the model: the writer's core
+                    switch.before_model()
                 start, rgb, x, flagged, times = item
                 res = daam(x.to(device, non_blocking=True), target=target, bank=bank)
                 maps, state = _ema(res.maps.detach(), state, smoothing)
