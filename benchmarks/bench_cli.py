@@ -168,19 +168,34 @@ class PeakRSS(threading.Thread):
 
 
 def fresh_dir(path: str) -> str:
-    """Remove ``path`` (an earlier round's outputs) and wait until the file system has settled.
+    """An empty folder to write ``path`` into: an earlier round's outputs there are moved aside
+    (into ``.trash`` beside it, deleted when the benchmark ends), not deleted.
 
-    The command then writes into a new folder, as a user would. Deleting thousands of files
-    right before a run (``--overwrite``) leaves ext4 committing the journal and its discards
-    while the command creates files: creating a file or a folder then costs 0.4-0.7 ms of system
-    CPU instead of 0.02-0.05 ms on this machine (benchmarks/NOTES.md, 2026-11-30), a cost of the
-    benchmark's clean-up, not of the command. ``os.sync()`` waits for that work to finish.
+    Deleting thousands of files makes ext4 skip their inodes for the next 60-300 s
+    (``recently_deleted`` in its inode allocator, which reads each one's inode block): creating a
+    file then costs 0.3-0.9 ms of system CPU instead of 0.02 ms on this machine
+    (benchmarks/NOTES.md, 2026-11-30, fourth session: 0.022 -> 0.317 ms per file after three
+    delete-and-rewrite rounds of 10,000 files), a cost of the benchmark's clean-up, not of the
+    command, and the main source of the run-to-run spread of the shapes ratios before.
     """
-    import shutil
     if os.path.exists(path):
-        shutil.rmtree(path)
-    os.sync()
+        import uuid
+        trash = os.path.join(os.path.dirname(os.path.abspath(path)), TRASH)
+        os.makedirs(trash, exist_ok=True)
+        os.rename(path, os.path.join(trash, f"{os.path.basename(path)}-{uuid.uuid4().hex[:8]}"))
     return path
+
+
+TRASH = ".trash"
+
+
+def empty_trash(work: str) -> None:
+    """Delete what :func:`fresh_dir` moved aside under ``work`` (after every timed run)."""
+    import shutil
+    for root, dirs, _ in os.walk(work):
+        if TRASH in dirs:
+            shutil.rmtree(os.path.join(root, TRASH), ignore_errors=True)
+            dirs.remove(TRASH)
 
 
 def run_cmd(argv: list, threads: int, rss: bool = False) -> dict:
@@ -379,8 +394,8 @@ def case_rss(a, work: str) -> None:
     print("| images | own s | images/s | peak RSS MB |\n|---:|---:|---:|---:|")
     for n in a.rss_images:
         d = make_shape_pngs(os.path.join(work, f"rss_{n}"), n, seed=1000)
-        r = run_cmd(["explain", d, "--batch-size", str(a.batch), "--quiet", "--overwrite", "--out",
-                     os.path.join(work, f"rss_out_{n}")], a.threads, rss=True)
+        r = run_cmd(["explain", d, "--batch-size", str(a.batch), "--quiet", "--out",
+                     fresh_dir(os.path.join(work, f"rss_out_{n}"))], a.threads, rss=True)
         print(f"| {n} | {r['own']:.1f} | {n / r['own']:.1f} | {r['rss'] / 2**20:.0f} |")
         sys.stdout.flush()
 
@@ -480,6 +495,7 @@ def main(argv=None) -> int:
             else:
                 case_video(c, a, work)
     finally:
+        empty_trash(work)
         if ctx is not None:
             ctx.cleanup()
     return 0

@@ -88,37 +88,45 @@ class Ahead:
 
 class TurnSwitch:
     """Whether a loop that takes turns with a model on every core (the model's threads, then the
-    writing of that batch) should give one model thread to a writer thread instead, the caller's
-    thread helping to write when writing falls behind.
+    writing of that batch by as many threads) should give one model thread to a writer thread
+    instead, the caller's thread helping to write when writing falls behind.
 
     Taking turns, a batch costs M (the model on every core) + W (its writing). Sharing, it costs
-    about max(M1, (M1 + c W) / 2): the model on one thread fewer takes M1 (1.4 M for the shipped
-    model, 1.8 M for deit_small, on 2 cores) while the other core writes; ``c``: how much longer
-    writing takes on one thread than in the turn. The loop measures M and W over :data:`AFTER`
-    batches (medians of batches 2.., the first being warm-up), then, unless W < :data:`HOPELESS`
-    M (sharing cannot win when M1 >= 1.4 M), runs :data:`PROBES` batches with one model thread
-    fewer to measure M1 (the smallest), and switches when sharing is estimated at least 5 %
-    faster. The switch happens once; a decision against it restores the thread count.
+    about max(M1, (M1 + W1) / 2): the model on one thread fewer takes M1 (1.4 M for the shipped
+    model, 1.8 M for deit_small, on 2 cores) while another core writes, a batch taking W1 on one
+    thread. The loop measures M and W over :data:`AFTER` batches (medians of batches 2..: the
+    first is warm-up), then, unless W < :data:`HOPELESS` M (sharing cannot win when M1 >= 1.4 M),
+    runs :data:`PROBES` batches with one model thread fewer, written by the caller's thread alone
+    (:attr:`probing`), to measure M1 and W1 (the smallest of each), and switches when sharing is
+    estimated at least 5 % faster. The switch happens once; a decision against it restores the
+    thread count.
 
-    Use: :meth:`before_model` before each model call (it sets the probe's thread count), then
-    :meth:`measure` with the batch's model and write seconds; True once: switch now (the model
-    then keeps ``threads - 1`` threads; the caller restores ``threads`` at the end).
+    Use: :meth:`before_model` before each model call (it sets the probe's thread count), write the
+    batch alone while :attr:`probing`, then :meth:`measure` with the batch's model and write
+    seconds; True once: switch now (the model then keeps ``threads - 1`` threads; the caller
+    restores ``threads`` at the end).
     """
 
-    AFTER = 5
-    PROBES = 2
+    AFTER = 4
+    PROBES = 1
     HOPELESS = 0.4
 
-    def __init__(self, allowed: bool, threads: int, write_speedup: float):
+    def __init__(self, allowed: bool, threads: int):
         self.allowed = bool(allowed) and threads > 1
-        self.threads, self.c, self.on = threads, write_speedup, False
+        self.threads, self.on = threads, False
         self.model: List[float] = []
         self.write: List[float] = []
         self.probe: List[float] = []
+        self.probe_write: List[float] = []
+
+    @property
+    def probing(self) -> bool:
+        """True while the batches run with one model thread fewer and are written by one thread."""
+        return self.allowed and len(self.model) >= self.AFTER
 
     def before_model(self) -> None:
         """Set the model's thread count for the coming batch (one fewer while probing)."""
-        if self.allowed and len(self.model) >= self.AFTER:
+        if self.probing:
             import torch
             torch.set_num_threads(self.threads - 1)
 
@@ -127,6 +135,12 @@ class TurnSwitch:
         self.allowed, self.on = False, on
         torch.set_num_threads(self.threads - 1 if on else self.threads)
         return on
+
+    def estimate(self) -> tuple:
+        """(seconds per batch taking turns, sharing) from the measurements so far."""
+        M, W = statistics.median(self.model[1:]), statistics.median(self.write[1:])
+        M1, W1 = min(self.probe), min(self.probe_write)
+        return M + W, max(M1, (M1 + W1) / 2)
 
     def measure(self, model_s: float, write_s: float) -> bool:
         """Record one batch; True once, when the loop should switch now."""
@@ -140,7 +154,8 @@ class TurnSwitch:
                 return self._decide(False)
             return False
         self.probe.append(model_s)
+        self.probe_write.append(write_s)
         if len(self.probe) < self.PROBES:
             return False
-        M, W, M1 = statistics.median(self.model[1:]), statistics.median(self.write[1:]), min(self.probe)
-        return self._decide(max(M1, (M1 + self.c * W) / 2) < 0.95 * (M + W))
+        turns, sharing = self.estimate()
+        return self._decide(sharing < 0.95 * turns)

@@ -489,29 +489,34 @@ def test_explain_files_turns_read_ahead(tmp_path, monkeypatch):
 
 def test_turn_switch_decision(monkeypatch):
     """After AFTER batches taking turns (the first left out), PROBES batches run with one model
-    thread fewer; the switch is made when max(M1, (M1 + c W) / 2) < 0.95 (M + W), once; a run
-    whose writing is cheap (W < HOPELESS M) is decided against without probing."""
+    thread fewer and are written alone; the switch is made when max(M1, (M1 + W1) / 2) <
+    0.95 (M + W), once; a run whose writing is cheap (W < HOPELESS M) is decided against without
+    probing, and the thread count restored."""
     from daam_fast._threads import TurnSwitch
     counts = []
     monkeypatch.setattr(torch, "set_num_threads", counts.append)
     n, p = TurnSwitch.AFTER, TurnSwitch.PROBES
 
-    def run(model, write, probe, c=1.6):
-        s, got = TurnSwitch(True, 2, c), []
+    def run(model, write, probe, probe_write):
+        s, got, probing = TurnSwitch(True, 2), [], []
         counts.clear()
-        for m, w in [(1.0, 0.1)] + [(model, write)] * (n - 1) + [(probe, write)] * p:
+        for m, w in [(1.0, 0.1)] + [(model, write)] * (n - 1) + [(probe, probe_write)] * p:
             s.before_model()
+            probing.append(s.probing)
             got.append(s.measure(m, w))
-        return s, got
-    s, got = run(0.024, 0.031, 0.034)                       # the shipped model, every output: share
+        return s, got, probing
+    s, got, probing = run(0.024, 0.018, 0.034, 0.026)      # the shipped model, every output: share
     assert got == [False] * (n + p - 1) + [True] and s.on and counts == [1] * p + [1]
-    s, got = run(0.024, 0.031, 0.060)                       # the model far slower on one thread: keep turns
+    assert probing == [False] * n + [True] * p and s.estimate() == pytest.approx((0.042, 0.034))
+    s, got, _ = run(0.024, 0.018, 0.060, 0.026)             # the model far slower on one thread: keep turns
     assert not any(got) and not s.on and counts[-1] == 2
-    s, got = run(1.6, 0.55, 2.9)                            # deit_small photos: decided without probing
-    assert not any(got) and not s.on and counts == [2] and len(s.probe) == 0
-    s = TurnSwitch(True, 2, 1.6)
+    s, got, _ = run(0.024, 0.018, 0.030, 0.080)             # one writer far slower than the turn's: keep turns
+    assert not any(got) and not s.on
+    s, got, probing = run(1.6, 0.55, 2.9, 1.0)              # deit_small photos: decided without probing
+    assert not any(got) and not s.on and counts == [2] and not s.probe and not any(probing)
+    s = TurnSwitch(True, 2)
     assert sum(s.measure(0.02, 0.03) for _ in range(3 * (n + p))) == 1 and s.on  # True once
-    assert TurnSwitch(True, 1, 1.6).allowed is False and TurnSwitch(False, 2, 1.6).allowed is False
+    assert TurnSwitch(True, 1).allowed is False and TurnSwitch(False, 2).allowed is False
 
 
 def test_explain_files_switches_to_sharing(tmp_path, monkeypatch):

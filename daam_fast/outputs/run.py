@@ -31,7 +31,6 @@ __all__ = ["ExplainOptions", "explain_files", "default_workers", "unique_stems",
 
 HTML_FILE = "explorer.html"
 HTML_MAX_IMAGES = 200      # the run's page holds the first images (a page of thousands would not open)
-WRITE_SPEEDUP = 1.6        # a batch's pictures written by 2 threads in the turn vs 1 (64 x 64, every output; NOTES.md)
 
 
 def unique_stems(paths: Sequence[str]) -> List[str]:
@@ -234,8 +233,7 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
     # thread fewer costs may switch to one model thread fewer, a writer thread beside it and the
     # caller writing a batch whenever two wait (TurnSwitch: measured on the run's own batches)
     share = TurnSwitch(bool(pictures) and workers == 0 and auto_workers and device.type == "cpu"
-                       and len(paths) > (TurnSwitch.AFTER + TurnSwitch.PROBES + 1) * batch_size, threads,
-                       write_speedup=WRITE_SPEEDUP)
+                       and len(paths) > (TurnSwitch.AFTER + TurnSwitch.PROBES + 1) * batch_size, threads)
     if reader is not None:
         reader.start()
     error = None
@@ -292,7 +290,7 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
                 if pictures or boxes is not None:
                     t1 = time.perf_counter()
                     writer.submit([ImageJob(path, stems[i], out, i, pic, maps[j], targets[j], labels[j])
-                                   for j, (i, path, pic) in enumerate(ok)])
+                                   for j, (i, path, pic) in enumerate(ok)], alone=share.probing)
                     if share.measure(t1 - t0, time.perf_counter() - t1):
                         writer.share(workers=1, help_ahead=2)
                 else:

@@ -318,9 +318,9 @@ class OutputWriter:
         for t in self._threads:
             t.start()
 
-    def _run(self, jobs: Sequence[ImageJob]) -> None:
+    def _run(self, jobs: Sequence[ImageJob], alone: bool = False) -> None:
         try:
-            results = write_images(jobs, self.options, self.store, self._pool)
+            results = write_images(jobs, self.options, self.store, None if alone else self._pool)
         except Exception as e:  # noqa: BLE001 - never lose a batch (nor a writer thread) to one error
             results = [e] * len(jobs)
         for job, r in zip(jobs, results):
@@ -355,10 +355,11 @@ class OutputWriter:
         for t in self._threads:
             t.start()
 
-    def submit(self, jobs: Sequence[ImageJob]) -> None:
-        """Queue a batch of images' pictures (each ``job.row``: its place in the input order)."""
+    def submit(self, jobs: Sequence[ImageJob], alone: bool = False) -> None:
+        """Queue a batch of images' pictures (each ``job.row``: its place in the input order).
+        ``alone``: taking turns, write it in the caller's thread only (a measurement)."""
         if self.workers == 0 or (self.help_ahead and self._q.qsize() >= self.help_ahead):
-            self._run(jobs)
+            self._run(jobs, alone)
         else:
             self._q.put(list(jobs))
 

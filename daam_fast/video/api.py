@@ -24,8 +24,6 @@ from .._threads import TurnSwitch, free_core
 
 __all__ = ["explain_video", "iter_video_maps"]
 
-VIDEO_WRITE_SPEEDUP = 1.2   # drawing + encoding a batch on one thread vs in the caller's turn (256 x 256; NOTES.md)
-
 
 def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str = _D.method,
                     batch_size: int = _D.batch_size, target: Optional[int] = _D.target, bank=None,
@@ -190,8 +188,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
     # fewer costs switches to one model thread fewer and the writer in its own thread (TurnSwitch)
     frames_hint = info.frames or 0
     switch = TurnSwitch(auto and not overlap and device.type == "cpu"
-                        and frames_hint > (TurnSwitch.AFTER + TurnSwitch.PROBES + 1) * batch_size, threads,
-                        write_speedup=VIDEO_WRITE_SPEEDUP)
+                        and frames_hint > (TurnSwitch.AFTER + TurnSwitch.PROBES + 1) * batch_size, threads)
     t0 = time.perf_counter()
     corrupt_frames: List[int] = []
     grid = None
