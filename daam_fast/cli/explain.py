@@ -102,8 +102,8 @@ def add_cli(sub) -> None:
                         "written side by side by as many threads as it uses, and the next batch is read; "
                         "default: 2 where the model leaves "
                         "a core free or runs on a GPU, else 0: a thread without a core of its own stalls the model; "
-                        "by default a run whose pictures take longer to write than to explain then gives one "
-                        "model thread to a writer thread after 5 batches)")
+                        "by default a run whose writing costs more than a model thread then gives one model "
+                        "thread to a writer thread, measured on its first 5 batches)")
     p.add_argument("--boxes", type=float, default=_D.boxes, metavar="THRESHOLD",
                    help="draw the box of each final map's salient region on the overlay (threshold: a fraction of "
                         "the map's maximum, e.g. 0.5); also stored in maps.npz")
