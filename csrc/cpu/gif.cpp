@@ -309,6 +309,7 @@ int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples,
   };
   std::vector<Box> boxes;
   boxes.reserve(K);
+  std::vector<Cell> scratch(cells.size());
   boxes.push_back(Box{0, static_cast<int>(cells.size()), -1, 0, 0.0, {0, 0, 0}, {32, 32, 32}});
   hists.emplace_back();
   fill(hists[0], 0, boxes[0].hi);
@@ -322,9 +323,19 @@ int palette_cpu(const unsigned char* rgb, int64_t n, int K, int64_t max_samples,
     if (boxes[pick].axis < 0 || boxes[pick].gain != top.first) continue;   // one cell, or split since
     const Box b = boxes[pick];
     const int shift = 10 - 5 * b.axis, cut = b.cut;
-    auto mid = std::partition(cells.begin() + b.lo, cells.begin() + b.hi,
-                              [shift, cut](const Cell& c) { return ((c.cell >> shift) & 31) < cut; });
-    const int m = static_cast<int>(mid - cells.begin());
+    // stable partition without branches (the side of a cell is a coin toss to the predictor):
+    // every cell is stored at the left end and in the scratch buffer, and only the counts move;
+    // the left end never passes the cell being read (std::partition: 1.5x slower here)
+    int m = b.lo, k = 0;
+    for (int i = b.lo; i < b.hi; ++i) {
+      const Cell c = cells[i];
+      const int left = ((c.cell >> shift) & 31) < cut;
+      cells[m] = c;
+      scratch[k] = c;
+      m += left;
+      k += 1 - left;
+    }
+    std::copy(scratch.begin(), scratch.begin() + k, cells.begin() + m);
     boxes[pick] = Box{b.lo, m, -1, 0, 0.0, {b.from[0], b.from[1], b.from[2]}, {b.to[0], b.to[1], b.to[2]}};
     boxes.push_back(Box{m, b.hi, -1, 0, 0.0, {b.from[0], b.from[1], b.from[2]}, {b.to[0], b.to[1], b.to[2]}});
     boxes[pick].to[b.axis] = static_cast<int8_t>(cut);      // the cut splits the region too
