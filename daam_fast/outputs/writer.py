@@ -199,6 +199,21 @@ def _anim_size(job: ImageJob, opt: WriteOptions) -> Tuple[int, int]:
 ANIM_BATCH_PIXELS = 256 * 256   # GIF / MP4 frames of pictures up to this size are drawn a batch at a time
 
 
+def _draw_groups(jobs: Sequence[ImageJob], groups: Dict[tuple, List[int]], opt: WriteOptions,
+                 last_only: bool = False) -> Dict[int, Tuple[Tensor, np.ndarray]]:
+    """One render call per group of ``jobs`` (``groups``: (H, W, ...) -> indices of jobs of the
+    same picture size and block count): {index: (picture (1, 3, H, W) uint8, frames (L, H, W, 3)
+    uint8)}, with ``last_only`` the final frame only (L = 1)."""
+    from ..render import render
+    drawn: Dict[int, Tuple[Tensor, np.ndarray]] = {}
+    for key, idx in groups.items():
+        pics = [_resize(jobs[j].picture, key[:2]) for j in idx]
+        maps = torch.stack([jobs[j].maps[-1:] if last_only else jobs[j].maps for j in idx]).float()
+        frames = render(maps, images=torch.cat(pics), mode=opt.mode).numpy()
+        drawn.update((j, (pics[k], frames[k])) for k, j in enumerate(idx))
+    return drawn
+
+
 def render_animations(jobs: Sequence[ImageJob], opt: WriteOptions) -> List[Optional[Tuple[Tensor, np.ndarray]]]:
     """Every block's frame at the GIF / MP4 size for the small pictures of ``jobs`` (at most
     :data:`ANIM_BATCH_PIXELS`), one render call per size: (picture (1, 3, Ha, Wa) uint8, frames
@@ -206,50 +221,31 @@ def render_animations(jobs: Sequence[ImageJob], opt: WriteOptions) -> List[Optio
     per image cost 0.2 ms of Python (argument checks, torch dispatch) around 0.14 ms of kernel
     for a 64 x 64 image, all of it holding the GIL (NOTES.md); large pictures are drawn one at a
     time in :func:`write_image` (a batch of 16 photos' frames would hold 100 MB)."""
-    from ..render import render
-    out: List[Optional[Tuple[Tensor, np.ndarray]]] = [None] * len(jobs)
     if "gif" not in opt.outputs and "mp4" not in opt.outputs:
-        return out
-    groups: Dict[Tuple[int, int, int], List[int]] = {}            # (Ha, Wa, L) -> jobs
+        return [None] * len(jobs)
+    groups: Dict[tuple, List[int]] = {}                           # (Ha, Wa, L) -> jobs
     for j, job in enumerate(jobs):
         Ha, Wa = _anim_size(job, opt)
         if Ha * Wa <= ANIM_BATCH_PIXELS:
             groups.setdefault((Ha, Wa, job.maps.shape[0]), []).append(j)
-    for (Ha, Wa, _), idx in groups.items():
-        if len(idx) < 2:
-            continue
-        pics = [_resize(jobs[j].picture, (Ha, Wa)) for j in idx]
-        maps = torch.stack([jobs[j].maps for j in idx]).float()
-        frames = render(maps, images=torch.cat(pics), mode=opt.mode).numpy()
-        for k, j in enumerate(idx):
-            out[j] = (pics[k], frames[k])
-    return out
+    drawn = _draw_groups(jobs, {k: idx for k, idx in groups.items() if len(idx) > 1}, opt)
+    return [drawn.get(j) for j in range(len(jobs))]
 
 
 def render_overlays(jobs: Sequence[ImageJob], opt: WriteOptions) -> List[Optional[np.ndarray]]:
     """The overlays (final frames at the display size) of ``jobs``, one render call per picture
     size (a call per image costs 3x more for small pictures; NOTES.md). None where no overlay is
     written, or where :func:`write_image` takes it from the animation's frames."""
-    from ..render import render
-    out: List[Optional[np.ndarray]] = [None] * len(jobs)
     if "overlay" not in opt.outputs:
-        return out
+        return [None] * len(jobs)
     animated = "gif" in opt.outputs or "mp4" in opt.outputs
-    cap = min(opt.max_side, opt.anim_side) if opt.max_side else opt.anim_side
-    groups: Dict[Tuple[int, int], List[int]] = {}                 # display size -> jobs
+    groups: Dict[tuple, List[int]] = {}                           # display size -> jobs
     for j, job in enumerate(jobs):
-        hw = tuple(job.picture.shape[-2:])
-        size = encode.display_size(*hw, min_side=opt.min_side, max_side=opt.max_side)
-        if animated and size == encode.display_size(*hw, min_side=opt.min_side, max_side=cap):
-            continue
-        groups.setdefault(size, []).append(j)
-    for size, idx in groups.items():
-        pics = torch.cat([_resize(jobs[j].picture, size) for j in idx])
-        maps = torch.stack([jobs[j].maps[-1:] for j in idx]).float()
-        frames = render(maps, images=pics, mode=opt.mode)[:, 0].numpy()
-        for k, j in enumerate(idx):
-            out[j] = frames[k]
-    return out
+        size = encode.display_size(*job.picture.shape[-2:], min_side=opt.min_side, max_side=opt.max_side)
+        if not (animated and size == _anim_size(job, opt)):
+            groups.setdefault(size, []).append(j)
+    drawn = _draw_groups(jobs, groups, opt, last_only=True)
+    return [drawn[j][1][0] if j in drawn else None for j in range(len(jobs))]
 
 
 def write_images(jobs: Sequence[ImageJob], opt: WriteOptions, store=None, pool=None) -> List[object]:
