@@ -2,15 +2,17 @@
 ``--quiet``, ``--overwrite``, ``--mode``, the model spec (``--model``, ``--checkpoint``, ...,
 ``--bank``: resolved by :meth:`daam_fast.distributed.ModelSpec.load`), the DAAM options
 (``--method`` with the explainer's method table as choices, ``--activation-checkpointing``,
-``--compile``, ``--backend``) and their checks, and argparse defaults read from dataclasses.
+``--compile``, ``--backend``) and their checks, and :func:`add_options`: flags and defaults
+derived from an options dataclass.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Tuple
+from dataclasses import dataclass, field
+import typing
+from typing import Any, Iterable, Iterator, Optional, Tuple
 
 import torch
 
@@ -25,8 +27,7 @@ class UsageError(Exception):
 
 
 def default_of(config, name: str) -> Any:
-    """The default of field ``name`` of a dataclass (class or instance): argparse defaults come
-    from the dataclasses that the library uses, never typed a second time."""
+    """The default of field ``name`` of a dataclass (class or instance)."""
     for f in dataclasses.fields(config):
         if f.name == name:
             if f.default is not dataclasses.MISSING:
@@ -39,12 +40,92 @@ def default_of(config, name: str) -> Any:
 
 def default_param(fn, name: str) -> Any:
     """The default of parameter ``name`` of the function ``fn`` (for options whose only home is a
-    function's signature, e.g. :func:`daam_fast.distributed.explain_dataset`)."""
+    function's signature, e.g. :meth:`daam_fast.bank.MemoryBank.from_features`)."""
     import inspect
     value = inspect.signature(fn).parameters[name].default
     if value is inspect.Parameter.empty:
         raise ValueError(f"{getattr(fn, '__qualname__', fn)}({name}) has no default")
     return value
+
+
+# ------------------------------------------------------------------------------------ flags from a dataclass
+def _flag_type(hint) -> Tuple[Any, Optional[Tuple[Any, ...]]]:
+    """(argparse type, choices from a Literal) of a field's type hint; Optional[X] is X."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return _flag_type(args[0])
+    if origin is typing.Literal:
+        values = typing.get_args(hint)
+        return type(values[0]), values
+    if hint in (int, float, str):
+        return hint, None
+    return None, None
+
+
+def add_options(p, config_cls, *, only: Optional[Iterable[str]] = None, exclude: Iterable[str] = ()) -> list:
+    """Add one argparse flag per field of the dataclass ``config_cls`` to ``p`` (a parser or an
+    argument group), with the field's default: the CLI's defaults are the dataclass's, written
+    once (as ``transformers.HfArgumentParser`` does).
+
+    The flag is ``--field-name`` and its destination the field's name, so
+    :func:`from_args` gives the dataclass back. The field's ``metadata`` says the rest:
+
+    - ``help``: the help text (``%(default)s`` names the default), or a function of no arguments
+      returning it;
+    - ``flag``: another flag name (e.g. ``"--activation-checkpointing"``);
+    - ``choices``: the accepted values, or a function of no arguments returning them (for tables
+      that are imported late); a ``Literal[...]`` type gives them too;
+    - ``type``: the parser of one value (default: from the type hint, ``Optional[X]`` -> ``X``);
+    - ``metavar``, ``required``;
+    - ``cli``: False for a field that is no flag.
+
+    A ``bool`` field is a switch: ``--name`` sets True when the default is False, ``--no-name``
+    sets False when it is True.
+
+    Args:
+        p: the parser or argument group to add to.
+        config_cls: the options dataclass.
+        only: add only these fields (default: all but ``exclude`` and those with ``cli=False``).
+        exclude: fields to leave out.
+
+    Returns:
+        The argparse actions added, each marked with ``options_field = (config_cls, name)``.
+    """
+    hints = typing.get_type_hints(config_cls)
+    wanted = None if only is None else set(only)
+    skip = set(exclude)
+    actions = []
+    for f in dataclasses.fields(config_cls):
+        md = f.metadata
+        if not md.get("cli", True) or f.name in skip or (wanted is not None and f.name not in wanted):
+            continue
+        default = default_of(config_cls, f.name)
+        help = md.get("help")
+        kw: dict = {"dest": f.name, "help": help() if callable(help) else help}
+        flag = md.get("flag") or "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            if default and not md.get("flag"):
+                flag = "--no-" + f.name.replace("_", "-")
+            kw.update(action="store_false" if default else "store_true", default=default)
+        else:
+            typ, choices = _flag_type(hints[f.name])
+            if "choices" in md:
+                choices = md["choices"]() if callable(md["choices"]) else md["choices"]
+            kw.update(default=default, type=md.get("type", typ))
+            if choices is not None:
+                kw["choices"] = tuple(choices)
+            for key in ("metavar", "required"):
+                if key in md:
+                    kw[key] = md[key]
+            if kw["type"] is None:
+                raise TypeError(f"{config_cls.__name__}.{f.name}: no flag type for {hints[f.name]!r}; "
+                                "give metadata type= or cli=False")
+        action = p.add_argument(*((flag,) if isinstance(flag, str) else tuple(flag)), **kw)
+        action.options_field = (config_cls, f.name)
+        actions.append(action)
+    return actions
 
 
 def from_args(config_cls, args, **overrides):
@@ -80,10 +161,10 @@ def daam_methods() -> Tuple[str, ...]:
     return tuple(METHODS)
 
 
-def _method_help(default: str) -> str:
+def _method_help() -> str:
     from ..methods import METHODS
-    return (f"DAAM method (default {default}): "
-            + "; ".join(f"{name} = {m.summary}" for name, m in METHODS.items()) + " (docs/method.md)")
+    summaries = "; ".join(f"{name} = {m.summary}" for name, m in METHODS.items()).replace("%", "%%")
+    return f"DAAM method (default %(default)s): {summaries} (docs/method.md)"
 
 
 def _backward_methods() -> Tuple[str, ...]:
@@ -97,6 +178,11 @@ def backends() -> Tuple[str, ...]:
     return tuple(BACKENDS)
 
 
+def _checkpointing_help() -> str:
+    return (f"{' / '.join(_backward_methods())}: recompute each block in the backward "
+            "(less memory, about +0.7x time)")
+
+
 @dataclass
 class DAAMOptions:
     """The DAAM options of the command line (``--method``, ``--activation-checkpointing``,
@@ -104,21 +190,22 @@ class DAAMOptions:
 
     Attributes:
         method: a method of the explainer's table ("grad", "direct", ...).
-        checkpoint: activation checkpointing (``--activation-checkpointing``; "grad" only).
+        activation_checkpointing: recompute each block in the backward ("grad" only).
         compile: ``torch.compile`` the blocks.
         backend: backend of the fused ops (None: ``DAAM_FAST_BACKEND`` or auto).
     """
 
-    method: str = "grad"
-    checkpoint: bool = False
-    compile: bool = False
-    backend: Optional[str] = None
+    method: str = field(default="grad", metadata={"choices": daam_methods, "help": _method_help})
+    activation_checkpointing: bool = field(default=False, metadata={"help": _checkpointing_help})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the blocks (first batch compiles; for GPUs)"})
+    backend: Optional[str] = field(default=None, metadata={
+        "choices": backends, "help": "backend of the fused ops (default: DAAM_FAST_BACKEND, else auto)"})
 
     def check(self) -> None:
         """Raises :class:`UsageError` naming the flags that do not go together."""
         if self.method not in daam_methods():
             raise UsageError(f"--method {self.method}: expected one of {', '.join(daam_methods())}")
-        if self.checkpoint and self.method not in _backward_methods():
+        if self.activation_checkpointing and self.method not in _backward_methods():
             raise UsageError(f"--activation-checkpointing applies to --method {' / '.join(_backward_methods())} "
                              f"(--method {self.method} runs no backward through the blocks)")
         if self.backend is not None and self.backend not in backends():
@@ -127,7 +214,7 @@ class DAAMOptions:
     def keywords(self) -> dict:
         """The :class:`daam_fast.DAAM` keywords besides ``method`` (only those set)."""
         out = {}
-        if self.checkpoint:
+        if self.activation_checkpointing:
             out["checkpoint"] = True
         if self.compile:
             out["compile"] = True
@@ -136,25 +223,15 @@ class DAAMOptions:
         return out
 
 
-def add_daam_args(p: argparse.ArgumentParser, method: Optional[str] = DAAMOptions.method) -> None:
-    """The DAAM options, as one argument group (``method=None``: no ``--method``, for a command
+def add_daam_args(p: argparse.ArgumentParser, method: bool = True) -> None:
+    """The DAAM options, as one argument group (``method=False``: no ``--method``, for a command
     that chooses its methods otherwise, as ``eval --methods``)."""
-    g = p.add_argument_group("DAAM")
-    if method is not None:
-        g.add_argument("--method", default=method, choices=daam_methods(), help=_method_help(method))
-    g.add_argument("--activation-checkpointing", action="store_true",
-                   help=f"{' / '.join(_backward_methods())}: recompute each block in the backward "
-                        "(less memory, about +0.7x time)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the blocks (first batch compiles; for GPUs)")
-    g.add_argument("--backend", default=DAAMOptions.backend, choices=backends(),
-                   help="backend of the fused ops (default: DAAM_FAST_BACKEND, else auto)")
+    add_options(p.add_argument_group("DAAM"), DAAMOptions, exclude=() if method else ("method",))
 
 
 def daam_args(args) -> DAAMOptions:
     """The checked :class:`DAAMOptions` of parsed arguments (raises :class:`UsageError`)."""
-    opts = DAAMOptions(method=getattr(args, "method", DAAMOptions.method),
-                       checkpoint=bool(getattr(args, "activation_checkpointing", False)),
-                       compile=bool(getattr(args, "compile", False)), backend=getattr(args, "backend", None))
+    opts = from_args(DAAMOptions, args)
     opts.check()
     return opts
 
@@ -181,7 +258,7 @@ def add_model_args(p: argparse.ArgumentParser, batch_size: int = 16, bank: bool 
                                                     "(default for shapes_vit_ssl: its shipped bank)")
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"images per model call (default {batch_size})")
     if daam:
-        add_daam_args(p, DAAMOptions.method if method else None)
+        add_daam_args(p, method)
 
 
 def model_spec(args, headless: bool = False):
