@@ -1,18 +1,34 @@
-"""Reading pictures for the CLI: any file Pillow reads -> RGB uint8 (3, H, W), with clear errors."""
+"""Reading pictures: any file Pillow reads -> RGB uint8 (3, H, W) as a viewer shows it, with clear errors.
+
+:func:`read_image` is the one reader of ``explain``, ``eval --data DIR``, ``bank build`` and
+``batch``: the EXIF orientation is applied first, palette and animated pictures are read at any
+size (an animated picture is read from its first frame), HEIC/HEIF goes through the optional
+``pillow-heif`` plugin (``pip install "daam-fast[heif]"``) and AVIF through Pillow itself.
+"""
 from __future__ import annotations
 
 import glob
 import os
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageReadError", "read_image", "expand_inputs", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageReadError", "read_image", "expand_inputs", "IMAGE_EXTENSIONS", "HEIF_EXTRA"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-MAX_PIXELS = 400_000_000   # above this Pillow's decompression-bomb guard is a real risk of memory exhaustion
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                    ".avif", ".heic", ".heif")
+HEIF_EXTRA = 'pip install "daam-fast[heif]"'
+# Pillow's decompression-bomb limit that the daam-fast command sets at its start (Pillow refuses
+# pictures of more than twice it); read_image itself leaves PIL.Image.MAX_IMAGE_PIXELS as it is
+MAX_PIXELS = 400_000_000
+_ORIENTATION = 0x0112                      # the EXIF tag
+# ISO base media file brands of HEIF pictures (AVIF's "avif" / "avis" are read by Pillow itself)
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+# modes whose pixel values Image.reduce may average; the others (palette indices, 1-bit, 16-bit
+# grey) are converted to RGB first
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")
 
 
 class ImageReadError(ValueError):
@@ -47,39 +63,109 @@ def expand_inputs(items: Iterable[str]) -> Tuple[List[str], List[Tuple[str, str]
     return unique, problems
 
 
-def read_image(path: str, max_side: int = 0) -> Tensor:
-    """Read a picture as RGB uint8 (3, H, W).
+def read_image(path: str, max_side: int = 0, info: Optional[dict] = None) -> Tensor:
+    """Read a picture as a viewer shows it: RGB uint8 (3, H, W).
 
-    Grey-scale, palette and CMYK images are converted; RGBA / LA are composited on white;
-    16-bit and 32-bit integer images are scaled to 8 bits by their full range. With
-    ``max_side`` > 0 a huge image is reduced while decoding so that its longer side is at
-    most about ``max_side`` (never below it), keeping memory bounded.
+    The EXIF orientation (all eight) is applied first, so (H, W) is the shown size. Grey-scale,
+    1-bit, palette and CMYK images are converted; RGBA / LA / palette with transparency are
+    composited on white; 16-bit and 32-bit integer images are scaled to 8 bits by their full
+    range. An animated picture (GIF, APNG, WebP) or a multi-page TIFF is read from its first
+    frame. HEIC / HEIF needs the ``heif`` extra (pillow-heif); AVIF is read by Pillow. With
+    ``max_side`` > 0 a huge image is reduced while decoding (JPEG) and after conversion so that
+    its longer side is at most about ``max_side`` (never below it), keeping memory bounded.
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is left as the caller set it.
+
+    Args:
+        path: the picture file.
+        max_side: reduce pictures whose longer side exceeds ``2 * max_side`` (0: never).
+        info: a dict that receives what was applied: ``"orientation"``, the EXIF orientation
+            (1-8; 1: none), and ``"animated"``, True when the file holds more than one frame
+            (only the first was read).
+
+    Returns:
+        (3, H, W) uint8 tensor, H x W the shown size (reduced with ``max_side``).
 
     Raises:
-        ImageReadError: the file is missing, empty, not an image, truncated or too large.
+        ImageReadError: the file is missing, empty, not an image, truncated or too large, or a
+            HEIC file without pillow-heif (the message names the extra to install).
+
+    Example:
+        >>> info = {}
+        >>> x = read_image("photo.jpg", max_side=896, info=info)   # info == {"orientation": 6, "animated": False}
     """
     from PIL import Image, UnidentifiedImageError
     if not os.path.isfile(path):
         raise ImageReadError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise ImageReadError(f"{path}: empty file")
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as im:
-            if max_side and max(im.size) > 2 * max_side:
-                im.draft("RGB", (max_side, max_side))               # JPEG: decode at reduced scale
-                factor = max(1, max(im.size) // max_side)
-                if factor > 1:
-                    im = im.reduce(factor)
-            im.load()
-            arr = _to_rgb_array(im)
+        oriented = None
+        try:
+            im = Image.open(path)
+        except UnidentifiedImageError:
+            if not _is_heif(path):
+                raise
+            im = _open_heif(path)
+            oriented = int(im.info.get("original_orientation") or 1)   # libheif applied it while decoding
+        with im:
+            arr, orientation, animated = _shown_rgb(im, max_side, oriented)
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file Pillow can read") from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{path}: image too large ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if isinstance(e, ImageReadError):
+            raise ImageReadError(f"{path}: {e}") from None
         raise ImageReadError(f"{path}: cannot decode ({e})") from None
+    if info is not None:
+        info.update(orientation=orientation, animated=animated)
     return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+def _shown_rgb(im, max_side: int, oriented: Optional[int] = None) -> Tuple[np.ndarray, int, bool]:
+    """(H, W, 3) uint8 of frame 0 in the shown orientation, reduced; the orientation applied;
+    whether there are more frames. ``oriented``: the orientation the decoder applied already
+    (None: apply EXIF's)."""
+    from PIL import Image, ImageOps
+    animated = bool(getattr(im, "is_animated", False))     # GIF: looks for a second frame only (n_frames reads them all)
+    if animated:
+        im.seek(0)
+    orientation = oriented
+    if orientation is None:
+        orientation = int(im.getexif().get(_ORIENTATION, 1) or 1)
+        orientation = orientation if 1 <= orientation <= 8 else 1
+        big = max_side and max(im.size) > 2 * max_side
+        if big:
+            im.draft("RGB", (max_side, max_side))      # JPEG: decode at a reduced scale, the same on both axes
+        im.load()
+        if orientation != 1:
+            im = ImageOps.exif_transpose(im)
+    im.load()
+    factor = max(1, max(im.size) // max_side) if max_side and max(im.size) > 2 * max_side else 1
+    if factor == 1:
+        return _to_rgb_array(im), orientation, animated
+    if im.mode in _REDUCIBLE:
+        return _to_rgb_array(im.reduce(factor)), orientation, animated
+    arr = _to_rgb_array(im)                            # palette indices cannot be averaged: convert first
+    return np.asarray(Image.fromarray(arr).reduce(factor)), orientation, animated
+
+
+def _is_heif(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[4:8] != b"ftyp":
+        return False
+    size = min(int.from_bytes(head[:4], "big"), len(head))
+    brands = [head[8:12]] + [head[i:i + 4] for i in range(16, size - 3, 4)]
+    return any(b in _HEIF_BRANDS for b in brands)
+
+
+def _open_heif(path: str):
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageReadError(f"a HEIC/HEIF picture needs pillow-heif: {HEIF_EXTRA}") from None
+    return pillow_heif.open_heif(path, convert_hdr_to_8bit=True).to_pillow()
 
 
 def _to_rgb_array(im) -> np.ndarray:

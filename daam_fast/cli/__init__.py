@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``daam-fast`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code:
     0 all done, 1 some inputs failed (the others done), 2 bad usage (nothing written)."""
+    from PIL import Image
+    from ..io import MAX_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS          # the application's choice: 200-megapixel photos are read
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):

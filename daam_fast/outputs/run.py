@@ -47,15 +47,17 @@ def unique_stems(paths: Sequence[str]) -> List[str]:
     return stems
 
 
-def _batches(paths: Sequence[str], spec, batch_size: int):
-    """Read and prepare ``paths`` in batches: yields (start, [(index, path, picture)], [(index, path, reason)], x, rgb)."""
+def _batches(paths: Sequence[str], spec, batch_size: int, read: Optional[dict] = None):
+    """Read and prepare ``paths`` in batches: yields (start, [(index, path, picture)], [(index, path, reason)], x, rgb).
+    ``read`` receives {index: what reading applied} (:func:`daam_fast.io.read_image`'s ``info``)."""
     from ..io import ImageReadError, read_image
     from ..preprocess import prepare
     for start in range(0, len(paths), batch_size):
         ok, bad = [], []
         for i, path in enumerate(paths[start:start + batch_size], start):
             try:
-                ok.append((i, path, read_image(path, max_side=4 * max(spec.size))))
+                info = {} if read is None else read.setdefault(i, {})
+                ok.append((i, path, read_image(path, max_side=4 * max(spec.size), info=info)))
             except ImageReadError as e:
                 bad.append((i, path, str(e)))
         x = rgb = None
@@ -152,6 +154,17 @@ class _Html:
         return {"path": path, "images": self.count, "left_out": self.left_out}
 
 
+def _read_record(info: Optional[dict]) -> dict:
+    """summary.json's entries: "orientation" (the EXIF orientation applied, 1: none); an animated
+    picture's "animated": true and "frame": 0 (it is explained from its first frame)."""
+    if not info:
+        return {}
+    rec = {"orientation": info["orientation"]}
+    if info["animated"]:
+        rec.update(animated=True, frame=0)
+    return rec
+
+
 def explain_files(paths: List[str], model, out: str, method: str = _D.method, target=_D.target, bank=None,
                   batch_size: int = _D.batch_size, mode: str = _D.mode, quiet: bool = False, video: bool = _D.video,
                   daam_options: Optional[dict] = None, outputs=_D.outputs, workers: Optional[int] = _D.workers,
@@ -185,9 +198,11 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
             (e.g. :func:`daam_fast.io.expand_inputs`'s problems); listed first in "failed".
 
     Returns:
-        {"explained": [{"path", "row", "target", "class", "files"}, ...] ("row": the image's row
-        in ``maps/*.npy``, "files": its pictures relative to ``out``), "failed": [{"path",
-        "reason"}, ...], "outputs": [...], "html": {...} (with html)}, also in ``summary.json``.
+        {"explained": [{"path", "row", "target", "class", "files", "orientation"}, ...] ("row": the
+        image's row in ``maps/*.npy``, "files": its pictures relative to ``out``, "orientation": the
+        EXIF orientation applied, 1-8; an animated picture also has "animated": true and "frame": 0, the
+        frame explained), "failed": [{"path", "reason"}, ...], "outputs": [...], "html": {...}
+        (with html)}, also in ``summary.json``.
     """
     from tqdm import tqdm
     from .. import DAAM
@@ -213,7 +228,8 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     stop = threading.Event()
-    batches = _batches(paths, spec, batch_size)
+    read: dict = {}                               # per input: the orientation applied, animated or not
+    batches = _batches(paths, spec, batch_size, read)
     reader = None
     if workers:                                   # read ahead in a thread only beside writer threads
         q: "queue.Queue" = queue.Queue(maxsize=2)
@@ -309,7 +325,7 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
         bar.close()
         if store is not None:
             store.close()
-        summary = {"explained": writer.explained,
+        summary = {"explained": [dict(e, **_read_record(read.get(e["row"]))) for e in writer.explained],
                    "failed": [{"path": p, "reason": r} for p, r in list(failed_inputs) + list(writer.failed)],
                    "outputs": list(outs)}
         if error is not None:                     # the run stopped: say why, keep what was written
