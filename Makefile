@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:  make demo  and  make test.
-# Both create .venv, install the pinned torch/torchvision (see ../shared/ENV.md: the CUDA
-# build of torch 2.14.1 runs on the CPU here), timm, and this package in editable mode,
-# which builds the compiled extension daam_fast._C (C++ always, CUDA when nvcc is found).
+# Both create .venv, install the pinned torch/torchvision (the CUDA build of torch 2.14.1, which
+# also runs on a machine without a GPU), timm, and this package in editable mode with its `test`
+# extra (every optional dependency the tests use), which builds the compiled extension
+# daam_fast._C (C++ always, CUDA when nvcc is found).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -21,7 +22,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python $(EXT_SOURCES)
-	$(BIN)/pip install -q $(PINS) timm pybind11 cmake ninja setuptools wheel $(QUIET_PIP)
+	$(BIN)/pip install -q $(PINS) timm pybind11 cmake ninja "setuptools>=77" wheel $(QUIET_PIP)
 	$(BIN)/pip install -q --no-build-isolation -e ".[test]" $(PINS) $(QUIET_PIP)
 	$(BIN)/python -c "import daam_fast, daam_fast._ext as e; print('daam_fast', daam_fast.__version__, '| C++ ext:', e.has_cpp(), '| CUDA compiled:', e.has_cuda_build())"
 	touch $(STAMP)
@@ -57,7 +58,7 @@ eval-report: $(STAMP)
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu.py --dtype float32,bfloat16 --out $${OUT:-gpu_out}
 
-# The one prepared command for a GPU machine (../shared/GPU.md image: its own python3, no venv):
+# The one prepared command for a GPU machine (an image with its own python3 and torch, no venv):
 # builds the extension in place, runs the CUDA tests and sanitizer, then gpu.py --quick into
 # $$OUT (or ./gpu_out); at most 8 minutes; without a GPU it says so and exits 0. No venv needed.
 gpu-check:

@@ -15,7 +15,7 @@ from .result import DAAMResult
 from . import explore  # noqa: E402  (callable module: daam_fast.explore(res, images, path))
 from .targets import BankTarget, ClassTarget, LabelFree, Score, Similarity, Target, TopK
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["DAAM", "DAAMResult", "MemoryBank", "daam_reference", "render", "__version__",
            "Target", "ClassTarget", "TopK", "BankTarget", "LabelFree", "Score", "Similarity", "explore"]

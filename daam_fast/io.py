@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImageReadError", "read_image", "expand_inputs", "IMAGE_EXTENSIONS", "HEIF_EXTRA"]
+__all__ = ["ImageReadError", "read_image", "expand_inputs", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                     ".avif", ".heic", ".heif")
-HEIF_EXTRA = 'pip install "daam-fast[heif]"'
 # Pillow's decompression-bomb limit that the daam-fast command sets at its start (Pillow refuses
 # pictures of more than twice it); read_image itself leaves PIL.Image.MAX_IMAGE_PIXELS as it is
 MAX_PIXELS = 400_000_000
@@ -161,10 +160,11 @@ def _is_heif(path: str) -> bool:
 
 
 def _open_heif(path: str):
+    from ._extras import MissingExtra, require
     try:
-        import pillow_heif
-    except ImportError:
-        raise ImageReadError(f"a HEIC/HEIF picture needs pillow-heif: {HEIF_EXTRA}") from None
+        pillow_heif = require("pillow_heif", "a HEIC/HEIF picture")
+    except MissingExtra as e:
+        raise ImageReadError(str(e)) from None
     return pillow_heif.open_heif(path, convert_hdr_to_8bit=True).to_pillow()
 
 

@@ -12,6 +12,7 @@ import importlib
 import sys
 from typing import List, Optional
 
+from .._extras import MissingExtra
 from .explain import explain_files
 from .options import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_args, daam_options,  # noqa: F401
                       model_from_args)
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``daam-fast`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code:
-    0 all done, 1 some inputs failed (the others done), 2 bad usage (nothing written)."""
+    0 all done, 1 some inputs failed (the others done), 2 bad usage or a missing optional
+    dependency (nothing written; one line on stderr names the extra to install)."""
     from PIL import Image
     from ..io import MAX_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS          # the application's choice: 200-megapixel photos are read
@@ -52,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or EXIT_OK)
-    except UsageError as e:
+    except (UsageError, MissingExtra) as e:
         print(f"daam-fast {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
 

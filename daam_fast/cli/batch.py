@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from .._extras import require
 from .options import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_args, add_overwrite, add_quiet,
                       daam_args, default_param, model_spec)
 
@@ -10,10 +11,7 @@ __all__ = ["add_cli"]
 
 
 def _cmd_batch(args) -> int:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise UsageError("batch needs Ray: pip install 'daam-fast[ray]'") from None
+    require("ray", "this command")
     from ..distributed import explain_dataset, load_errors
     from ..models import ModelLoadError
     src = args.src[0] if len(args.src) == 1 else list(args.src)

@@ -1,11 +1,13 @@
 """``daam-fast demo``: generated shapes explained with the shipped model, supervised and self-supervised."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 
 import torch
 
+from .._extras import MissingExtra, require
 from .explain import explain_files
 from .options import EXIT_FAILED, EXIT_OK, add_quiet
 
@@ -25,7 +27,12 @@ def _cmd_demo(args) -> int:
     model = zoo.load_model("shapes_vit")
     info = zoo.model_info("shapes_vit")
     q = args.quiet
-    every = "overlay,maps,grid,gif,mp4"          # a handful of images: every per-image output
+    every = ["overlay", "maps", "grid", "gif", "mp4"]          # a handful of images: every per-image output
+    skipped = []
+    if importlib.util.find_spec("av") is None:                  # the core alone: no MP4s
+        every.remove("mp4")
+        skipped.append('mp4 (needs av: pip install "daam-fast[video]")')
+    every = ",".join(every)
     s1 = explain_files(paths, model, os.path.join(out, "supervised"), method="grad", quiet=q, outputs=every)
     ssl = zoo.load_model("shapes_vit_ssl")
     s2 = explain_files(paths, ssl, os.path.join(out, "self_supervised"), bank=zoo.load_bank("shapes_vit"), quiet=q,
@@ -40,26 +47,33 @@ def _cmd_demo(args) -> int:
     big = torch.nn.functional.interpolate(rgb.float(), scale_factor=3, mode="nearest").to(torch.uint8)
     flow = render(res.maps, images=big)                                   # (B, L, H, W, 3)
     final_ssl = render(res_ssl.maps[:, -1:], images=big)[:, 0]
-    _demo_figure(big, flow, final_ssl, res, res_ssl, [CLASSES[int(t)] for t in batch.labels], CLASSES,
-                 os.path.join(out, "demo.png"), info)
+    figure = os.path.join(out, "demo.png")
+    try:
+        _demo_figure(big, flow, final_ssl, res, res_ssl, [CLASSES[int(t)] for t in batch.labels], CLASSES,
+                     figure, info)
+    except MissingExtra as e:
+        figure = f"skipped ({e})"
     fails = len(s1["failed"]) + len(s2["failed"])
     print(f"demo: shipped model shapes_vit (test accuracy {100 * float(info['accuracy']):.1f} %), "
           f"{len(paths)} generated images")
     print(f"  inputs:           {os.path.join(out, 'inputs')}")
     sup = os.path.join(out, "supervised")
-    print(f"  supervised:       {sup}/overlay/<image>.png grid/<image>.png gif/<image>.gif mp4/<image>.mp4 maps/")
+    files = s1["explained"][0]["files"] if s1["explained"] else []
+    stem = os.path.splitext(os.path.basename(s1["explained"][0]["path"]))[0] if files else ""
+    print(f"  supervised:       {sup}/" + " ".join(f.replace(stem, "<image>") for f in files) + " maps/")
     print(f"  self-supervised:  {os.path.join(out, 'self_supervised')}/... (memory bank k-NN weights)")
-    print(f"  overview figure:  {os.path.join(out, 'demo.png')}")
+    print(f"  overview figure:  {figure}")
+    for s in skipped:
+        print(f"  skipped:          {s}")
     return EXIT_FAILED if fails else EXIT_OK
 
 
 def _demo_figure(images, flow, final_ssl, res, res_ssl, truth, classes, path, info) -> None:
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Figure = require("matplotlib.figure", "the overview figure").Figure      # no pyplot state
     B, L = flow.shape[:2]
     cols = L + 2
-    fig, axes = plt.subplots(B, cols, figsize=(1.6 * cols, 1.7 * B + 0.6), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.7 * B + 0.6))
+    axes = fig.subplots(B, cols, squeeze=False)
     for i in range(B):
         panels = [images[i].permute(1, 2, 0)] + [flow[i, b] for b in range(L)] + [final_ssl[i]]
         pred = classes[int(res.targets[i])]
@@ -73,7 +87,6 @@ def _demo_figure(images, flow, final_ssl, res, res_ssl, truth, classes, path, in
     fig.suptitle("DAAM attention flow (D_1 ... D_L, accumulated over blocks) on the shipped shapes ViT", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def add_cli(sub) -> None:

@@ -43,6 +43,8 @@ def _cmd_eval(args) -> int:
 
 def _run_eval(args) -> int:
     from .. import evaluate as E
+    from .._extras import require
+    require("matplotlib.figure", "this command")           # the report's figures: fail before any work
     from ..adapters import get_adapter
     from ..preprocess import input_spec
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .._extras import require
 from .shards import SHARD_DIR, _complete_shards
 
 __all__ = ["load_results", "load_errors"]
@@ -21,8 +22,8 @@ def load_results(out_dir: str, with_errors: bool = False) -> Dict[str, Any]:
         ``logits`` (n, K) or ``features`` / ``weights`` (n, C) where the model has them.
         With ``with_errors`` also ``errors``: the errors table (see :func:`load_errors`).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = require("pyarrow", "load_results")
+    pq = require("pyarrow.parquet", "load_results")
     with open(os.path.join(out_dir, "run.json")) as f:
         cfg = json.load(f)
     L, h, w = cfg["map_shape"]
@@ -53,7 +54,7 @@ def load_results(out_dir: str, with_errors: bool = False) -> Dict[str, Any]:
 
 def load_errors(out_dir: str) -> List[Dict[str, Optional[str]]]:
     """The errors table of ``out_dir``: [{"id", "path", "reason"}, ...] (from errors.parquet)."""
-    import pyarrow.parquet as pq
+    pq = require("pyarrow.parquet", "load_errors")
     path = os.path.join(out_dir, "errors.parquet")
     if not os.path.exists(path):
         return []

@@ -7,6 +7,7 @@ import os
 import time
 from typing import Optional, Union
 
+from .._extras import require
 from .actor import _Explainer
 from .inputs import _path_inputs
 from .shards import FORMAT_VERSION, SHARD_DIR, _clean, _finalize, _Lock, _shard_ids, _write_json
@@ -91,7 +92,8 @@ def explain_dataset(source, out_dir: str, model_spec: Union[ModelSpec, str, dict
         raise ValueError(f"target must be None or an int, got {target!r}")
     opts = check_run_options(method, daam_options)
     spec = ModelSpec.coerce(model_spec)
-    import ray
+    ray = require("ray", "explain_dataset")
+    require("pyarrow", "explain_dataset")
     started = False
     if not ray.is_initialized():
         if ray_address:

@@ -8,6 +8,7 @@ import os
 
 import torch
 
+from .._extras import require
 from .config import DAAM_METHODS, LABELS, METHODS, ROWS
 from .statistics import _mean_se, summarize
 
@@ -67,11 +68,9 @@ def _randomisation_figure(results: dict, path: str, title: str) -> bool:
     rnd = {m: t["randomisation"] for m, t in results.get("trust", {}).items() if "randomisation" in t}
     if not rnd:
         return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = require("matplotlib.figure", "the evaluation report").Figure(figsize=(19, 4.2))   # no pyplot state
+    axes = fig.subplots(1, 4)
     colors = _colors()
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     names = {"spearman": "Spearman rank correlation", "ssim": "SSIM", "topk": "top-k intersection"}
     for ax, sim in zip(axes[:3], ("spearman", "ssim", "topk")):
         for m, r in rnd.items():
@@ -105,21 +104,19 @@ def _randomisation_figure(results: dict, path: str, title: str) -> bool:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return True
 
 
 def _figure(results: dict, path: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Figure = require("matplotlib.figure", "the evaluation report").Figure
     methods = results["methods"]
     has_blocks = bool(results["blocks"])
     kinds = ("deletion", "insertion") if results.get("fractions") is not None else ()
     ncols = len(kinds) + has_blocks
     if not ncols:
         return
-    fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.9), squeeze=False)
+    fig = Figure(figsize=(4.6 * ncols, 3.9))
+    axes = fig.subplots(1, ncols, squeeze=False)
     axes = axes[0]
     x = results["fractions"].numpy() if kinds else None
     colors = _colors()
@@ -163,7 +160,6 @@ def _figure(results: dict, path: str, title: str) -> None:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 

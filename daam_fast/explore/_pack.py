@@ -164,13 +164,9 @@ def heat_size(grid: Tuple[int, int], side: int) -> Tuple[int, int]:
 
 
 def colour_tables() -> Dict[str, str]:
-    """256-entry uint8 RGB tables (base64) of matplotlib's viridis and inferno."""
-    from matplotlib import colormaps
-    out = {}
-    for name in ("viridis", "inferno"):
-        t = colormaps[name](np.linspace(0, 1, 256))[:, :3]
-        out[name] = _b64(np.floor(t * 255 + 0.5).astype(np.uint8))
-    return out
+    """256-entry uint8 RGB tables (base64) of viridis and inferno (:mod:`daam_fast._colour_tables`)."""
+    from .._colour_tables import COLOUR_TABLES
+    return dict(COLOUR_TABLES)
 
 
 def class_name(class_names: Optional[Union[Sequence[str], Mapping[int, str]]], t: int) -> str:
