@@ -7,7 +7,7 @@ import shutil
 
 import torch
 
-from .._extras import MissingExtra, require
+from .._extras import MissingExtra, install_hint, require
 from .explain import explain_files
 from .options import EXIT_FAILED, EXIT_OK, add_quiet
 
@@ -31,7 +31,7 @@ def _cmd_demo(args) -> int:
     skipped = []
     if importlib.util.find_spec("av") is None:                  # the core alone: no MP4s
         every.remove("mp4")
-        skipped.append('mp4 (needs av: pip install "daam-fast[video]")')
+        skipped.append(f"mp4 (needs av: {install_hint('video')})")
     every = ",".join(every)
     s1 = explain_files(paths, model, os.path.join(out, "supervised"), method="grad", quiet=q, outputs=every)
     ssl = zoo.load_model("shapes_vit_ssl")
