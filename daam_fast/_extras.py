@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["MissingExtra", "EXTRAS", "require", "install_hint"]
+__all__ = ["MissingExtra", "EXTRAS", "require", "install_hint", "missing_extra"]
 
 # top-level module -> the extra that installs it
 EXTRAS = {
@@ -57,13 +57,13 @@ def require(module: str, feature: str) -> ModuleType:
 
     Args:
         module: the module to import, e.g. ``"av"`` or ``"matplotlib.pyplot"``.
-        feature: what needs it, as the start of the message, e.g. ``"daam-fast video"``.
+        feature: what needs it, e.g. ``"video files"``.
 
     Returns:
         The imported module.
 
     Raises:
-        MissingExtra: ``"<feature> needs <package>: pip install "daam-fast[<extra>]""``.
+        MissingExtra: ``"<package> is needed for <feature>: pip install "daam-fast[<extra>]""``.
 
     Example:
         >>> av = require("av", "video files")
@@ -75,4 +75,19 @@ def require(module: str, feature: str) -> ModuleType:
         missing = (getattr(e, "name", None) or top).split(".")[0]
         extra = EXTRAS.get(missing, EXTRAS.get(top))
         hint = install_hint(extra) if extra else f"pip install {missing}"
-        raise MissingExtra(f"{feature} needs {_PIP_NAMES.get(missing, missing)}: {hint}", name=missing) from None
+        package = _PIP_NAMES.get(missing, missing)
+        raise MissingExtra(f"{package} is needed for {feature}: {hint}", name=missing) from None
+
+
+def missing_extra(error: ImportError, feature: str):
+    """The one-line message for ``error`` when it is a missing optional dependency, else None.
+
+    A :class:`MissingExtra` keeps its own message; an ImportError of a module of :data:`EXTRAS`
+    (``No module named 'av'``) becomes ``"av is needed for <feature>: pip install "daam-fast[video]""``.
+    """
+    if isinstance(error, MissingExtra):
+        return str(error)
+    name = (getattr(error, "name", None) or "").split(".")[0]
+    if name not in EXTRAS:
+        return None
+    return f"{_PIP_NAMES.get(name, name)} is needed for {feature}: {install_hint(EXTRAS[name])}"

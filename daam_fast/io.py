@@ -126,7 +126,7 @@ def _shown_rgb(im, max_side: int, oriented: Optional[int] = None) -> Tuple[np.nd
     whether there are more frames. ``oriented``: the orientation the decoder applied already
     (None: apply EXIF's)."""
     from PIL import Image, ImageOps
-    animated = bool(getattr(im, "is_animated", False))     # GIF: looks for a second frame only (n_frames reads them all)
+    animated = bool(getattr(im, "is_animated", False))     # GIF: finds a second frame (n_frames reads all)
     if animated:
         im.seek(0)
     orientation = oriented
@@ -162,7 +162,7 @@ def _is_heif(path: str) -> bool:
 def _open_heif(path: str):
     from ._extras import MissingExtra, require
     try:
-        pillow_heif = require("pillow_heif", "a HEIC/HEIF picture")
+        pillow_heif = require("pillow_heif", "HEIC/HEIF pictures")
     except MissingExtra as e:
         raise ImageReadError(str(e)) from None
     return pillow_heif.open_heif(path, convert_hdr_to_8bit=True).to_pillow()

@@ -108,9 +108,7 @@ def api(f):
     return None
 from daam_fast.io import read_image
 from daam_fast.distributed import explain_dataset
-from daam_fast.video import explain_video
-out["api"] = {"ray": api(lambda: explain_dataset("pics", "b2")),
-              "video": api(lambda: explain_video("clip.mp4", "v2.mp4", model))}
+out["api"] = {"ray": api(lambda: explain_dataset("pics", "b2"))}
 from daam_fast.io import ImageReadError
 try:
     read_image("photo.heic")
@@ -139,7 +137,7 @@ def test_core_only_environment(tmp_path):
         assert rc in (1, 2) and hint in err, (feature, rc, err)
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and "Traceback" not in err, (feature, err)
-    for feature, extra in (("heif", "heif"), ("ray", "ray"), ("video", "video")):
+    for feature, extra in (("heif", "heif"), ("ray", "ray")):
         msg = out["api"][feature]
         assert msg and f'pip install "daam-fast[{extra}]"' in msg and "\n" not in msg, (feature, msg)
 
@@ -238,3 +236,15 @@ def test_sdist_and_wheel_build_and_the_wheel_runs_the_demo(tmp_path):
     assert (run_dir / "demo" / "supervised" / "summary.json").exists()
     assert 'pip install "daam-fast[eval]"' in r.stdout             # the overview figure needs matplotlib
     assert sdist.stat().st_size > 0
+
+
+def test_require_names_the_extra(monkeypatch):
+    from daam_fast._extras import MissingExtra, missing_extra, require
+    assert require("json", "x").dumps(1) == "1"
+    monkeypatch.setitem(sys.modules, "av", None)                      # import av -> ImportError
+    with pytest.raises(MissingExtra, match=r'^av is needed for video files: pip install "daam-fast\[video\]"$') as e:
+        require("av", "video files")
+    assert isinstance(e.value, ImportError)
+    err = ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
+    assert missing_extra(err, "this") == 'onnxruntime is needed for this: pip install "daam-fast[export]"'
+    assert missing_extra(ModuleNotFoundError("x", name="not_optional"), "this") is None

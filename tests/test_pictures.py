@@ -167,7 +167,8 @@ def test_heic_without_plugin_names_the_extra(tmp_path, monkeypatch, capsys):
     src.mkdir()
     _fake_heic(src / "photo.heic")
     Image.fromarray(_upright()).save(src / "good.png")
-    with pytest.raises(ImageReadError, match=r'photo.heic: a HEIC/HEIF picture needs pillow-heif: pip install "daam-fast\[heif\]"$'):
+    hint = r'photo.heic: pillow-heif is needed for HEIC/HEIF pictures: pip install "daam-fast\[heif\]"$'
+    with pytest.raises(ImageReadError, match=hint):
         read_image(str(src / "photo.heic"))
     out = tmp_path / "out"
     assert main(["explain", str(src), "--out", str(out)] + SHAPES) == 1      # the folder scan finds .heic

@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from .._extras import MissingExtra
+from .._extras import missing_extra
 from .explain import explain_files
 from .options import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_args, daam_options,  # noqa: F401
                       model_from_args)
@@ -54,8 +54,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or EXIT_OK)
-    except (UsageError, MissingExtra) as e:
+    except UsageError as e:
         print(f"daam-fast {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportError as e:                  # an optional dependency: one line naming its extra
+        missing = missing_extra(e, "this command")
+        if missing is None:
+            raise
+        print(f"daam-fast {args.command}: {missing}", file=sys.stderr)
         return EXIT_USAGE
 
 
