@@ -1,5 +1,6 @@
 // The one binding file of daam_fast._C (pybind11, no libtorch link: raw pointers + strides).
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 
@@ -163,5 +164,9 @@ PYBIND11_MODULE(_C, m) {
       py::call_guard<py::gil_scoped_release>(),
       "render on CUDA tensors (as render_cpu, plus a float32 workspace of B*L*8, a device index and a stream)");
   m.def("cuda_device_count", &daam::cuda_device_count, "CUDA device count; raises with the CUDA error");
+  m.def("cuda_archs", &daam::cuda_archs, "archs the CUDA kernels were compiled for, e.g. [800, 900]");
+  m.def("cuda_probe", &daam::cuda_probe, py::call_guard<py::gil_scoped_release>(),
+        "(SASS arch, PTX arch) of the kernel image that runs on a device, after one empty launch; raises with "
+        "the CUDA error (no kernel image for the device, driver older than the runtime, ...)");
 #endif
 }

@@ -6,6 +6,9 @@
 #pragma once
 #include "common.h"
 
+#include <utility>
+#include <vector>
+
 namespace daam {
 
 struct BlockMapArgs {
@@ -44,6 +47,13 @@ inline int64_t block_map_cuda_workspace(int64_t B, int64_t H, int64_t N) {
 void block_map_cuda(const BlockMapArgs& a, int dtype, float* workspace, int64_t workspace_numel, int device,
                     std::uintptr_t stream);
 int cuda_device_count();
+// The archs the CUDA kernels were compiled for (nvcc's __CUDA_ARCH_LIST__, e.g. {800, 900}).
+std::vector<int> cuda_archs();
+// Whether this extension's kernels run on `device`: the attributes of the image the runtime
+// picks for it (cudaFuncGetAttributes), then one launch of an empty kernel on a private stream,
+// synchronised. Returns (SASS arch, PTX arch) of that image, e.g. (90, 90); raises with the CUDA
+// error otherwise (no kernel image for the device, a driver older than the runtime, ...).
+std::pair<int, int> cuda_probe(int device);
 #endif
 
 }  // namespace daam

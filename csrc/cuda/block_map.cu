@@ -167,6 +167,33 @@ void block_map_cuda(const BlockMapArgs& a, int dtype, float* workspace, int64_t 
   }
 }
 
+namespace {
+__global__ void probe_kernel() {}
+}  // namespace
+
+std::vector<int> cuda_archs() {
+#ifdef __CUDA_ARCH_LIST__
+  return {__CUDA_ARCH_LIST__};
+#else
+  return {};
+#endif
+}
+
+std::pair<int, int> cuda_probe(int device) {
+  DAAM_CHECK(device >= 0, "device index must be >= 0");
+  DeviceGuard guard(device);
+  cudaFuncAttributes attr{};
+  DAAM_CUDA_CHECK(cudaFuncGetAttributes(&attr, probe_kernel));   // no image for this device: fails here
+  cudaStream_t s = nullptr;
+  DAAM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  probe_kernel<<<1, 1, 0, s>>>();
+  cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) err = cudaStreamSynchronize(s);
+  cudaStreamDestroy(s);
+  DAAM_CUDA_CHECK(err);
+  return {attr.binaryVersion, attr.ptxVersion};
+}
+
 int cuda_device_count() {
   int n = 0;
   DAAM_CUDA_CHECK(cudaGetDeviceCount(&n));
