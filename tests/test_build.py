@@ -132,9 +132,7 @@ def test_cuda_launchers_pass_the_device(monkeypatch, op):
     seen = []
     monkeypatch.setattr(mod, "cuda_device_and_stream", lambda t: seen.append(t) or (3, 777))
     monkeypatch.setattr(mod, "ext", lambda: _FakeExt())
-    monkeypatch.setattr(mod, "available", lambda: (True, ""), raising=False)
-    if op == "render":
-        monkeypatch.setattr(mod, "cuda_available", lambda *a: (True, ""))
+    monkeypatch.setattr(mod, "available", lambda device=None: (True, ""))
     if op == "block_map":
         q, k, g = torch.randn(1, 2, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 8)
         mod.block_map_cuda(q, k, k, g, 0.3, 1)

@@ -120,7 +120,7 @@ from daam_fast.ops.block_map import triton as bt
 from daam_fast.ops.cls_attention import triton as ct
 from daam_fast.ops.render import triton as rt
 for mod in (bt, ct, rt):                        # no GPU here: pretend the device is usable
-    mod.available = lambda: (True, "")
+    mod.available = lambda device=None: (True, "")
     mod.device_guard = lambda t: contextlib.nullcontext()
 from daam_fast.ops import _library
 assert _library.use_triton_op("triton", torch.empty(1)) is False

@@ -5,13 +5,13 @@
 
 Gated on the torch version: with a torch older than 2.4 (no ``custom_op``) the public functions
 call the backends directly, as before. The backend is chosen outside the op (``resolve``: the
-``backend`` argument, ``DAAM_FAST_BACKEND``, availability), a constant for Dynamo, and passed
+``backend`` argument, ``DAAM_FAST_BACKEND``, availability on the device, the kernels' size limits), a constant for Dynamo, and passed
 in as a string. Triton kernels run inside the op (opaque to Inductor; ``triton_op`` /
 ``wrap_triton`` were not adopted: they cannot be exercised without a GPU, see benchmarks/NOTES.md).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -37,6 +37,7 @@ def _constant(fn):
 
 
 @_constant
-def resolve(op: str, device_type: str, backend: Optional[str]) -> str:
-    """The backend that runs ``op`` on ``device_type`` tensors (a trace-time constant for Dynamo)."""
-    return _dispatch.resolve(op, torch.device(device_type), backend)
+def resolve(op: str, device: str, backend: Optional[str], sizes: Tuple[int, ...]) -> str:
+    """The backend that runs ``op`` on tensors of ``device`` (e.g. "cuda:0") with ``sizes`` (see
+    ``_dispatch.SIZES``): a trace-time constant for Dynamo."""
+    return _dispatch.resolve(op, torch.device(device), backend, sizes)

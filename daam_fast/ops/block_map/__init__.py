@@ -87,7 +87,10 @@ def block_map(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, pref
         q_cls: (B, H, d) [class] query.  k, v: (B, H, N, d), any strides (views of the
             qkv output are read in place).  g: (B, H, d) coefficients.
         scale: softmax scale.  prefix: P, prefix tokens dropped from the output.
-        backend: None (``DAAM_FAST_BACKEND`` or auto), "torch", "cpp", "triton", "cuda".
+        backend: None (``DAAM_FAST_BACKEND``, else auto: chosen by device and sizes, see
+            ``daam_fast/ops/_dispatch.py``), "torch", "cpp", "triton", "cuda"; an explicit backend
+            that is unavailable raises RuntimeError, one whose kernel cannot take the sizes
+            ValueError naming the limit (the CUDA kernel: head dim <= 128).
         heads: also return each head's term ``a^h[n] <g^h, v^h[n]>`` before the ReLU, formed
             in the same pass by every backend.
 
@@ -101,7 +104,8 @@ def block_map(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, pref
         >>> m, per_head = block_map(q[:, :, 0], k, v, g.view(B, H, d), d ** -0.5, prefix=1, heads=True)
     """
     _check(q_cls, k, v, g, prefix)
-    name = _library.resolve("block_map", k.device.type, backend)
+    B, H, N, d = (int(x) for x in k.shape)
+    name = _library.resolve("block_map", str(k.device), backend, (B, H, N, d, int(prefix)))
     if _library.use_triton_op(name, k):
         maps, ht = torch.ops.daam_fast.block_map_triton(q_cls, k, v, g, float(scale), int(prefix), bool(heads))
     else:

@@ -12,7 +12,9 @@ from .. import _alloc
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
 
-def available() -> tuple[bool, str]:
+def available(device: Optional[torch.device] = None) -> tuple[bool, str]:
+    if device is not None and device.type != "cpu":
+        return False, f"the C++ kernels take CPU tensors, got {device.type} tensors"
     return (True, "") if ext() is not None else (False, ext_error())
 
 

@@ -12,15 +12,15 @@ from .._backends import CUDA_DTYPES as _DTYPES
 from .._backends import cuda_available, cuda_device_and_stream
 
 
-def available() -> tuple[bool, str]:
-    return cuda_available("block_map_cuda_workspace")
+def available(device: Optional[torch.device] = None) -> tuple[bool, str]:
+    return cuda_available("block_map_cuda_workspace", device)
 
 
 def block_map_cuda(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float, prefix: int = 0,
                    heads: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
     """(maps (B, N - P), head terms (B, H, N - P) or None), float32, on CUDA tensors
     (float32 / float16 / bfloat16 inputs; others computed in float32); runs on k's device."""
-    ok, why = available()
+    ok, why = available(k.device)
     if not ok:
         raise RuntimeError(f"CUDA backend unavailable: {why}")
     m = ext()

@@ -116,7 +116,7 @@ def block_map_triton(q_cls: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: floa
                      heads: bool = False, wrap=None) -> Tuple[Tensor, Optional[Tensor]]:
     """(maps (B, N - P), head terms (B, H, N - P) or None), float32; k, v read in place through
     their strides (unit last stride); runs on k's device. ``wrap``: ``wrap_triton`` inside a triton_op."""
-    ok, why = available()
+    ok, why = available(k.device)
     if not ok:
         raise RuntimeError(why)
     if k.dtype not in (torch.float32, torch.float16, torch.bfloat16):

@@ -145,8 +145,13 @@ def cls_attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None
         k, v: (B, H, N, d) keys and values (after any q/k norm); any strides with a unit
             last stride are read in place (views of timm's qkv output need no copy).
         scale: softmax scale; default d ** -0.5.
-        backend: None (``DAAM_FAST_BACKEND`` or auto), "torch" (SDPA + row: the CPU path),
-            "triton", "cuda". There is no "cpp" kernel: asking for it raises.
+        backend: None (``DAAM_FAST_BACKEND``, else auto: chosen by device and sizes, see
+            ``daam_fast/ops/_dispatch.py``), "torch" (SDPA + row: the CPU path), "triton", "cuda".
+            There is no "cpp" kernel: asking for it raises. "cuda" is a correctness reference,
+            not a fast path: its kernel does scalar FMAs, no tensor cores, far slower than SDPA
+            plus the row (the Triton kernel is the fused GPU path). An explicit backend whose
+            kernel cannot take the sizes raises ValueError naming the limit (CUDA: d <= 128,
+            B * H <= 65535).
 
     Returns:
         out: (B, H, M, d) in q's dtype, equal to ``F.scaled_dot_product_attention(q, k, v)``.
@@ -161,5 +166,6 @@ def cls_attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None
     _check(q, k, v)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    name = _library.resolve("cls_attention", q.device.type, backend)
+    B, H, M, d = (int(x) for x in q.shape)
+    name = _library.resolve("cls_attention", str(q.device), backend, (B, H, M, int(k.shape[2]), d))
     return _apply(q, k, v, float(scale), name)

@@ -1,7 +1,7 @@
 """Launch function of the CUDA kernel of ``cls_attention`` (csrc/cuda/cls_attention.cu)."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -9,8 +9,12 @@ from torch import Tensor
 from ..._ext import ext
 from .. import _alloc
 from .._backends import CUDA_DTYPES as _DTYPES
-from .._backends import cuda_available as available  # noqa: F401
+from .._backends import cuda_available
 from .._backends import cuda_device_and_stream
+
+
+def available(device: Optional[torch.device] = None) -> tuple[bool, str]:
+    return cuda_available("cls_attention_cuda", device)
 
 
 def launch(m, q: Tensor, k: Tensor, v: Tensor, out: Tensor, a_cls: Tensor, scale: float, device: int,
@@ -27,7 +31,7 @@ def launch(m, q: Tensor, k: Tensor, v: Tensor, out: Tensor, a_cls: Tensor, scale
 
 def cls_attention_cuda(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
     """out (B, H, M, d) in q's dtype (float32 / float16 / bfloat16), a_cls (B, H, N) float32; on q's device."""
-    ok, why = available()
+    ok, why = available(q.device)
     if not ok:
         raise RuntimeError(f"CUDA backend unavailable: {why}")
     dt = q.dtype if q.dtype in _DTYPES else torch.float32

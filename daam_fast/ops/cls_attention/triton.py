@@ -114,7 +114,7 @@ def launches(q: Tensor, k: Tensor, v: Tensor, out: Tensor, a_cls: Tensor, scale:
 def cls_attention_triton(q: Tensor, k: Tensor, v: Tensor, scale: float, wrap=None) -> Tuple[Tensor, Tensor]:
     """out (B, H, M, d) in q's dtype, a_cls (B, H, N) float32; q, k, v read through their strides;
     runs on q's device. ``wrap``: ``wrap_triton`` inside a triton_op."""
-    ok, why = available()
+    ok, why = available(q.device)
     if not ok:
         raise RuntimeError(why)
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):

@@ -86,7 +86,7 @@ def render_frames(maps: Tensor, images: Optional[Tensor] = None, mode: str = "no
     if maps.dtype != torch.float32:
         maps = maps.float()
     maps = _tame_extremes(torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0))
-    name = _library.resolve("render", maps.device.type, backend)
+    name = _library.resolve("render", str(maps.device), backend, (B, L, h, w, size[0], size[1]))
     if name != "torch" and images is not None and tuple(images.shape[-2:]) != size:
         # the kernels take pictures at the output size: resize them as the torch path does
         img = images.to(maps.device)

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import torch
 from torch import Tensor
 
 from ..._ext import ext, ext_error
 from ._prep import MODE_CODE, prepare
 
 
-def available() -> tuple[bool, str]:
+def available(device: Optional[torch.device] = None) -> tuple[bool, str]:
+    if device is not None and device.type != "cpu":
+        return False, f"the C++ kernels take CPU tensors, got {device.type} tensors"
     m = ext()
     if m is None:
         return False, ext_error()

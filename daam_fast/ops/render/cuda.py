@@ -11,14 +11,14 @@ from .._backends import cuda_available, cuda_device_and_stream
 from ._prep import MODE_CODE, prepare
 
 
-def available() -> tuple[bool, str]:
-    return cuda_available("render_cuda")
+def available(device: Optional[torch.device] = None) -> tuple[bool, str]:
+    return cuda_available("render_cuda", device)
 
 
 def render_cuda(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],
                 alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False) -> Tensor:
     """uint8 frames from CUDA tensors (see ``render_frames``); runs on the maps' device."""
-    ok, why = available()
+    ok, why = available(maps.device)
     if not ok:
         raise RuntimeError(f"CUDA backend unavailable: {why}")
     maps, img, code, out = prepare(maps, images, size)

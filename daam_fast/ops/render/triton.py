@@ -182,7 +182,7 @@ def render_triton(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple
                   alpha: float = 0.4, beta: float = 0.8, accumulate: bool = False, wrap=None) -> Tensor:
     """uint8 frames (see ``render_frames``); runs on the maps' device. ``wrap``: ``wrap_triton``
     inside a triton_op."""
-    ok, why = available()
+    ok, why = available(maps.device)
     if not ok:
         raise RuntimeError(why)
     maps, img, code, out = prepare(maps, images, size)
