@@ -16,13 +16,16 @@ __all__ = ["render", "normalize_frames", "colormap_jet"]
 
 
 def render(maps: Tensor, images: Optional[Tensor] = None, mode: str = "nonlinear",
-           size: Optional[Tuple[int, int]] = None, alpha: float = 0.4, beta: float = 0.8,
-           backend: Optional[str] = None) -> Tensor:
+           size: Optional[Tuple[int, int]] = None, alpha: float = 0.4, beta: float = 0.8) -> Tensor:
     """Frames of the attention flow: one picture per block, for every image.
 
     Steps (the authors' order): per-frame normalisation (:func:`normalize_frames`), truncation
     to uint8 (floor of 255 z), bilinear resize to the image size, then, with ``images``, the
     JET colour map blended as ``clamp(round(alpha * jet + beta * image), 0, 255)``.
+
+    The kernel is chosen as for DAAM's ops (``DAAM_FAST_BACKEND``, else auto: C++ on CPU
+    tensors when built, CUDA -> Triton -> torch on CUDA tensors); the kernels agree with the
+    torch path to one level of the heat.
 
     Args:
         maps: (B, L, h, w) accumulated maps (``res.maps``); pass ``res.maps[:, -1:]`` for
@@ -32,10 +35,6 @@ def render(maps: Tensor, images: Optional[Tensor] = None, mode: str = "nonlinear
         mode: "nonlinear" (default), "linear" or "raw" (see :func:`normalize_frames`).
         size: output (H, W); default: the images' size, or (h, w) without images.
         alpha, beta: weights of the colour map and of the picture (authors: 0.4, 0.8).
-        backend: None (``DAAM_FAST_BACKEND``, else auto: C++ on CPU tensors when built,
-            CUDA -> Triton -> torch on CUDA tensors), or "torch", "cpp", "triton", "cuda";
-            an explicit backend that is unavailable raises RuntimeError. The kernels agree
-            with the torch path to one level of the heat.
 
     Returns:
         uint8 (B, L, H, W) heat frames without images, or (B, L, H, W, 3) RGB overlays.
@@ -43,4 +42,4 @@ def render(maps: Tensor, images: Optional[Tensor] = None, mode: str = "nonlinear
     Example:
         >>> frames = render(res.maps, images=rgb)    # (B, L, H, W, 3) uint8
     """
-    return render_frames(maps, images, mode=mode, size=size, alpha=alpha, beta=beta, backend=backend)
+    return render_frames(maps, images, mode=mode, size=size, alpha=alpha, beta=beta)

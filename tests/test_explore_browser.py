@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from daam_fast import explore as ex
+from daam_fast.ops.render import render_frames
 from daam_fast.ops.render.reference import colormap_jet
 from daam_fast.render import render
 from daam_fast.result import DAAMResult
@@ -129,7 +130,7 @@ def python_frame(data, st, picture):
         series = (rec["maps_t"] if st["view"] == "acc" else rec["block_t"])[row]
     H, W = picture.shape[:2]
     img = torch.from_numpy(picture).permute(2, 0, 1)[None]
-    heat = render(series[None], None, mode=st["norm"], size=(H, W), backend="torch")[0, st["block"]]
+    heat = render_frames(series[None], None, mode=st["norm"], size=(H, W), backend="torch")[0, st["block"]]
     if st["cmap"] == "jet":
         rgb = render(series[None], img, mode=st["norm"], alpha=st["alpha"], beta=st["beta"],
                      backend="torch")[0, st["block"]]
@@ -236,7 +237,7 @@ def test_jpeg_page_without_heads_and_maps_alone(browser, tmp_path):
             if p == p2:                                  # maps alone: the colour of the Python heat
                 data = ex.read_page(p)
                 W, H = pg.js("window.daamExplorer.size()")
-                heat = render(data["methods"][0]["maps_t"][1:2], None, size=(H, W), backend="torch")[0, 2]
+                heat = render_frames(data["methods"][0]["maps_t"][1:2], None, size=(H, W), backend="torch")[0, 2]
                 heat_js = pg.heat()
                 assert np.abs(heat_js - heat.numpy()).max() <= 1
                 jet = (colormap_jet(torch.from_numpy(heat_js).float() / 255) * 255).round()

@@ -156,8 +156,8 @@ def test_pictures_at_another_size():
 
 
 def test_public_render_dispatch(monkeypatch):
-    """render() keeps its signature; on a CPU tensor it takes the C++ kernel when built, and an
-    explicit backend that cannot run raises."""
+    """render() follows DAAM_FAST_BACKEND / auto: on a CPU tensor it takes the C++ kernel when
+    built, and an explicit backend that cannot run raises."""
     block, maps, img = _data(*SHAPES[0])
     expected = "cpp" if _ext.has_cpp() and hasattr(_ext.ext(), "render_cpu") else "torch"
     assert _dispatch.resolve("render", maps.device) == expected
@@ -167,8 +167,10 @@ def test_public_render_dispatch(monkeypatch):
     assert torch.equal(render(maps, img), ref)
     monkeypatch.delenv("DAAM_FAST_BACKEND")
     if not torch.cuda.is_available():
+        monkeypatch.setenv("DAAM_FAST_BACKEND", "cuda")      # render's backend: the process default
         with pytest.raises(RuntimeError, match="cuda"):
-            render(maps, img, backend="cuda")
+            render(maps, img)
+        monkeypatch.delenv("DAAM_FAST_BACKEND")
     with pytest.raises(ValueError, match="mode"):
         render(maps, mode="log")
     with pytest.raises(ValueError, match="images"):

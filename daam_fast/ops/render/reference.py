@@ -5,7 +5,7 @@ kernels (C++, CUDA, Triton), which must agree with it to one uint8 level of the 
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +78,21 @@ def colormap_jet(t: Tensor) -> Tensor:
     r = clamp(1.5 - |4t - 3|), g = clamp(1.5 - |4t - 2|), b = clamp(1.5 - |4t - 1|).
     """
     t = t.float().clamp(0, 1)[..., None]
-    centres = torch.tensor([3.0, 2.0, 1.0], device=t.device)
-    return (1.5 - (4 * t - centres).abs()).clamp(0, 1)
+    return (1.5 - (4 * t - _jet_centres(t.device)).abs()).clamp(0, 1)
+
+
+_CENTRES: Dict[torch.device, Tensor] = {}
+
+
+def _jet_centres(device: torch.device) -> Tensor:
+    """The colour map's centres (3, 2, 1) for r, g, b on ``device``: made on the device (no host
+    copy, no synchronisation) once per device and kept; fresh inside a torch.compile trace."""
+    if torch.compiler.is_compiling():
+        return torch.arange(3.0, 0.0, -1.0, device=device)
+    c = _CENTRES.get(device)
+    if c is None:
+        c = _CENTRES.setdefault(device, torch.arange(3.0, 0.0, -1.0, device=device))
+    return c
 
 
 def render_reference(maps: Tensor, images: Optional[Tensor], mode: str, size: Tuple[int, int],
