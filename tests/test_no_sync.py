@@ -82,19 +82,28 @@ def test_errors_after_the_maps_keep_their_messages():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (sync debug mode)")
 @pytest.mark.parametrize("method", list(METHODS))
 def test_cuda_call_without_sync(method, monkeypatch):
+    """Each call runs under set_sync_debug_mode("error") from its start to its final check (which
+    turns the mode off: its one read); the mode is set again before the next call."""
     model = tiny_vit().cuda()
     x = torch.randn(2, 3, 32, 32, device="cuda")
-    DAAM(model, method=method)(x)                      # warm-up (lazy init may synchronise)
+    target = torch.tensor([1, 2], device="cuda")          # made before the mode: a blocking copy
+    DAAM(model, method=method, heads=True)(x, target=target)   # warm-up (lazy init may synchronise)
+    DAAM(model, method=method)(x, target=3)
+    torch.cuda.synchronize()
     end = Checks.raise_first
+    ends = []
 
     def checked(self):
-        torch.cuda.set_sync_debug_mode(0)              # the one allowed read, at the end
+        torch.cuda.set_sync_debug_mode(0)                 # the one allowed read, at the end
+        ends.append(method)
         return end(self)
     monkeypatch.setattr(Checks, "raise_first", checked)
-    torch.cuda.set_sync_debug_mode("error")
     try:
-        res = DAAM(model, method=method, heads=True)(x, target=torch.tensor([1, 2], device="cuda"))
-        DAAM(model, method=method)(x, target=3)        # a host target: copied before the forward, not after
+        torch.cuda.set_sync_debug_mode("error")
+        res = DAAM(model, method=method, heads=True)(x, target=target)
+        torch.cuda.set_sync_debug_mode("error")
+        DAAM(model, method=method)(x, target=3)           # a host target: copied before the forward, not after
     finally:
         torch.cuda.set_sync_debug_mode(0)
+    assert len(ends) == 2                                 # both calls reached their final check under the mode
     assert res.maps.is_cuda and torch.isfinite(res.maps).all()
