@@ -22,8 +22,3 @@ def _poison_op_outputs():
     from daam_fast.ops import _alloc
     with _alloc.poisoned():
         yield
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: runs kernels on CUDA tensors (skipped without a GPU; "
-                                       "make gpu-check selects them with -m cuda)")

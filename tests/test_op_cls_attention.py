@@ -82,6 +82,14 @@ def test_triton_backend(case):
     _check_forward("triton", case)
 
 
+@pytest.mark.parametrize("d", [72, 80, 96, 128], ids=["d72", "d80", "d96", "d128"])
+def test_triton_head_dims(d):
+    """Head dims past 64: the 128-wide head tile (BLOCK_M 16 in float32), masked channels for 72,
+    80, 96; two query tiles, odd N. The same cases on a GPU are in tests/test_cuda.py."""
+    _skip_unless("triton")
+    _check_forward("triton", (1, 2, 20, 45, d))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("name", ["torch", "triton"])
 def test_half_precision(name, dtype):

@@ -23,6 +23,9 @@ from daam_fast import _ext, render
 from daam_fast.ops import _dispatch
 from daam_fast.ops.render import render_frames
 
+# one uint8 level on at most 0.1 % of the values (at least one value on a GPU, where a shape of
+# under 1000 values would otherwise allow none: FMA contraction in torch's CUDA resize, float32
+# sums and libm exp may each move one value by a level), exact elsewhere
 RENDER_TOL = {"heat": dict(max_abs=1, frac=1e-3), "overlay": dict(max_abs=1, frac=1e-3)}
 
 # (B, L, h, w, H, W): what each exercises
@@ -48,10 +51,10 @@ def assert_frames_close(out, ref, kind, name=""):
     d = (out.cpu().int() - ref.cpu().int()).abs()
     tol = RENDER_TOL[kind]
     worst = tuple(int(i) for i in torch.unravel_index(d.argmax(), d.shape))
-    msg = (f"{name}: max |diff| {d.max().item()} (tol {tol['max_abs']}), differing fraction "
-           f"{(d > 0).float().mean().item():.2e} (tol {tol['frac']:.0e}), worst at {worst}: "
-           f"{out[worst].item()} vs {ref[worst].item()}")
-    assert d.max().item() <= tol["max_abs"] and (d > 0).float().mean().item() <= tol["frac"], msg
+    allowed = max(1 if out.is_cuda else 0, int(tol["frac"] * d.numel()))
+    msg = (f"{name}: max |diff| {d.max().item()} (tol {tol['max_abs']}), {int((d > 0).sum())} of {d.numel()} "
+           f"values differ (tol {allowed}), worst at {worst}: {out[worst].item()} vs {ref[worst].item()}")
+    assert d.max().item() <= tol["max_abs"] and int((d > 0).sum()) <= allowed, msg
 
 
 def _skip_unless(name):
