@@ -58,11 +58,14 @@ eval-report: $(STAMP)
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu.py --dtype float32,bfloat16 --out $${OUT:-gpu_out}
 
-# The one prepared command for a GPU machine (an image with its own python3 and torch, no venv):
-# builds the extension in place, runs the CUDA tests and sanitizer, then gpu.py --quick into
-# $$OUT (or ./gpu_out); at most 8 minutes; without a GPU it says so and exits 0. No venv needed.
+# The one prepared command for a GPU machine (an image with its own python3 and torch, no venv),
+# at most 8 minutes: build for this GPU's arch, the fast correctness pass (tests/test_cuda.py),
+# the figures (gpu.py --quick), every test marked cuda, compute-sanitizer; results.md and
+# results.json in $$OUT (or ./gpu_out) after every stage. Without a GPU it says so and exits 0;
+# GPU_CHECK_FORCE=1 runs it end to end anyway (stages skip with reasons), GPU_CHECK_BUDGET_S=90
+# shortens it, GPU_PY picks the python (default: python3 if it has torch, else .venv/bin/python).
 gpu-check:
-	GPU_PY=$${GPU_PY:-python3} bash benchmarks/gpu_check.sh
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info daam_fast/_C*.so .pytest_cache .benchmarks

@@ -1,6 +1,7 @@
 """GPU benchmark: every backend of every fused op, and the explainer end to end.
 
-    python3 benchmarks/gpu.py --quick --out DIR      # make gpu-check's run: JSON + Markdown in DIR
+    python3 benchmarks/gpu.py --quick --out DIR      # make gpu-check's run: JSON + Markdown in DIR,
+                                                     # rewritten after every section
     python3 benchmarks/gpu.py --dtype float32,bfloat16 --out DIR    # all shapes and models (make bench-gpu)
     python3 benchmarks/gpu.py --cpu-smoke --out DIR  # the same code path on the CPU, tiny shapes
                                                      # (checks this script; figures meaningless)
@@ -36,6 +37,9 @@ import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gpu_report  # noqa: E402
 
 from daam_fast.ops import _dispatch  # noqa: E402
 from daam_fast.ops.block_map import block_map  # noqa: E402
@@ -246,30 +250,16 @@ def bench_e2e(device: torch.device, reps: int, models: Sequence[str], batch: int
 
 
 def write_outputs(out_dir: str, header: Dict[str, object]) -> None:
-    """results.json (every record) and results.md (the same as Markdown tables)."""
+    """DIR/bench.json (the header and every record so far), then results.json / results.md
+    (benchmarks/gpu_report.py, with make gpu-check's stages): called after every section, so a
+    run cut short keeps what it measured."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(dict(header, records=RECORDS), f, indent=1)
-    lines = [f"# daam_fast GPU benchmark", "", *(f"- {k}: {v}" for k, v in header.items()), ""]
-    ops = [r for r in RECORDS if r["section"] == "op"]
-    if ops:
-        lines += ["| op | shape | dtype | backend | ms / call | GB/s | speed-up vs torch |", "|---|---|---|---|---:|---:|---:|"]
-        lines += [f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['backend']} | {r['ms']:.4f} | {r['gbs']:.1f} | "
-                  f"{'%.2fx' % r['speedup_vs_torch'] if r['speedup_vs_torch'] else '-'} |" for r in ops]
-        lines.append("")
-    e2e = [r for r in RECORDS if r["section"] == "e2e"]
-    if e2e:
-        lines += ["| model | dtype | provider | images / s | ratio to inference | peak MB |", "|---|---|---|---:|---:|---:|"]
-        for r in e2e:
-            if "error" in r:
-                lines.append(f"| {r['model']} | {r['dtype']} | {r['provider']} | failed: {r['error'][:80]} | | |")
-            else:
-                ratio = "%.2fx" % r["ratio_to_inference"] if r["ratio_to_inference"] else "-"
-                peak = "%.0f" % r["peak_mb"] if r["peak_mb"] is not None else "-"
-                lines.append(f"| {r['model']} | {r['dtype']} | {r['provider']} | {r['images_per_s']:.1f} | {ratio} | {peak} |")
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"\nwrote {os.path.join(out_dir, 'results.json')} and results.md")
+    bench = dict(header, records=RECORDS)
+    tmp = os.path.join(out_dir, "bench.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(bench, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "bench.json"))
+    gpu_report.write(out_dir, bench)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -310,16 +300,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       timing=f"CUDA events, {launches} op calls per event pair, median of {reps}; inputs rotated "
                              f"past 2x L2 ({l2_bytes(device) >> 20} MB)")
     header["dtypes"] = ",".join(str(d).replace("torch.", "") for d in dtypes)
+    header["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    header["command"] = "python3 benchmarks/gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print("daam_fast GPU benchmark: " + "; ".join(f"{k} {v}" for k, v in header.items()))
+    def done(section: str) -> None:
+        if args.out:
+            write_outputs(args.out, dict(header, finished=section))
     for dtype in dtypes:
         bench_ops(device, reps, launches, args.quick, args.cpu_smoke, dtype)
+        done(f"ops {str(dtype).replace('torch.', '')}")
     if not args.no_e2e:
         models = ["vit_small_patch16_224"] if args.cpu_smoke else [m for m in args.models.split(",") if m]
         for dtype in dtypes:
-            bench_e2e(device, max(2, reps // 2) if args.cpu_smoke else reps, models,
-                      2 if args.cpu_smoke else args.batch, args.cpu_smoke, args.quick, dtype)
+            for model in models:
+                bench_e2e(device, max(2, reps // 2) if args.cpu_smoke else reps, [model],
+                          2 if args.cpu_smoke else args.batch, args.cpu_smoke, args.quick, dtype)
+                done(f"e2e {model} {str(dtype).replace('torch.', '')}")
     if args.out:
-        write_outputs(args.out, header)
+        print(f"\nwrote {os.path.join(args.out, 'results.json')} and results.md")
     return 0
 
 
