@@ -211,3 +211,29 @@ def test_old_extension_without_the_probe_is_unavailable(gpu):
     gpu.ext = Old()
     ok, why = _dispatch.backend_status("block_map", "cuda", CUDA)
     assert not ok and "no cuda_probe: rebuild the extension" in why
+
+
+def test_the_docs_list_every_limit():
+    """docs/backends.md's table of size limits is the dispatcher's table."""
+    doc = open(os.path.join(ROOT, "docs", "backends.md")).read()
+    for (op, backend), rows in _dispatch.LIMITS.items():
+        line = re.search(rf"^\| {op} \| {backend} \| (.*) \|$", doc, re.M)
+        assert line, f"docs/backends.md has no limits row for {op} / {backend}"
+        got = re.findall(r"<= ([0-9^ -]+?)(?:;|$)", line.group(1))
+        want = ["2^31 - 1" if limit == 2**31 - 1 else str(limit) for _, _, limit in rows]
+        assert sorted(g.strip() for g in got) == sorted(want), (op, backend, got, want)
+
+
+def test_probe_without_a_driver_reports_the_cuda_error():
+    """daam_fast._C's arch list and device probe; here (no driver) the probe raises the CUDA error."""
+    from daam_fast import _ext
+    if not _ext.has_cuda_build():
+        pytest.skip("daam_fast._C was built without CUDA")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: tests/test_cuda.py runs the kernels")
+    m = _ext.ext()
+    if not hasattr(m, "cuda_probe"):
+        pytest.skip("daam_fast._C predates cuda_probe: rebuild the extension")
+    assert m.cuda_archs() and all(a % 10 == 0 and a >= 500 for a in m.cuda_archs())
+    with pytest.raises(RuntimeError, match=r"CUDA error \d+ \(cuda\w+"):
+        m.cuda_probe(0)
