@@ -1,5 +1,6 @@
 """Compiled for the GPU without a GPU (issue 13): every Triton kernel at every specialisation the
-dispatchers produce (float32 / float16 / bfloat16; head dims 32, 40, 64, 80, 96, 128; sizes of 1)
+dispatchers produce (float32 / float16 / bfloat16; head dims 32, 40, 64, 80, 96, 128, and 72 and 256,
+the dispatcher's Triton limit, on the main shapes; sizes of 1)
 is compiled for sm_80 and sm_90 by Triton's own compiler (``python -m daam_fast.ops._gpu_compile``,
 run once per test session in a child process without TRITON_INTERPRET, its JSON cached in build/
 by a hash of the kernel sources), and ptxas -v must report no spill and no stack frame; render's
@@ -64,7 +65,7 @@ def test_every_specialisation_compiles(records):
     failed = [f"{_fmt(r)}: {r['error']}" for r in records if "error" in r]
     assert not failed, "\n".join(failed[:10])
     cases = " ".join(r["case"] for r in records)
-    for needle in ("float32", "float16", "bfloat16", "-d40-", "-d80-", "-d96-", "-d128-", "B1-H1-N1",
+    for needle in ("float32", "float16", "bfloat16", "-d40-", "-d72-", "-d80-", "-d96-", "-d128-", "-d256-", "B1-H1-N1",
                    "M1-N1", "1x1x1x1-to-1x1", "1x7-to", "5x1-to", "to-1x16", "to-16x1"):
         assert needle in cases, f"no compiled case with {needle}"
 
