@@ -150,7 +150,6 @@ def gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: G.asked.append(i) or G.capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: "Mocked GPU")
     monkeypatch.delenv("DAAM_FAST_BACKEND", raising=False)
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     return G
 
 
