@@ -82,10 +82,11 @@ def test_triton_backend(case):
     _check_forward("triton", case)
 
 
-@pytest.mark.parametrize("d", [72, 80, 96, 128], ids=["d72", "d80", "d96", "d128"])
+@pytest.mark.parametrize("d", [72, 80, 96, 128, 256], ids=["d72", "d80", "d96", "d128", "d256"])
 def test_triton_head_dims(d):
     """Head dims past 64: the 128-wide head tile (BLOCK_M 16 in float32), masked channels for 72,
-    80, 96; two query tiles, odd N. The same cases on a GPU are in tests/test_cuda.py."""
+    80, 96, and 256 (16-key tiles in float32); two query tiles, odd N. The same cases on a GPU
+    are in tests/test_cuda.py."""
     _skip_unless("triton")
     _check_forward("triton", (1, 2, 20, 45, d))
 

@@ -85,11 +85,12 @@ def config(dtype: torch.dtype, D: int, M: int) -> Dict[str, object]:
     float32 uses "ieee" dots (exact as SDPA's float32 math; FMA, no tensor cores), whose
     operands live in registers: small tiles there; float16 / bfloat16 use tensor cores.
     Chosen from ptxas sweeps (benchmarks/NOTES.md) so that every specialisation reports no
-    spill and no stack frame on sm_80 / sm_90 (the former 64 x 64 float32 tiles spilled 14 KB).
+    spill and no stack frame on sm_80 / sm_90 (the former 64 x 64 float32 tiles spilled 14 KB;
+    float32 at head dim 256 with 32-key tiles spilled 40 B on sm_80: 16-key tiles there).
     """
     BLOCK_D = max(16, triton.next_power_of_2(D))
     if dtype == torch.float32:
-        BLOCK_M, BLOCK_N, prec = (16 if M <= 16 or BLOCK_D > 64 else 32), 32, "ieee"
+        BLOCK_M, BLOCK_N, prec = (16 if M <= 16 or BLOCK_D > 64 else 32), (32 if BLOCK_D <= 128 else 16), "ieee"
     else:
         BLOCK_N, prec = 32, "tf32"
         if M <= 16:
