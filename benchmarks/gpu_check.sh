@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make gpu-check: the one prepared command for a machine with a GPU (../shared/GPU.md: its own
+# make gpu-check: the one prepared command for a machine with a GPU (an image with its own
 # python3 with torch, triton, timm, pytest, pybind11, cmake, ninja, nvcc; offline; no PyAV, no Ray).
 # At most GPU_CHECK_BUDGET_S seconds (default 470: 8 minutes with the start); stages in order of
 # value, each with the time the later ones leave it:
