@@ -17,7 +17,6 @@ import torch
 from daam_fast import explore as ex
 from daam_fast.ops.render import render_frames
 from daam_fast.ops.render.reference import colormap_jet
-from daam_fast.render import render
 from daam_fast.result import DAAMResult
 
 playwright_api = pytest.importorskip("playwright.sync_api",
@@ -118,7 +117,8 @@ def _lut(name):
 
 
 def python_frame(data, st, picture):
-    """What daam_fast.render.render gives for the page's state: (heat (H, W), RGB (H, W, 3)) int16."""
+    """What the torch path of daam_fast.render.render gives for the page's state: (heat (H, W),
+    RGB (H, W, 3)) int16."""
     rec = data["methods"][st["method"]]
     row = st["img"] * data["topk"] + st["cls"]
     if rec["H"] and not all(st["heads"]):
@@ -132,8 +132,8 @@ def python_frame(data, st, picture):
     img = torch.from_numpy(picture).permute(2, 0, 1)[None]
     heat = render_frames(series[None], None, mode=st["norm"], size=(H, W), backend="torch")[0, st["block"]]
     if st["cmap"] == "jet":
-        rgb = render(series[None], img, mode=st["norm"], alpha=st["alpha"], beta=st["beta"],
-                     backend="torch")[0, st["block"]]
+        rgb = render_frames(series[None], img, mode=st["norm"], alpha=st["alpha"], beta=st["beta"],
+                            backend="torch")[0, st["block"]]
     else:
         col = _lut(st["cmap"])[heat.long()]
         a, b = torch.tensor(st["alpha"], dtype=torch.float32), torch.tensor(st["beta"], dtype=torch.float32)
