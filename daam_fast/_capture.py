@@ -6,21 +6,22 @@ coefficients G_b come from; this module is what they share.
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import _config
-from ._model import Checks
+from ._checks import Checks
 from ._rows import attention_row, row_map
 from .adapters import Adapter
 from .ops.block_map import block_map
 from .ops.cls_attention import cls_attention
 from .targets import Target
 
-__all__ = ["CallState", "QKVSlot", "RowSlot", "attend", "bias_mask", "block_coefficients", "map_terms", "kernel_backend", "model_attention", "slot_map"]
+__all__ = ["Attended", "CallState", "QKVSlot", "RowSlot", "bias_mask", "block_attention", "block_coefficients",
+           "map_terms", "kernel_backend", "model_attention", "slot_map"]
 
 
 class QKVSlot(NamedTuple):
@@ -87,18 +88,49 @@ def kernel_backend(backend: Optional[str]) -> Optional[str]:
     return name if name in ("triton", "cuda") else None
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Optional[Tensor], want_row: bool,
-           backend: Optional[str], pool: str) -> Tuple[Tensor, Optional[Tensor]]:
-    """Block attention: (out (B, H, R, d), a_cls (B, H, N) float32 or None).
+class Attended(NamedTuple):
+    """Block b's attention as the model computed it: q (B, H, R, d), k, v (B, H, N, d), the
+    block's additive bias (1 or B, H, N, N) or None, T (B, R, H*d) the input of the output
+    projection, and row (B, H, N) float32 the [class] row when the cls_attention kernel wrote
+    it, else None."""
 
-    SDPA (the model's own fused attention), unless the [class] row is wanted (``want_row``:
-    a method that reads it in the forward) and a kernel backend was asked for explicitly
-    (:func:`kernel_backend`): then the cls_attention kernel writes out and a_cls in one pass.
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    bias: Optional[Tensor]
+    T: Tensor
+    row: Optional[Tensor]
+
+
+def block_attention(adapter: Adapter, b: int, x: Tensor, rows: Optional[int], ctx, *,
+                    row_kernel: Optional[str] = None,
+                    keep: Optional[Callable[[Tensor, Tensor, Tensor, Optional[Tensor]], None]] = None) -> Attended:
+    """The attention core every patched forward shares (the methods, the baselines): block b's
+    q / k / v and bias through the model's adapter, the attention, and T.
+
+    The attention is the model's own fused SDPA (:func:`model_attention`), unless
+    ``row_kernel`` names a kernel backend (:func:`kernel_backend`: a method that reads the
+    [class] row in the forward) and the row is the [class] query's without a bias: then the
+    cls_attention kernel writes the output and the row in one pass.
+
+    Args:
+        adapter: the model's adapter.  b: block index.  x: (B, N, C) attention input.
+        rows: query rows (None: all N).  ctx: the family's per-call context (adapters.base).
+        row_kernel: "triton" / "cuda" or None.
+        keep: called with (q, k, v, bias) before the attention runs (it may raise to stop the
+            forward there, as method="row" does after the last block's k, v).
     """
-    name = kernel_backend(backend) if want_row and bias is None and pool == "token" else None
-    if name is not None:
-        return cls_attention(q, k, v, scale, backend=name)
-    return model_attention(q, k, v, scale, bias), None
+    q, k, v = adapter.qkv(b, x, rows, ctx)
+    bias = adapter.attn_bias(b, ctx)                                     # e.g. BEiT's relative position bias
+    if keep is not None:
+        keep(q, k, v, bias)
+    scale = adapter.scale(b)
+    if row_kernel is not None and bias is None and adapter.pool == "token":
+        o, a = cls_attention(q, k, v, scale, backend=row_kernel)
+    else:
+        o, a = model_attention(q, k, v, scale, bias), None
+    T = o.transpose(1, 2).reshape(x.shape[0], q.shape[2], adapter.num_heads * adapter.head_dim)
+    return Attended(q, k, v, bias, T, a)
 
 
 def bias_mask(bias: Optional[Tensor], q: Tensor) -> Optional[Tensor]:

@@ -5,14 +5,18 @@ for a mean-pooled model, the mean of the patch-query rows P..N-1 (§7). The fuse
 the [class] row inside their kernels; this module forms it where they cannot (an attention
 bias such as BEiT's, mean-pooling, method="direct") and for the baselines. The bias-free
 [class] row is :func:`daam_fast.ops.cls_attention.reference.cls_row`, the one the ops'
-references use. The pure-PyTorch DAAM reference (:mod:`daam_fast.reference`) does not use
-this module: it forms the full N x N softmax on its own, to stay independent.
+references use.
+
+:func:`softmax_rows` is the one explicit softmax with a position bias: the rows above, the
+row graph of method="row" and the pure-PyTorch reference's full N x N softmax
+(:mod:`daam_fast.reference`, whose "row" reference detaches the other tokens' keys with
+``detach_from``) all use it.
 
 Rows are float32 (float64 for float64 inputs).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -26,15 +30,30 @@ def _dtype(t: Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def softmax_rows(q: Tensor, k: Tensor, scale: float, bias: Optional[Tensor] = None) -> Tensor:
-    """(B, H, R, N) softmax(q k^T scale + bias) for R query rows (the O(R N) block of A).
+def softmax_rows(q: Tensor, k: Union[Tensor, Sequence[Tensor]], scale: float, bias: Optional[Tensor] = None, *,
+                 detach_from: Optional[int] = None) -> Tensor:
+    """(B, H, R, N) softmax(q k^T scale + bias) over the keys, for R query rows (R = N: all of A).
 
     Args:
-        q: (B, H, R, d) queries.  k: (B, H, N, d) keys.  scale: softmax scale.
-        bias: None or (1 or B, H, >= R, N) additive bias; its first R rows are used.
+        q: (B, H, R, d) queries.
+        k: (B, H, N, d) keys, or consecutive blocks of them (B, H, N_i, d), sum N_i = N,
+            e.g. the rows in a graph and the constant rest (method="row"); the logits of each
+            block are one product.
+        scale: softmax scale.
+        bias: None or (1 or B, H, >= R, N) additive position bias; its first R rows are used.
+        detach_from: None, or j: the keys j..N-1 enter as constants (no gradient flows to
+            them), as on the row path of method="row" (docs/method.md §8).
+
+    Returns:
+        (B, H, R, N) float32 (float64 for float64 queries), with q's (and k's) graph.
     """
     dt = _dtype(q)
-    s = torch.einsum("bhqd,bhnd->bhqn", q.to(dt), k.to(dt)) * scale
+    if detach_from is not None:
+        k = torch.cat([k[:, :, :detach_from], k[:, :, detach_from:].detach()], dim=2)
+    blocks = [k] if isinstance(k, Tensor) else list(k)
+    qd = q.to(dt)
+    parts = [torch.einsum("bhqd,bhnd->bhqn", qd, kb.to(dt)) for kb in blocks]
+    s = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)) * scale
     if bias is not None:
         s = s + bias[:, :, :q.shape[2]].to(dt)
     return s.softmax(dim=-1)

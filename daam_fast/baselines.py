@@ -35,8 +35,9 @@ from typing import Callable, List, Optional
 import torch
 from torch import Tensor, nn
 
-from ._capture import bias_mask, model_attention
-from ._model import Checks, check_images
+from ._capture import bias_mask, block_attention
+from ._checks import Checks, check_images
+from ._removed import REMOVED_CALL_KEYWORDS, reject_keywords
 from ._rows import attention_row, query_row, softmax_rows
 from ._session import frozen, patched
 from .adapters import Adapter, get_adapter
@@ -52,19 +53,14 @@ HEAD_FUSIONS = ("mean", "max", "min")
 # ---------------------------------------------------------------------------------- capture
 def _capture(adapter: Adapter, on_block: Callable) -> patched:
     """Each block's attention forward replaced (through the model's adapter: timm, Hugging Face,
-    torchvision) by the family's own q / k / v, SDPA and output ops, calling
-    ``on_block(b, q, k, v, T, bias, x)`` on the way; restored on exit."""
-    H, d = adapter.num_heads, adapter.head_dim
+    torchvision) by the shared attention core (:func:`daam_fast._capture.block_attention`: the
+    family's own q / k / v, SDPA and output ops), calling ``on_block(b, q, k, v, T, bias, x)``
+    on the way; restored on exit."""
 
     def make_core(b: int):
-        scale = adapter.scale(b)
-
         def core(x: Tensor, rows: Optional[int], ctx) -> Tensor:
-            q, k, v = adapter.qkv(b, x, rows, ctx)
-            bias = adapter.attn_bias(b, ctx)
-            o = model_attention(q, k, v, scale, bias)                                     # fused; (B, H, R, d)
-            T = o.transpose(1, 2).reshape(x.shape[0], q.shape[2], H * d)
-            T = on_block(b, q, k, v, T, bias_mask(bias, q), x)
+            att = block_attention(adapter, b, x, rows, ctx)                                 # fused; T (B, R, C)
+            T = on_block(b, att.q, att.k, att.v, att.T, bias_mask(att.bias, att.q), x)
             return adapter.attn_out(b, T, x, rows)
 
         return core
@@ -72,14 +68,14 @@ def _capture(adapter: Adapter, on_block: Callable) -> patched:
     return patched(adapter, make_core)
 
 
-def _setup(model: nn.Module, images: Tensor, target: TargetLike, need_score: bool, topk: Optional[int] = None):
+def _setup(model: nn.Module, images: Tensor, target: TargetLike, need_score: bool):
     """(adapter, bound target, grid, images as the model runs them)."""
     adapter = get_adapter(model)
     check_images(images, adapter)
     if need_score and adapter.num_classes == 0 and target is None:
         raise ValueError("this baseline needs a classifier head (a target logit to differentiate); "
                          "the model has num_classes=0: pass a target scoring the feature (e.g. a callable)")
-    tgt = as_target(target, adapter, images.shape[0], topk=topk)
+    tgt = as_target(target, adapter, images.shape[0])
     return adapter, tgt, adapter.grid(images), tgt.expand(images)
 
 
@@ -96,17 +92,12 @@ def _scored(out, tgt: Target, need_score: bool) -> Scored:
 
 def _result(rows: List[Tensor], adapter: Adapter, grid, scored: Scored, tgt: Target, method: str,
             maps_rows: Optional[List[Tensor]] = None) -> DAAMResult:
+    """The result from one (B, N) row per block (the patch entries are the map), and with
+    ``maps_rows`` the accumulated maps of a method that does not sum the blocks."""
     P = adapter.num_prefix
-    h, w = grid
-    B = rows[0].shape[0]
-    bm = torch.stack([r[:, P:] for r in rows], dim=1).float().reshape(B, len(rows), h, w)
-    if maps_rows is None:
-        maps = torch.cumsum(bm, dim=1)
-    else:
-        maps = torch.stack([r[:, P:] for r in maps_rows], dim=1).float().reshape(B, len(rows), h, w)
-    return DAAMResult(block_maps=bm, maps=maps, targets=scored.targets, logits=scored.logits,
-                      features=scored.features, weights=scored.weights, method=method, grid=(h, w),
-                      topk=tgt.per_image)
+    patches = lambda rs: torch.stack([r[:, P:] for r in rs], dim=1)  # noqa: E731  (B, L, N - P)
+    return DAAMResult.from_block_maps(patches(rows), **scored.reported(), method=method, grid=grid,
+                                      topk=tgt.per_image, maps=None if maps_rows is None else patches(maps_rows))
 
 
 # ---------------------------------------------------------------------------------- baselines
@@ -225,8 +216,8 @@ def grad_rollout(model: nn.Module, images: Tensor, target: TargetLike = None) ->
     Args:
         model: any model :class:`daam_fast.DAAM` accepts; without a classifier head, a
             target that scores the feature must be given.  images: (B, C, H, W) normalised.
-        target: as for DAAM (:mod:`daam_fast.targets`): None (each image's argmax), int,
-            (B,) class indices, "top<k>", a callable ``f(output) -> (B,)`` or a Target.
+        target: as for DAAM (:mod:`daam_fast.targets`): None (each image's argmax), an int,
+            (B,) class indices, ``TopK(k)``, a callable ``f(output) -> (B,)`` or another target object.
 
     Returns:
         DAAMResult: maps (B, L, h, w) (rollout through each block; not a cumulative sum of
@@ -320,6 +311,8 @@ def explain(model: nn.Module, images: Tensor, method: str, target: TargetLike = 
         DAAMResult (B, L, h, w).
     """
     fns = {"attention": attention_map, "rollout": rollout, "grad_rollout": grad_rollout, "gradcam": gradcam}
+    reject_keywords(f"baselines.explain(method={method!r})",
+                    {k: v for k, v in kw.items() if k in REMOVED_CALL_KEYWORDS}, REMOVED_CALL_KEYWORDS)
     if method not in fns:
         raise ValueError(f"unknown baseline {method!r}; expected one of {', '.join(BASELINES)}")
     return fns[method](model, images, target, **kw)

@@ -10,10 +10,13 @@ holds the model frozen and patched), the target (:mod:`daam_fast.targets`) makes
 scalar Y, and each block's map is formed by the fused ``block_map`` op as soon as its
 coefficients exist; see :mod:`daam_fast.methods.grad` for how "grad" works step by step.
 
-Options: ``checkpoint=True`` wraps each block in non-reentrant activation checkpointing (the
-block's recompute in the backward saves q[:, :, 0], k, v for its map); ``compile=True`` runs
-each block through ``torch.compile``, the capturing attention included (no graph break; a
-method whose capture cannot be traced keeps it eager, see ``Method.traceable``).
+Options: ``activation_checkpointing=True`` wraps each block in non-reentrant activation
+checkpointing (the block's recompute in the backward saves q[:, :, 0], k, v for its map);
+``compile=True`` runs each block through ``torch.compile``, the capturing attention included
+(no graph break; a method whose capture cannot be traced keeps it eager, see
+``Method.traceable``). Two exact reductions are always on where the model's family supports
+them: the last block computes only the rows the head reads, and for "grad" block 1's
+residual + MLP path keeps a graph on the [class] row only.
 """
 from __future__ import annotations
 
@@ -25,20 +28,15 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ._capture import CallState
-from ._model import can_reduce_last_block, check_images
+from ._checks import check_images
+from ._removed import REMOVED_CALL_KEYWORDS, REMOVED_OPTIONS, reject_keywords
 from ._session import frozen, patched
-from .adapters import Adapter, get_adapter
-from .bank import MemoryBank
+from .adapters import get_adapter
 from .methods import METHODS
 from .result import DAAMResult
 from .targets import Scored, TargetLike, as_target
 
 __all__ = ["DAAM", "METHODS"]
-
-
-def direct_support(adapter: Adapter) -> Optional[str]:
-    """None if method="direct" (docs/method.md §7) applies to the model, else the reason it does not."""
-    return METHODS["direct"].support(adapter)
 
 
 def _compiled(f: Callable, depth: int) -> Callable:
@@ -65,10 +63,14 @@ def _compiled(f: Callable, depth: int) -> Callable:
 class DAAM:
     """Dynamic Accumulated Attention Maps for a Vision Transformer (timm, Hugging Face, torchvision).
 
-    Use as a context manager: on entry each block's attention forward is wrapped (and the
-    last block's forward, for the row reduction); on exit every patched attribute is
+    One call explains a batch: ``DAAM(model)(images)`` patches each block's attention forward
+    (and, where an option needs it, the block forwards), runs the method and restores every
+    patched attribute before it returns. A DAAM object is also a context manager: inside
+    ``with DAAM(model) as daam:`` the model stays patched for every call (the patches, and
+    with ``compile=True`` the compiled blocks, are built once), and on exit everything is
     restored, also when an exception is raised (it is re-raised). Outside a DAAM call the
-    wrapped modules compute exactly what the library's do, so the model can be used as usual.
+    patched modules compute exactly what the library's do, so the model can be used as usual
+    in between.
 
     Args:
         model: a timm VisionTransformer / DeiT / EVA / BEiT (incl. distilled, register tokens, q/k-norm,
@@ -84,41 +86,45 @@ class DAAM:
             fidelity to "grad". Or "row" (docs/method.md §8, forward only + a backward on the
             rows the head reads): near-exact (the last block exact) at about inference cost.
         normalize: per-block min-max normalisation of each L_b (default off, as the authors' demos).
-        backend: backend of the fused ops (None: ``DAAM_FAST_BACKEND`` or auto). "grad" always
-            keeps the model's SDPA; a method that reads the [class] row in the forward
-            ("direct") uses the cls_attention kernel only when "triton" or "cuda" is asked for.
-        reduce_last_block: compute only the rows the head reads in the last block (exact;
-            default on).
-        reduce_first_block: "grad" only needs dY/dT_1[0] in block 1, so block 1's residual +
-            MLP path keeps a graph on the [class] row only (exact; default on; timm ViT/DeiT).
-        checkpoint: activation checkpointing ("grad" only): each block keeps only its input
-            and is recomputed in the backward, which also captures the k, v its map needs; for
+        activation_checkpointing: "grad" only: each block keeps only its input and is
+            recomputed in the backward, which also captures the k, v its map needs; for
             batches whose activations do not fit (about half the peak memory for +0.6-0.7x
             inference time, README).
-        compile: run each block through ``torch.compile``, the capturing attention included
-            (one graph per block, no graph break); the first call compiles. Measured on the
-            CPU in the README: it does not pay there; meant for GPUs.
         heads: also return each head's term of L_b before the ReLU, ``res.head_maps``
             (B, L, H, h, w) float32, formed by the same fused op in the same pass;
             ``relu(res.head_maps.sum(2)) == res.block_maps`` with ``normalize=False``. The
             head maps are never normalised: with ``normalize=True`` the block maps are
             (relu(sum) - min) / (max - min + 1e-10) of that sum.
+        compile: run each block through ``torch.compile``, the capturing attention included
+            (one graph per block, no graph break); the first call compiles. Measured on the
+            CPU in the README: it does not pay there; meant for GPUs.
+        backend: backend of the fused ops (None: ``DAAM_FAST_BACKEND`` or auto). "grad" always
+            keeps the model's SDPA; a method that reads the [class] row in the forward
+            ("direct") uses the cls_attention kernel only when "triton" or "cuda" is asked for.
+
+    Raises:
+        ValueError: an unknown method, a model the method cannot explain, or
+            ``activation_checkpointing`` with a forward-only method.
+        TypeError: an unknown option; a removed one (``checkpoint=``, ``reduce_first_block=``,
+            ``reduce_last_block=``) names what replaces it.
 
     Example:
-        >>> with DAAM(model) as daam:
-        ...     res = daam(images)            # images (B, 3, H, W), normalised
-        >>> res.maps.shape                    # (B, L, h, w): the attention flow D_1..D_L
+        >>> res = DAAM(model)(images)          # images (B, 3, H, W), normalised
+        >>> res.maps.shape                     # (B, L, h, w): the attention flow D_1..D_L
+        >>> with DAAM(model, method="row") as daam:      # patched once for many calls
+        ...     results = [daam(x) for x in batches]
     """
 
     def __init__(self, model: nn.Module, method: str = "grad", *, normalize: bool = False,
-                 backend: Optional[str] = None, reduce_last_block: bool = True, reduce_first_block: bool = True,
-                 checkpoint: bool = False, compile: bool = False, heads: bool = False):
+                 activation_checkpointing: bool = False, heads: bool = False, compile: bool = False,
+                 backend: Optional[str] = None, **removed):
+        reject_keywords("DAAM()", removed, REMOVED_OPTIONS)
         if method not in METHODS:
             raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
         impl = METHODS[method]
-        if checkpoint and impl.forward_only:
-            raise ValueError(f"checkpoint=True applies to method='grad' (method={method!r} keeps no activations "
-                             "for a backward)")
+        if activation_checkpointing and impl.forward_only:
+            raise ValueError(f"activation_checkpointing=True applies to method='grad' (method={method!r} keeps no "
+                             "activations for a backward)")
         self.model = model
         self.adapter = get_adapter(model)
         why = impl.support(self.adapter)
@@ -127,14 +133,14 @@ class DAAM:
         self.method = method
         self._impl = impl
         self.normalize = bool(normalize)
-        self.backend = backend
-        self.reduce_last_block = (bool(reduce_last_block) and impl.reduce_last_block
-                                  and can_reduce_last_block(self.adapter))
-        self.reduce_first_block = (bool(reduce_first_block) and impl.reduce_first_block
-                                   and self.adapter.can_reduce_first_block())
-        self.checkpoint = bool(checkpoint)
-        self.compile = bool(compile)
+        self.activation_checkpointing = bool(activation_checkpointing)
         self.heads = bool(heads)
+        self.compile = bool(compile)
+        self.backend = backend
+        # the exact row reductions, on where they apply (switched off only by tests comparing them)
+        adapter = self.adapter
+        self._reduce_last = impl.reduce_last_block and adapter.head_rows is not None and adapter.can_reduce_last_block()
+        self._reduce_first = impl.reduce_first_block and adapter.can_reduce_first_block()
         self._patches: Optional[patched] = None     # built once (compiled code is reused)
         self._state: Optional[CallState] = None
         self._depth = 0
@@ -160,19 +166,20 @@ class DAAM:
         block forwards (row reductions, checkpointing, compiled blocks)."""
         adapter = self.adapter
         blocks: List[Tuple[nn.Module, str, Callable]] = []
-        if self.checkpoint or self.compile or self.reduce_last_block or self.reduce_first_block:
+        ckpt = self.activation_checkpointing
+        if ckpt or self.compile or self._reduce_last or self._reduce_first:
             for b, blk in enumerate(adapter.blocks):
-                if b == adapter.depth - 1 and self.reduce_last_block:
+                if b == adapter.depth - 1 and self._reduce_last:
                     f = adapter.last_block_forward(self._reduce_rows)
-                elif b == 0 and self.reduce_first_block:
+                elif b == 0 and self._reduce_first:
                     f = adapter.first_block_forward(self._split_first)
-                elif self.checkpoint or self.compile:
+                elif ckpt or self.compile:
                     f = functools.partial(type(blk).forward, blk)
                 else:
                     continue
                 if self.compile:
                     f = _compiled(f, adapter.depth)
-                if self.checkpoint:
+                if ckpt:
                     f = self._checkpointed(f)
                 blocks.append((blk, "forward", f))
         state = lambda: self._state  # noqa: E731
@@ -185,7 +192,7 @@ class DAAM:
         block (not even the k, v its map needs); the recompute, which the backward runs
         before the gradient reaches the block's T, saves them."""
         def forward(*args, **kwargs):
-            if self._state is None or not torch.is_grad_enabled():      # (checkpoint=True is "grad" only)
+            if self._state is None or not torch.is_grad_enabled():      # ("grad" only)
                 return f(*args, **kwargs)
             return torch.utils.checkpoint.checkpoint(f, *args, use_reentrant=False, **kwargs)
         return forward
@@ -202,44 +209,42 @@ class DAAM:
         return st is not None and st.split_first and torch.is_grad_enabled()
 
     # ------------------------------------------------------------------ the call
-    def __call__(self, images: Tensor, target: TargetLike = None, bank: Optional[MemoryBank] = None, *,
-                 topk: Optional[int] = None) -> DAAMResult:
-        """Explain a batch.
+    def __call__(self, images: Tensor, target: TargetLike = None, **removed) -> DAAMResult:
+        """Explain a batch (patching the model for the call, unless inside ``with``).
 
         Args:
-            images: (B, C, H, W) float, normalised as the model expects.
+            images: (B, C, H, W) float, normalised as the model expects
+                (:func:`daam_fast.prepare` turns pictures into it).
             target: what is explained (:mod:`daam_fast.targets`): None (each image's own
-                argmax; a model without a head: the label-free weights, README); an int for
-                all images or (B,) class indices (tensor or list); ``"top3"`` / ``TopK(3)``:
-                each image's 3 best classes in one batched call; a callable
-                ``f(output) -> (B,)`` scoring the logits (B, K) or the feature (B, C) (e.g.
-                ``Similarity(query)``, a regression output, a text embedding's dot product);
-                or any :class:`daam_fast.targets.Target`.
-            bank: a :class:`MemoryBank` for a model without a head (docs/method.md §4), the
-                same as ``target=BankTarget(bank)``.
-            topk: k: the same as ``target=TopK(k)``. With top-k the rows are image-major:
-                row ``i * k + j`` is image i explained for its j-th best class,
-                ``res.targets`` holds the classes and ``res.topk == k``.
+                prediction; a model without a head: the label-free weights); an int for every
+                image or (B,) class indices (a tensor or a list of ints); ``TopK(k)``: each
+                image's k best classes in one batched call, rows image-major (row ``i * k + j``
+                is image i explained for its j-th best class, ``res.topk == k``);
+                ``BankTarget(bank)``: a model without a head with its :class:`MemoryBank`
+                (docs/method.md §4); ``Similarity(query)``; or any callable
+                ``f(output) -> (B,)`` scoring the logits (B, K) or the feature (B, C).
 
         Returns:
             DAAMResult: block_maps / maps (R, L, h, w) float32 on the images' device
-            (R = B, or B * k with top-k), targets (R,), logits (R, K) or features (R, C) and
-            weights (R, C); head_maps (R, L, H, h, w) with ``heads=True``.
+            (R = B, or B * k with ``TopK(k)``), targets (R,), logits (R, K) or features (R, C)
+            and weights (R, C); head_maps (R, L, H, h, w) with ``heads=True``.
 
         Raises:
             ValueError / TypeError naming the problem (bad images, targets, a model output
-            that is not finite); the value checks are read once, after the maps are formed.
+            that is not finite; a removed spelling such as ``bank=`` or ``topk=`` names the
+            target to use); the value checks are read once, after the maps are formed.
         """
+        reject_keywords("DAAM call", removed, REMOVED_CALL_KEYWORDS)
         if self._depth == 0:
             with self:
-                return self(images, target=target, bank=bank, topk=topk)
+                return self(images, target=target)
         adapter = self.adapter
         bad_images = check_images(images, adapter, finite=False)
-        tgt = as_target(target, adapter, images.shape[0], bank=bank, topk=topk)
+        tgt = as_target(target, adapter, images.shape[0])
         h, w = adapter.grid(images)
-        st = CallState(adapter, self._impl, tgt, self.backend, adapter.head_rows if self.reduce_last_block else None,
-                       heads=self.heads, checkpoint=self.checkpoint)
-        st.split_first = self.reduce_first_block
+        st = CallState(adapter, self._impl, tgt, self.backend, adapter.head_rows if self._reduce_last else None,
+                       heads=self.heads, checkpoint=self.activation_checkpointing)
+        st.split_first = self._reduce_first
         st.patches = h * w
         st.checks.add_images(bad_images)
         # Parameters are constants for the explanation: with requires_grad off for the call,
@@ -263,19 +268,9 @@ class DAAM:
 
     def _result(self, st: CallState, scored: Scored, h: int, w: int) -> DAAMResult:
         bm = torch.stack(st.maps, dim=1)                                    # (R, L, N - P)
-        R, L = bm.shape[:2]
-        if bm.shape[-1] != h * w:
-            raise ValueError(f"{bm.shape[-1]} patch tokens do not fill the {h}x{w} grid")
-        hm = None
-        if self.heads:
-            hm = torch.stack(st.head_maps, dim=1).float().reshape(R, L, self.adapter.num_heads, h, w)
-        if self.normalize:
-            lo, hi = bm.amin(dim=-1, keepdim=True), bm.amax(dim=-1, keepdim=True)
-            bm = (bm - lo) / (hi - lo + 1e-10)
-        bm = bm.reshape(R, L, h, w).float()
-        return DAAMResult(block_maps=bm, maps=torch.cumsum(bm, dim=1), targets=scored.targets, logits=scored.logits,
-                          features=scored.features, weights=scored.weights, method=self.method, grid=(h, w),
-                          head_maps=hm, topk=st.target.per_image)
+        hm = torch.stack(st.head_maps, dim=1) if self.heads else None       # (R, L, H, N - P)
+        return DAAMResult.from_block_maps(bm, **scored.reported(), method=self.method, grid=(h, w),
+                                          topk=st.target.per_image, normalize=self.normalize, head_maps=hm)
 
     def __repr__(self) -> str:
         a = self.adapter

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -56,23 +56,37 @@ def normalise(rgb: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tenso
     return (x - m) / s
 
 
-def prepare(images: Tensor | Sequence[Tensor], spec: InputSpec, device=None) -> Tuple[Tensor, Tensor]:
+def prepare(pictures: Union[Tensor, Sequence[Tensor]], model_or_spec: Union[nn.Module, InputSpec],
+            device=None) -> Tuple[Tensor, Tensor]:
     """Resize and normalise RGB pictures for the model.
 
-    The resize is ``spec.interpolation`` with antialiasing (bicubic for timm's ViTs). uint8
+    The resize is the spec's interpolation with antialiasing (bicubic for timm's ViTs). uint8
     pictures reduced on the CPU are resized in uint8 (rounded, as PIL does in timm's own
     transforms; within one level of the float resize, 19x faster on 1080p frames); other
     pictures in float.
 
     Args:
-        images: (B, 3, H, W) uint8 or float in [0, 1], or a list of (3, H_i, W_i) of any sizes.
-        spec: from :func:`input_spec`.
-        device: where to put the result (default: the images' device).
+        pictures: (B, 3, H, W) or (3, H, W) uint8 or float in [0, 1], or a list of
+            (3, H_i, W_i) of any sizes.
+        model_or_spec: the model (its size, mean and std are read with :func:`input_spec`)
+            or an :class:`InputSpec`.
+        device: where to put the result (default: the pictures' device).
 
     Returns:
-        (x, rgb): x (B, 3, h, w) float32 normalised model input at ``spec.size``, and
+        (x, rgb): x (B, 3, h, w) float32 normalised model input at the spec's size, and
         rgb (B, 3, h, w) uint8, the resized pictures (for overlays).
+
+    Example:
+        >>> x, rgb = prepare(pictures, model)          # then DAAM(model)(x), render(res.maps, images=rgb)
     """
+    if isinstance(model_or_spec, InputSpec):
+        spec = model_or_spec
+    elif isinstance(model_or_spec, nn.Module):
+        spec = input_spec(model_or_spec)
+    else:
+        raise TypeError(f"prepare: model_or_spec must be a model (nn.Module) or an InputSpec, "
+                        f"got {type(model_or_spec).__name__}")
+    images = pictures
     if isinstance(images, Tensor):
         if images.dim() == 3:
             images = images[None]

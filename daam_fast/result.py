@@ -1,4 +1,9 @@
-"""The result type shared by the fast path, the reference and the baselines."""
+"""The result type shared by the fast path, the reference and the baselines.
+
+Every producer builds it one way, :meth:`DAAMResult.from_block_maps`. The one reference from
+here up to a sub-system is the display hook: :meth:`DAAMResult.show` and Jupyter's
+:meth:`DAAMResult._repr_html_` import :mod:`daam_fast.explorer` when called (never at import).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+
 
 
 @dataclass
@@ -26,7 +32,7 @@ class DAAMResult:
         head_maps: (B, L, H, h, w) float32, each head's term of L_b before the ReLU
             (``DAAM(model, heads=True)``), so ``relu(head_maps.sum(2)) == block_maps``;
             None otherwise.
-        topk: rows per image: with ``target=TopK(k)`` / ``"top3"`` the rows are image-major,
+        topk: rows per image: with ``target=TopK(k)`` the rows are image-major,
             row ``i * topk + j`` is image i explained for its j-th best class (``targets``
             holds the class of each row); 1 otherwise.
     """
@@ -86,21 +92,20 @@ class DAAMResult:
         return self.maps.shape[0]
 
     def show(self, images=None, **kw):
-        """The interactive explorer of these maps, inline in Jupyter (see :mod:`daam_fast.explore`).
+        """The interactive explorer of these maps, inline in Jupyter (see :func:`daam_fast.explore`).
 
         Args:
             images: None (the maps alone) or one RGB picture per image (B / topk): (N, 3, H, W)
                 uint8 or float in [0, 1], or a list of PIL images / arrays.
-            **kw: options of :func:`daam_fast.explore.page_html` (methods, class_names, mode, ...)
+            **kw: options of :func:`daam_fast.explorer.page_html` (methods, class_names, mode, ...)
                 and ``height`` of the frame in pixels (default 760).
 
         Returns:
             An ``IPython.display.HTML`` object (the page in an ``<iframe srcdoc>``), or the same
             HTML as a str where IPython is not installed.
         """
-        from .explore import iframe_html, page_html
         height = kw.pop("height", 760)
-        text = iframe_html(page_html(self.to("cpu"), images, **kw), height=height)
+        text = self._explorer_frame(images, height=height, **kw)
         try:
             from IPython.display import HTML
         except ImportError:
@@ -111,12 +116,62 @@ class DAAMResult:
         """Jupyter's rich display: the explorer of the maps alone (the first 16 images), or None
         (plain repr) where the page cannot be built (e.g. non-finite maps)."""
         try:
-            from .explore import iframe_html, page_html
-            return iframe_html(page_html(self.to("cpu"), None, max_rows=16))
+            return self._explorer_frame(None, max_rows=16)
         except (ValueError, TypeError, ImportError):
             return None
 
-    @staticmethod
-    def from_block_maps(block_maps: Tensor, targets: Tensor, **kw) -> "DAAMResult":
-        """Build a result from (B, L, h, w) per-block maps, accumulating over blocks."""
-        return DAAMResult(block_maps=block_maps, maps=torch.cumsum(block_maps, dim=1), targets=targets, **kw)
+    def _explorer_frame(self, images, height: int = 760, **kw) -> str:
+        """The display hook: the explorer page of these maps in an ``<iframe srcdoc>``. The only
+        import from the result up to a sub-system (:mod:`daam_fast.explorer`), made when a
+        result is displayed, never at import."""
+        from .explorer import iframe_html, page_html
+        return iframe_html(page_html(self.to("cpu"), images, **kw), height=height)
+
+    @classmethod
+    def from_block_maps(cls, block_maps: Tensor, targets: Tensor, *, logits: Optional[Tensor] = None,
+                        features: Optional[Tensor] = None, weights: Optional[Tensor] = None, method: str = "grad",
+                        grid: Optional[Tuple[int, int]] = None, topk: int = 1, normalize: bool = False,
+                        head_maps: Optional[Tensor] = None, maps: Optional[Tensor] = None) -> "DAAMResult":
+        """The one way a result is built (the fast path, the reference, the baselines).
+
+        Args:
+            block_maps: (B, L, h, w), or (B, L, h * w) with ``grid``, the per-block maps L_b.
+            targets: (B,) long, the class explained per row (-1: none).
+            logits, features, weights: as the attributes (``Scored.reported()`` gives them with
+                the targets); detached here.
+            method: the result's ``method``.  grid: (h, w) patch grid (default: block_maps' last two axes).
+            topk: rows per image (``target=TopK(k)``: k).
+            normalize: per-block min-max normalisation (L - min) / (max - min + 1e-10).
+            head_maps: None or (B, L, H, h, w) / (B, L, H, h * w) per-head terms (not normalised).
+            maps: None (the accumulated maps D_b, the cumulative sum of the block maps over L), or
+                the maps of a method that accumulates otherwise (rollout), shaped as block_maps.
+
+        Returns:
+            DAAMResult with block_maps / maps (B, L, h, w) float32 (float64 for float64 maps).
+
+        Raises:
+            ValueError: the maps do not fill the grid.
+
+        Example:
+            >>> res = DAAMResult.from_block_maps(torch.rand(2, 12, 14, 14), torch.tensor([3, 7]))
+        """
+        B, L = block_maps.shape[:2]
+        h, w = tuple(block_maps.shape[-2:]) if grid is None else grid
+        n = block_maps[0, 0].numel()
+        if n != h * w:
+            raise ValueError(f"{n} patch tokens do not fill the {h}x{w} grid")
+        bm = block_maps.reshape(B, L, h * w)
+        if normalize:
+            lo, hi = bm.amin(dim=-1, keepdim=True), bm.amax(dim=-1, keepdim=True)
+            bm = (bm - lo) / (hi - lo + 1e-10)
+        bm = _float(bm.reshape(B, L, h, w).detach())
+        maps = torch.cumsum(bm, dim=1) if maps is None else _float(maps.reshape(B, L, h, w).detach())
+        det = lambda t: None if t is None else t.detach()  # noqa: E731
+        if head_maps is not None:
+            head_maps = _float(head_maps.detach().reshape(B, L, -1, h, w))
+        return cls(block_maps=bm, maps=maps, targets=targets.detach(), logits=det(logits), features=det(features),
+                   weights=det(weights), method=method, grid=(h, w), head_maps=head_maps, topk=topk)
+
+
+def _float(t: Tensor) -> Tensor:
+    return t if t.dtype == torch.float64 else t.float()

@@ -2,29 +2,34 @@
 
 A target turns the model's output (logits (B, K), or the pooled feature (B, C) of a model
 without a head) into one score per image; DAAM, :func:`daam_fast.daam_reference` and the
-baselines differentiate their sum. Targets given as plain values keep working:
+baselines differentiate their sum. Each kind of target has one spelling:
 
-====================================  ==============================================
-``target=``                            meaning
-====================================  ==============================================
-None                                   the image's own argmax (model with a head), else
-                                       :class:`LabelFree` (or :class:`BankTarget` with ``bank=``)
-int, (B,) tensor or list of ints       :class:`ClassTarget`: that class's logit
-"top3" (or ``topk=3``)                 :class:`TopK`: each image's 3 best classes, rows image-major
-a callable ``f(output) -> (B,)``       :class:`Score`: any score of the output, e.g. a
-                                       regression output, a similarity to a query feature
-                                       (:class:`Similarity`), a text embedding's dot product
-a :class:`Target`                      itself
-====================================  ==============================================
+=========================================  ==============================================
+``target=``                                meaning
+=========================================  ==============================================
+None                                       each image's own prediction (its argmax logit);
+                                           for a model without a head, the label-free
+                                           weights (docs/method.md §4)
+an int, or (B,) class indices              that class's logit (one class for every image,
+(a tensor, or a list of ints)              or one per image)
+``TopK(k)``                                each image's k best classes in one batched call,
+                                           rows image-major (``res.topk == k``)
+``BankTarget(bank)``                       model without a head: the memory bank's k-NN
+                                           vote weights (docs/method.md §4)
+``Similarity(query)``                      cosine similarity of the output to a query
+any callable ``f(output) -> (B,)``         any differentiable score of the output: a
+                                           regression output, a text embedding's dot
+                                           product ``lambda f: f @ text``, ...
+=========================================  ==============================================
 
 Coefficients (docs/method.md §3): G_b is ReLU'd for a model with a classifier head (the
-paper's supervised rule), not for a model without one (the self-supervised rule); a
-:class:`Score` may say otherwise with ``relu=``.
+paper's supervised rule), not for a model without one (the self-supervised rule);
+``Similarity(query, relu=...)`` or a :class:`Target` subclass's ``relu`` says otherwise.
 
 Example:
-    >>> from daam_fast import DAAM, Score, TopK
-    >>> res = DAAM(model)(x, target=TopK(3))                   # rows i*3 + j: image i, j-th class
-    >>> res = DAAM(dino)(x, target=Score(lambda f: f @ text))  # headless: feature . text embedding
+    >>> from daam_fast import DAAM, TopK
+    >>> res = DAAM(model)(x, target=TopK(3))               # rows i*3 + j: image i, j-th class
+    >>> res = DAAM(dino)(x, target=lambda f: f @ text)     # headless: feature . text embedding
 """
 from __future__ import annotations
 
@@ -39,10 +44,9 @@ from torch import Tensor
 from .adapters import Adapter
 from .bank import MemoryBank, dimension_weights, label_free_weights
 
-__all__ = ["Target", "ClassTarget", "TopK", "BankTarget", "LabelFree", "Score", "Similarity", "TargetLike",
-           "Scored", "as_target"]
+__all__ = ["Target", "TopK", "BankTarget", "Similarity", "TargetLike"]
 
-TargetLike = Union[None, int, str, Sequence[int], Tensor, "Target", Callable[[Tensor], Tensor]]
+TargetLike = Union[None, int, Sequence[int], Tensor, "Target", Callable[[Tensor], Tensor]]
 
 
 class Scored(NamedTuple):
@@ -56,6 +60,10 @@ class Scored(NamedTuple):
     features: Optional[Tensor]
     weights: Optional[Tensor]
 
+    def reported(self) -> dict:
+        """targets, logits, features, weights: the keywords of :meth:`DAAMResult.from_block_maps`."""
+        return {"targets": self.targets, "logits": self.logits, "features": self.features, "weights": self.weights}
+
 
 # (flags (R,) bool on the device, error maker(list of bad rows) -> Exception): value checks
 # that would stall the GPU if read before the maps are formed; read once at the end.
@@ -63,11 +71,15 @@ Deferred = Tuple[Tensor, Callable[[List[int]], Exception]]
 
 
 class Target:
-    """Base class of targets. A subclass sets ``head`` (True: needs a classifier head,
-    False: needs a model without one, None: either) and implements :meth:`score`.
+    """Base class of the target objects (:class:`TopK`, :class:`BankTarget`, :class:`Similarity`).
+
+    A plain callable ``f(output) -> (B,)`` covers most custom targets; a subclass is for one
+    that needs more: it sets ``head`` (True: needs a classifier head, False: needs a model
+    without one, None: either), may set ``relu`` and ``per_image``, and implements :meth:`score`.
 
     Attributes:
         per_image: rows explained per image (k for :class:`TopK`, else 1).
+        relu: ReLU on G_b (None: on iff the model has a classifier head).
     """
 
     head: Optional[bool] = None
@@ -85,7 +97,7 @@ class Target:
         name = type(self).__name__
         if self.head is True and adapter.num_classes == 0:
             raise ValueError(f"{name}: the model has no classifier head (self-supervised path: use target=None, "
-                             "bank=, or a callable scoring the feature)")
+                             "target=BankTarget(bank), or a callable scoring the feature)")
         if self.head is False and adapter.num_classes > 0:
             raise ValueError(f"{name} is for models without a classifier head (num_classes=0)")
         bound = copy.copy(self)
@@ -121,12 +133,13 @@ class Target:
         return Scored(y, targets, det if sup else None, None if sup else det, weights)
 
 
-class ClassTarget(Target):
-    """The pre-softmax logit of a class (docs/method.md §2).
+class _Classes(Target):
+    """``target=None`` / an int / (B,) class indices on a model with a head: the pre-softmax
+    logit of a class (docs/method.md §2).
 
     Args:
         index: None (each image's argmax), an int for every image, or (B,) class indices
-            (tensor or list).
+            (tensor or list of ints).
     """
 
     head = True
@@ -226,7 +239,7 @@ class BankTarget(Target):
 
     def bind(self, adapter: Adapter, batch: int) -> "Target":
         if adapter.num_classes > 0:
-            raise ValueError("bank= is for models without a classifier head (num_classes=0)")
+            raise ValueError("BankTarget is for models without a classifier head (num_classes=0)")
         return super().bind(adapter, batch)
 
     def score(self, out: Tensor) -> Scored:
@@ -234,8 +247,8 @@ class BankTarget(Target):
         return self._report(out, targets=c, weights=w, y=(w.to(out.dtype) * out).sum(dim=1))
 
 
-class LabelFree(Target):
-    """Model without a head and no bank: Y = sum_d w_d f_d with the label-free weights
+class _LabelFree(Target):
+    """``target=None`` on a model without a head: Y = sum_d w_d f_d with the label-free weights
     w = minmax(f'^2 / |sum f'^2|) (the image as its own single neighbour, docs/method.md §4)."""
 
     head = False
@@ -245,8 +258,8 @@ class LabelFree(Target):
         return self._report(out, weights=w, y=(w.to(out.dtype) * out).sum(dim=1))
 
 
-class Score(Target):
-    """Any differentiable score of the model output: ``fn(output) -> (B,)``.
+class _Score(Target):
+    """A callable target: any differentiable score of the model output, ``fn(output) -> (B,)``.
 
     ``output`` is the logits (B, K) of a model with a head, else the pooled feature (B, C),
     in the model's dtype and with its graph. Examples: a regression output ``lambda o: o[:, 0]``,
@@ -259,7 +272,7 @@ class Score(Target):
 
     def __init__(self, fn: Callable[[Tensor], Tensor], relu: Optional[bool] = None):
         if not callable(fn):
-            raise TypeError(f"Score: fn must be callable, got {type(fn).__name__}")
+            raise TypeError(f"target: the score function must be callable, got {type(fn).__name__}")
         self.fn, self.relu = fn, relu
 
     def score(self, out: Tensor) -> Scored:
@@ -275,13 +288,16 @@ class Score(Target):
         return self._report(out, y=s)
 
 
-class Similarity(Score):
+class Similarity(_Score):
     """Cosine similarity of the output (the feature of a model without a head) to a query.
 
     Args:
         query: (C,) or (B, C) query feature, e.g. the feature of another image or a text
             embedding in the same space.
-        relu: as for :class:`Score`.
+        relu: ReLU on G_b (None: on iff the model has a classifier head).
+
+    Example:
+        >>> res = DAAM(dino)(x, target=Similarity(dino(x_query)[0]))
     """
 
     def __init__(self, query: Tensor, relu: Optional[bool] = None):
@@ -297,44 +313,31 @@ class Similarity(Score):
         return F.cosine_similarity(out, q.expand_as(out) if q.dim() == 1 else q, dim=1)
 
 
-_TOP = re.compile(r"top(\d+)")
-
-
-def as_target(target: TargetLike, adapter: Adapter, batch: int, bank: Optional[MemoryBank] = None,
-              topk: Optional[int] = None) -> Target:
-    """The bound :class:`Target` of a user's ``target`` / ``bank`` / ``topk`` arguments.
+def as_target(target: TargetLike, adapter: Adapter, batch: int) -> Target:
+    """The bound :class:`Target` of a user's ``target`` argument (see the module docstring).
 
     Args:
-        target: see the module docstring.  adapter: the model's adapter.  batch: B.
-        bank: a MemoryBank (model without a head): the same as ``target=BankTarget(bank)``.
-        topk: k: the same as ``target=TopK(k)``.
+        target: None, an int, (B,) class indices (tensor or list of ints), a target object
+            or a callable ``f(output) -> (B,)``.  adapter: the model's adapter.  batch: B.
 
     Raises:
-        ValueError / TypeError naming what is wrong, before any forward.
+        ValueError / TypeError naming what is wrong, before any forward; a removed spelling
+        (a string such as "top3") names the one to use.
     """
-    if bank is not None:
-        if target is not None or topk is not None:
-            raise ValueError("give bank= or target= / topk=, not both (target=BankTarget(bank) is bank=bank)")
-        target = BankTarget(bank)
-    if topk is not None:
-        if target is not None:
-            raise ValueError("give target= or topk=, not both (target=TopK(k) is topk=k)")
-        target = TopK(topk)
     if isinstance(target, str):
-        m = _TOP.fullmatch(target.strip().lower())
-        if not m:
-            raise ValueError(f"target={target!r}: the only string target is 'top<k>' (e.g. 'top3')")
-        target = TopK(int(m.group(1)))
+        m = re.fullmatch(r"top(\d+)", target.strip().lower())
+        use = f"target=TopK({m.group(1)})" if m else "TopK(k), an int class or a callable"
+        raise TypeError(f"target={target!r}: string targets were removed in daam_fast 0.2.0; use {use}")
     if target is None:
-        target = ClassTarget() if adapter.num_classes > 0 else LabelFree()
+        target = _Classes() if adapter.num_classes > 0 else _LabelFree()
     elif isinstance(target, (int, list, tuple, Tensor)) or hasattr(target, "__array__"):
         if adapter.num_classes == 0:
             raise ValueError("target given, but the model has no classifier head (self-supervised path: "
-                             "pass a MemoryBank with bank=..., or a callable scoring the feature)")
-        target = ClassTarget(target)
+                             "target=BankTarget(bank) with a MemoryBank, or a callable scoring the feature)")
+        target = _Classes(target)
     elif not isinstance(target, Target):
         if not callable(target):
-            raise TypeError(f"target must be None, an int, (B,) class indices, 'top<k>', a daam_fast Target "
-                            f"or a callable f(output) -> (B,) scores; got {type(target).__name__}")
-        target = Score(target)
+            raise TypeError(f"target must be None, an int, (B,) class indices, TopK(k), BankTarget(bank), "
+                            f"Similarity(query) or a callable f(output) -> (B,) scores; got {type(target).__name__}")
+        target = _Score(target)
     return target.bind(adapter, batch)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from daam_fast import DAAM, MemoryBank
-from daam_fast._model import Checks
+from daam_fast._checks import Checks
 from daam_fast.methods import METHODS
 from models import tiny_vit
 

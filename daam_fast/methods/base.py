@@ -5,7 +5,7 @@ from typing import Callable, Optional
 
 from torch import Tensor
 
-from .._capture import CallState, attend
+from .._capture import CallState, block_attention, kernel_backend
 from ..adapters import Adapter
 from ..adapters.base import Core
 from ..targets import Scored
@@ -24,9 +24,11 @@ class Method:
     Attributes:
         name: the ``method=`` string.
         summary: one line for help texts.
-        forward_only: no backward through the blocks (``checkpoint=True`` is refused).
-        reduce_first_block: the block-1 row split of "grad" applies.
-        reduce_last_block: the last block may compute only the rows the head reads.
+        forward_only: no backward through the blocks (``activation_checkpointing=True`` is refused).
+        reduce_first_block: the block-1 row split of "grad" applies (exact; always on where
+            the model's family supports it).
+        reduce_last_block: the last block may compute only the rows the head reads (exact;
+            always on where the family supports it).
         kernel_row: the method reads the [class] row in the forward, so the cls_attention
             kernel may produce it beside the attention output (only when a kernel backend
             is asked for explicitly, see :func:`daam_fast._capture.kernel_backend`).
@@ -49,19 +51,16 @@ class Method:
     def core(self, adapter: Adapter, b: int, state: Callable[[], CallState]) -> Core:
         """Block b's attention core ``core(x, rows, ctx)`` (see :mod:`daam_fast.adapters.base`).
 
-        The default runs the family's q / k / v, the attention (:func:`daam_fast._capture.attend`)
+        The default runs the shared attention core (:func:`daam_fast._capture.block_attention`)
         and hands everything to :meth:`capture`. ``state()`` is the current call's state.
         """
-        H, d = adapter.num_heads, adapter.head_dim
         scale = adapter.scale(b)
 
         def core(x: Tensor, rows: Optional[int], ctx) -> Tensor:
             st = state()
-            q, k, v = adapter.qkv(b, x, rows, ctx)
-            bias = adapter.attn_bias(b, ctx)                               # e.g. BEiT's relative position bias
-            o, a = attend(q, k, v, scale, bias, self.kernel_row, st.backend, adapter.pool)
-            T = o.transpose(1, 2).reshape(x.shape[0], q.shape[2], H * d)    # input of norm / proj
-            return self.capture(st, b, scale, x, rows, q, k, v, T, a, bias)
+            att = block_attention(adapter, b, x, rows, ctx,
+                                  row_kernel=kernel_backend(st.backend) if self.kernel_row else None)
+            return self.capture(st, b, scale, x, rows, att.q, att.k, att.v, att.T, att.row, att.bias)
 
         return core
 

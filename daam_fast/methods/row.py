@@ -23,12 +23,14 @@ to "grad" and cost: README (Methods), ``benchmarks/direct_fidelity.py``.
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .._capture import CallState, QKVSlot, RowSlot, coefficients, model_attention, slot_map
+from .._capture import CallState, QKVSlot, RowSlot, block_attention, coefficients, slot_map
+from .._rows import softmax_rows
 from ..adapters import Adapter
 from ..targets import Scored
 from .base import Method
@@ -80,25 +82,15 @@ class RowCall:
         B = x.shape[0]
         if self.phase == "forward":
             with torch.no_grad():
-                q, k, v = adapter.qkv(b, x, rows, ctx)
-                bias = adapter.attn_bias(b, ctx)
-                # contiguous copies: the row graph's matmuls then read them in place (views of the
-                # qkv output would be copied by each matmul, forward and backward), and the qkv
-                # buffer (q too) is freed
-                self.kv[b] = (k.contiguous(), v.contiguous(), None if bias is None else bias[:, :, :R])
-                if b == adapter.depth - 1:
-                    raise _Stop()
-                o = model_attention(q, k, v, scale, bias)
-                return adapter.attn_out(b, o.transpose(1, 2).reshape(B, q.shape[2], H * d), x, rows)
+                att = block_attention(adapter, b, x, rows, ctx, keep=functools.partial(self._keep, b))
+                return adapter.attn_out(b, att.T, x, rows)
         if x.shape[1] != R or rows is not None:
             raise RuntimeError(f"method='row': block {b}'s attention got {x.shape[1]} rows in the row graph, "
                                f"expected {R}")
         kc, vc, brow = self.kv[b]
         q, k, v = adapter.qkv(b, x, None, None)                  # rows < R <= P: no rotary embedding
-        logits = torch.cat([q @ k.transpose(-2, -1), q @ kc[:, :, R:].transpose(-2, -1)], dim=-1) * scale
-        if brow is not None:
-            logits = logits + brow
-        a = logits.float().softmax(dim=-1).to(v.dtype)                       # (B, H, R, N)
+        # the R queries over their own keys (in the graph) and the other tokens' (constants)
+        a = softmax_rows(q, (k, kc[:, :, R:]), scale, brow).to(v.dtype)                 # (B, H, R, N)
         o = a[..., :R] @ v + a[..., R:] @ vc[:, :, R:]                        # (B, H, R, d)
         T = o.transpose(1, 2).reshape(B, R, H * d)
         self.T[b] = T
@@ -106,6 +98,15 @@ class RowCall:
         if brow is not None:
             self.a0[b] = a[:, :, 0].detach().float()
         return adapter.attn_out(b, T, x, None)
+
+    def _keep(self, b: int, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor]) -> None:
+        """The forward's capture of block b, before its attention runs: contiguous copies of k, v
+        (the row graph's matmuls then read them in place; views of the qkv output would be
+        copied by each matmul, forward and backward) and the bias's first R rows. After the
+        last block's, the forward stops (:class:`_Stop`)."""
+        self.kv[b] = (k.contiguous(), v.contiguous(), None if bias is None else bias[:, :, :self.R])
+        if b == self.adapter.depth - 1:
+            raise _Stop()
 
     def forward(self, images: Tensor) -> None:
         """Phase 1: the forward without a graph, stopped after the last block's k, v."""

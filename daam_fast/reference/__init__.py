@@ -2,8 +2,9 @@
 
 Slow on purpose and independent of the fast path's code: explicit (unfused) attention
 with the full N x N softmax (q, k, v and the output projection taken from the model's
-adapter, :mod:`daam_fast.adapters`, the only code it shares with the fast path besides the
-session and the targets), coefficients for every row of every block's T_b, the literal
+adapter, :mod:`daam_fast.adapters`; besides the adapter it shares only the session, the
+targets, the one explicit softmax :func:`daam_fast._rows.softmax_rows` and the result's
+constructor with the fast path), coefficients for every row of every block's T_b, the literal
 decomposition S_b[n, c] = a_b^{h(c)}[n] v_b[n, c] and the channel sum. It is the oracle of
 every test. Rendering's reference is :func:`daam_fast.render.render` (docs/method.md §5).
 
@@ -21,10 +22,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._model import Checks, check_images
+from .._checks import Checks, check_images
+from .._removed import REMOVED_CALL_KEYWORDS, reject_keywords
 from .._session import frozen, patched
 from ..adapters import get_adapter
-from ..bank import MemoryBank
 from ..result import DAAMResult
 from ..targets import TargetLike, as_target
 from ._explicit import explicit_core
@@ -40,10 +41,9 @@ _MODULES = (
 REFERENCES = {name: importlib.import_module(f"{__name__}.{name}") for name in _MODULES}
 
 
-def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
-                   bank: Optional[MemoryBank] = None, *, dtype: torch.dtype = torch.float32,
-                   normalize: bool = False, method: str = "grad", heads: bool = False,
-                   topk: Optional[int] = None) -> DAAMResult:
+def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None, *,
+                   dtype: torch.dtype = torch.float32, normalize: bool = False, method: str = "grad",
+                   heads: bool = False, **removed) -> DAAMResult:
     """DAAM maps computed the slow, literal way (the oracle for every fast path).
 
     Args:
@@ -52,9 +52,9 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
             on a deep copy.
         images: (B, C, H, W) normalised model input.
         target: as for :meth:`daam_fast.DAAM.__call__` (:mod:`daam_fast.targets`): None, an
-            int, (B,) class indices, "top<k>", a callable ``f(output) -> (B,)`` or a Target.
-        bank: MemoryBank for a model without a head (docs/method.md §4); None there uses the
-            label-free weights ``w = minmax(f'^2 / |sum f'^2|)`` (see README).
+            int, (B,) class indices, ``TopK(k)``, ``BankTarget(bank)`` (model without a head,
+            docs/method.md §4; None there uses the label-free weights), ``Similarity(query)``
+            or a callable ``f(output) -> (B,)``.
         dtype: float32 or float64 (computed on a copy of the model in that dtype).
         normalize: per-block min-max normalisation of L_b (off by default, as the authors' demos).
         method: "grad" (the paper: G_b = dY/dT_b[0] by autograd), "direct" (docs/method.md
@@ -63,12 +63,16 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
             values detached, G_b by autograd).
         heads: also return the per-head terms sum_{c in head h} G_b[c] S_b[n, c] as
             ``head_maps`` (B, L, H, h, w), not normalised.
-        topk: k: the same as ``target=TopK(k)``.
 
     Returns:
         DAAMResult with block_maps / maps (B, L, h, w) in ``dtype``, method "reference"
         ("reference-<method>" for other methods).
+
+    Example:
+        >>> ref = daam_reference(model, x, dtype=torch.float64)
+        >>> torch.testing.assert_close(DAAM(model)(x).maps, ref.maps.float(), rtol=1e-4, atol=1e-6)
     """
+    reject_keywords("daam_reference()", removed, REMOVED_CALL_KEYWORDS)
     if method not in REFERENCES:
         raise ValueError(f"method={method!r}: expected one of {', '.join(map(repr, REFERENCES))}")
     ref = REFERENCES[method]
@@ -77,7 +81,7 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
     why = ref.support(adapter)
     if why is not None:
         raise ValueError(f"method={method!r} cannot explain this model: {why}")
-    tgt = as_target(target, adapter, images.shape[0], bank=bank, topk=topk)
+    tgt = as_target(target, adapter, images.shape[0])
     h, w = adapter.grid(images)
     m = model
     if next(model.parameters()).dtype != dtype:
@@ -109,16 +113,9 @@ def daam_reference(model: nn.Module, images: Tensor, target: TargetLike = None,
         terms = S * coef[:, None, :]                                        # (B, N, C)
         L = terms.sum(dim=-1).clamp_min(0)[:, P:]                           # (B, N - P)
         if heads:
-            head_maps.append(terms.reshape(B, N, H, d).sum(dim=-1).transpose(1, 2)[:, :, P:].reshape(B, H, h, w))
-        if normalize:
-            lo, hi = L.min(dim=1, keepdim=True).values, L.max(dim=1, keepdim=True).values
-            L = (L - lo) / (hi - lo + 1e-10)
-        if L.shape[1] != h * w:
-            raise ValueError(f"{L.shape[1]} patch tokens do not fill the {h}x{w} grid")
-        block_maps.append(L.reshape(B, h, w))
-    bm = torch.stack(block_maps, dim=1).detach()
-    det = lambda t: None if t is None else t.detach()  # noqa: E731
-    return DAAMResult(block_maps=bm, maps=torch.cumsum(bm, dim=1), targets=scored.targets.detach(),
-                      logits=det(scored.logits), features=det(scored.features), weights=det(scored.weights),
-                      method="reference" if method == "grad" else f"reference-{method}", grid=(h, w),
-                      head_maps=torch.stack(head_maps, dim=1).detach() if heads else None, topk=tgt.per_image)
+            head_maps.append(terms.reshape(B, N, H, d).sum(dim=-1).transpose(1, 2)[:, :, P:])     # (B, H, N - P)
+        block_maps.append(L)
+    return DAAMResult.from_block_maps(
+        torch.stack(block_maps, dim=1), **scored.reported(), normalize=normalize, grid=(h, w), topk=tgt.per_image,
+        method="reference" if method == "grad" else f"reference-{method}",
+        head_maps=torch.stack(head_maps, dim=1) if heads else None)

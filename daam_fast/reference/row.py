@@ -4,7 +4,8 @@ The full model runs with the explicit N x N softmax in every block, in which the
 values of the tokens j >= R (R = the rows the head reads) are detached: the rows 0..R-1 then
 depend on the other tokens only through constants, which is the row path. Autograd of Y with
 respect to every block's full T_b gives G_b = dY/dT_b[0] on that path. Shares nothing with the
-fast path (daam_fast/methods/row.py) but the adapter.
+fast path (daam_fast/methods/row.py) but the adapter and the explicit softmax
+(:func:`daam_fast._rows.softmax_rows`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import Tensor
 from ..adapters import Adapter
 from ..adapters.base import Core
 from ..targets import Scored, Target
+from ._explicit import explicit_core
 
 
 def support(adapter: Adapter) -> Optional[str]:
@@ -25,27 +27,9 @@ def support(adapter: Adapter) -> Optional[str]:
 
 
 def core(adapter: Adapter, b: int, store: List[dict]) -> Core:
-    """Block b's attention with the full N x N softmax over [k_r, v_r for r < R (in the graph),
-    k_j, v_j for j >= R (detached)]; appends {"A", "v", "T"} to ``store`` as the explicit core does."""
-    H, d, scale, R = adapter.num_heads, adapter.head_dim, adapter.scale(b), int(adapter.head_rows)
-
-    def attention(x: Tensor, rows, ctx) -> Tensor:
-        if rows is not None:
-            raise RuntimeError("daam_reference: row reduction is not used by the reference")
-        B, N, _ = x.shape
-        q, k, v = adapter.qkv(b, x, None, ctx)
-        k = torch.cat([k[:, :, :R], k[:, :, R:].detach()], dim=2)          # the other tokens: constants
-        v = torch.cat([v[:, :, :R], v[:, :, R:].detach()], dim=2)
-        logits = (q * scale) @ k.transpose(-2, -1)                          # (B, H, N, N)
-        bias = adapter.attn_bias(b, ctx)
-        if bias is not None:
-            logits = logits + bias
-        A = logits.softmax(dim=-1)
-        T = (A @ v).transpose(1, 2).reshape(B, N, H * d)
-        store.append({"A": A.detach(), "v": v.detach(), "T": T})
-        return adapter.attn_out(b, T, x)
-
-    return attention
+    """Block b's explicit attention with the keys and values of the tokens j >= R detached
+    (:func:`~daam_fast.reference._explicit.explicit_core` with ``detach_from=R``)."""
+    return explicit_core(adapter, b, store, detach_from=int(adapter.head_rows))
 
 
 def coefficients(adapter: Adapter, x: Tensor, store: List[dict], target: Target) -> Tuple[List[Tensor], Scored]:

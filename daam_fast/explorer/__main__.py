@@ -1,4 +1,4 @@
-"""A demo page from the shipped model: ``python -m daam_fast.explore out.html``.
+"""A demo page from the shipped model: ``python -m daam_fast.explorer out.html``.
 
 Explains shapes images with ``shapes_vit`` (top-2 classes, per-head maps where the explainer
 records them) by DAAM grad, DAAM direct and attention rollout, and writes the explorer page.
@@ -13,32 +13,28 @@ import torch.nn.functional as F
 
 
 def main(argv=None) -> str:
-    ap = argparse.ArgumentParser(prog="python -m daam_fast.explore", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m daam_fast.explorer", description=__doc__.splitlines()[0])
     ap.add_argument("out", help="the .html file to write")
     ap.add_argument("--images", type=int, default=8, help="number of shapes images (default 8)")
     ap.add_argument("--seed", type=int, default=3, help="seed of the shapes images (default 3)")
     ap.add_argument("--side", type=int, default=256, help="display size of the pictures in pixels (default 256)")
     a = ap.parse_args(argv)
 
-    from .. import DAAM, baselines
-    from ..preprocess import input_spec, prepare
+    from .. import baselines
+    from ..explainer import DAAM
+    from ..preprocess import prepare
+    from ..targets import TopK
     from ..zoo import CLASSES, load_model
     from ..zoo.shapes import make_shapes
     from . import explore
 
     model = load_model("shapes_vit")
     data = make_shapes(a.images, seed=a.seed)
-    x, rgb = prepare(list(data.images), input_spec(model))
+    x, rgb = prepare(list(data.images), model)
     results = {}
     for method in ("grad", "direct"):
-        try:
-            with DAAM(model, method=method, heads=True) as daam:
-                results[method] = daam(x, target="top2")
-        except TypeError:                       # an explainer without heads / top-k
-            with DAAM(model, method=method) as daam:
-                results[method] = daam(x)
-    topk = results["grad"].topk
-    results["rollout"] = baselines.explain(model, x, "rollout", target="top2" if topk > 1 else None)
+        results[method] = DAAM(model, method=method, heads=True)(x, target=TopK(2))
+    results["rollout"] = baselines.explain(model, x, "rollout", target=TopK(2))
     pics = F.interpolate(rgb.float(), size=(a.side, a.side), mode="bicubic", align_corners=False)
     pics = pics.round().clamp(0, 255).to(torch.uint8)
     path = explore(results["grad"], pics, a.out, methods={k: v for k, v in results.items() if k != "grad"},

@@ -1,7 +1,7 @@
 """The interactive explorer: one self-contained HTML page per run (docs/method.md §3, §5).
 
-``daam_fast.explore(res, images, path)`` writes the page; ``page_html(...)`` returns it as a
-string (``res.show(images)`` shows it inline in Jupyter). The page needs no network: its
+:func:`explore` (``daam_fast.explore(res, images, path)``) writes the page; :func:`page_html`
+returns it as a string (``res.show(images)`` shows it inline in Jupyter). The page needs no network: its
 script, style, maps (scaled float16, base64) and pictures (base64 JPEG or PNG) are inline,
 and it colours the maps itself, step for step as :func:`daam_fast.render.render` does.
 
@@ -13,17 +13,16 @@ pointer.
 
 Example:
     >>> import daam_fast
-    >>> with daam_fast.DAAM(model, heads=True) as daam:
-    ...     res = daam(x, target="top3")
+    >>> res = daam_fast.DAAM(model, heads=True)(x, target=daam_fast.TopK(3))
     >>> daam_fast.explore(res, rgb, "run.html", class_names=names)
+
+``python -m daam_fast.explorer out.html`` writes a demo page from the shipped model.
 """
 from __future__ import annotations
 
 import html as _html
 import json
 import os
-import sys
-import types
 from importlib import resources
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
@@ -213,13 +212,3 @@ def read_page(path_or_html: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
         if rec["H"]:
             rec["heads_t"] = _pack.decode_f16(rec["heads"], rec["heads_scale"], (rows, L, rec["H"], h, w))
     return data
-
-
-class _CallableModule(types.ModuleType):
-    """``daam_fast.explore(...)`` calls :func:`explore`; ``daam_fast.explore.page_html`` stays reachable."""
-
-    def __call__(self, *args: Any, **kw: Any) -> str:
-        return explore(*args, **kw)
-
-
-sys.modules[__name__].__class__ = _CallableModule
