@@ -5,7 +5,7 @@ Script mode (prints a Markdown table):
     .venv/bin/python benchmarks/bench_e2e.py --model deit_small_patch16_224 --batch 8 --threads 2
 pytest-benchmark mode (``make bench``, which installs the `bench` extra: daam-timm-vit, grad-cam):
   * ``test_e2e``: one benchmark per (model, provider), for the pytest-benchmark table; the
-    providers include the DAAM options checkpoint=True and compile=True;
+    providers include the DAAM options activation_checkpointing=True and compile=True;
   * ``test_ratios``: every provider timed round-robin in one run, the ratio being the median
     over rounds of each round's time over inference's in the same round, with the
     issue's CPU targets checked (grad <= 2.0x inference at 197 tokens, direct and row <= 1.15x, at 785

@@ -220,7 +220,7 @@ def bench_e2e(device: torch.device, reps: int, models: Sequence[str], batch: int
                 provs[f"daam_fast {method}" + (f" ({b})" if b else "")] = call
         if not quick and not smoke:
             from daam_fast.bench import LIMIT, _forward_input_backward
-            for label, kw2 in (("grad checkpoint", dict(checkpoint=True)), ("grad compile", dict(compile=True))):
+            for label, kw2 in (("grad checkpoint", dict(activation_checkpointing=True)), ("grad compile", dict(compile=True))):
                 explainer = DAAM(model, **kw2)
 
                 def call(e=explainer):

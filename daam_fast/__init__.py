@@ -20,6 +20,7 @@ Example:
     >>> top = DAAM(model)(x, target=TopK(3))   # rows i*3 + j: image i, its j-th best class
     >>> frames = render(res.maps, images=rgb)  # (B, L, H, W, 3) uint8 attention flow
 """
+from ._removed import removed_name
 from .bank import MemoryBank
 from .explainer import DAAM
 from .explorer import explore
@@ -33,3 +34,7 @@ __version__ = "0.2.0"
 
 __all__ = ["DAAM", "DAAMResult", "MemoryBank", "TopK", "BankTarget", "Similarity", "prepare", "render", "explore",
            "daam_reference", "__version__"]
+
+
+def __getattr__(name: str):
+    raise removed_name(__name__, name)       # a removed name (e.g. ClassTarget) says what replaces it

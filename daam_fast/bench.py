@@ -30,7 +30,8 @@ PROVIDERS = ("inference", "daam_fast grad", "daam_fast direct", "daam_fast row",
              "grad-cam GradCAM")
 # DAAM options measured by `make bench` (and by `daam-fast bench --providers ...`); not in the
 # default table: compile=True spends its first call compiling.
-OPTIONS = {"daam_fast grad checkpoint": dict(checkpoint=True), "daam_fast grad compile": dict(compile=True),
+OPTIONS = {"daam_fast grad checkpoint": dict(activation_checkpointing=True),
+           "daam_fast grad compile": dict(compile=True),
            "daam_fast direct compile": dict(method="direct", compile=True)}
 # The floor the issue names for "grad": one plain forward plus one input-only backward that
 # stops at block 1's T (the input of blocks[0].attn.proj), frozen weights, no maps.

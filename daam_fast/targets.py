@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._removed import removed_name
 from .adapters import Adapter
 from .bank import MemoryBank, dimension_weights, label_free_weights
 
@@ -341,3 +342,7 @@ def as_target(target: TargetLike, adapter: Adapter, batch: int) -> Target:
                             f"Similarity(query) or a callable f(output) -> (B,) scores; got {type(target).__name__}")
         target = _Score(target)
     return target.bind(adapter, batch)
+
+
+def __getattr__(name: str):
+    raise removed_name(__name__, name)       # a removed name (e.g. ClassTarget) says what replaces it

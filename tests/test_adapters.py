@@ -12,7 +12,7 @@ import timm
 import torch
 from torch import nn
 
-from daam_fast import DAAM, MemoryBank, daam_reference
+from daam_fast import DAAM, BankTarget, MemoryBank, daam_reference
 from daam_fast.adapters import families, get_adapter
 from daam_fast.models import dino_to_timm, load_dino
 from models import randomize, tiny_vit
@@ -178,8 +178,8 @@ def test_self_supervised_bank(case):
     g = torch.Generator().manual_seed(4)
     bank = MemoryBank.from_features(torch.randn(40, C, generator=g), torch.randint(0, 3, (40,), generator=g), k=5)
     x = _x(3, seed=4)
-    ref = daam_reference(model, x, bank=bank, dtype=torch.float64)
-    res = DAAM(model)(x, bank=bank)
+    ref = daam_reference(model, x, target=BankTarget(bank), dtype=torch.float64)
+    res = DAAM(model)(x, target=BankTarget(bank))
     assert torch.equal(res.targets, ref.targets) and (res.targets >= 0).all()
     assert_close(res.block_maps, ref.block_maps, name=f"{case} bank")
 
@@ -261,9 +261,11 @@ def test_hf_keeps_sdpa_and_reduction_is_exact():
     model = hf_vit()
     assert model.config._attn_implementation == "sdpa"
     x = _x(2, seed=8)
-    full = DAAM(model, reduce_last_block=False)(x)
+    full = DAAM(model)
+    full._reduce_last = False                   # the exact reduction's private switch
+    full = full(x)
     red = DAAM(model)(x)
-    assert DAAM(model).reduce_last_block
+    assert DAAM(model)._reduce_last
     assert_close(red.block_maps, full.block_maps)
     assert model.config._attn_implementation == "sdpa"
 
@@ -369,8 +371,8 @@ def test_dino_checkpoint_mapped_to_timm_gives_identical_features(tmp_path):
     assert (got - want).abs().max() < 1e-5
     # the explainer on the loaded model, self-supervised, equals the reference
     bank = MemoryBank.from_features(torch.randn(30, 192), torch.arange(30) % 3, k=5)
-    ref = daam_reference(model, x, bank=bank, dtype=torch.float64)
-    res = DAAM(model)(x, bank=bank)
+    ref = daam_reference(model, x, target=BankTarget(bank), dtype=torch.float64)
+    res = DAAM(model)(x, target=BankTarget(bank))
     assert_close(res.block_maps, ref.block_maps)
     # the renamed dict: backbone keys only, same names as the DINO module
     sd = dino_to_timm(ckpt)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from daam_fast import DAAM, MemoryBank, daam_reference
+from daam_fast import DAAM, BankTarget, MemoryBank, daam_reference
 from models import tiny_vit
 
 
@@ -69,13 +69,13 @@ def test_bank_misuse():
     sup = tiny_vit()
     bank = MemoryBank.from_features(torch.randn(10, 48), torch.arange(10) % 3)
     with pytest.raises(ValueError, match="without a classifier head"):
-        DAAM(sup)(torch.randn(1, 3, 32, 32), bank=bank)
+        DAAM(sup)(torch.randn(1, 3, 32, 32), target=BankTarget(bank))
     ssl = tiny_vit(num_classes=0)
     with pytest.raises(ValueError, match="no classifier head"):
         DAAM(ssl)(torch.randn(1, 3, 32, 32), target=1)
     wrong = MemoryBank.from_features(torch.randn(10, 7), torch.arange(10) % 3)
     with pytest.raises(ValueError, match="feature dim"):
-        DAAM(ssl)(torch.randn(1, 3, 32, 32), bank=wrong)
+        DAAM(ssl)(torch.randn(1, 3, 32, 32), target=BankTarget(wrong))
 
 
 def test_inference_mode_refused_clearly():

@@ -5,7 +5,7 @@ Each case names the code path it exercises (tests/models.py: MODEL_CASES).
 import pytest
 import torch
 
-from daam_fast import DAAM, MemoryBank, daam_reference
+from daam_fast import DAAM, BankTarget, MemoryBank, daam_reference
 from models import MODEL_CASES, tiny_vit
 from tolerances import assert_close
 
@@ -100,10 +100,11 @@ def test_self_supervised(use_bank):
     model = tiny_vit(num_classes=0)
     x = _inputs((3, 32, 32), 3)
     bank = _bank(model) if use_bank else None
-    ref = daam_reference(model, x, bank=bank, dtype=torch.float64)
+    target = BankTarget(bank) if use_bank else None
+    ref = daam_reference(model, x, target=target, dtype=torch.float64)
     _nontrivial(ref)
     with DAAM(model) as daam:
-        res = daam(x, bank=bank)
+        res = daam(x, target=target)
     assert res.logits is None and res.features.shape == (3, model.num_features)
     assert torch.equal(res.targets, ref.targets)
     if use_bank:
@@ -140,7 +141,9 @@ def test_normalize_option():
 def test_reduce_last_block_is_exact():
     model = tiny_vit(depth=2)
     x = _inputs((3, 32, 32), 2)
-    with DAAM(model, reduce_last_block=False) as daam:
+    full = DAAM(model)
+    full._reduce_last = False                   # the exact reduction's private switch
+    with full as daam:
         full = daam(x)
     with DAAM(model) as daam:
         red = daam(x)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daam_fast import DAAM, MemoryBank, daam_reference
+from daam_fast import DAAM, BankTarget, MemoryBank, daam_reference
 from daam_fast.models import dinov2_to_timm, load_dinov2
 from test_adapters import _DinoMlp as _Mlp                # DINOv2's Mlp and PatchEmbed are DINO's
 from test_adapters import _DinoPatchEmbed as _PatchEmbed
@@ -143,7 +143,9 @@ def test_features_equal_dinov2(case, size):
         want, got = dino(x), model(x)
     assert (got - want).abs().max() < 1e-5, (got - want).abs().max()
     bank = MemoryBank.from_features(torch.randn(30, 48), torch.arange(30) % 3, k=5)
-    assert_close(DAAM(model)(x, bank=bank).block_maps, daam_reference(model, x, bank=bank, dtype=torch.float64).block_maps)
+    tgt = BankTarget(bank)
+    assert_close(DAAM(model)(x, target=tgt).block_maps,
+                 daam_reference(model, x, target=tgt, dtype=torch.float64).block_maps)
 
 
 def test_chunked_keys_and_refusals():

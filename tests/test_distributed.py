@@ -226,8 +226,9 @@ def test_udf_without_ray_writes_complete_shard(tmp_path):
 
 
 def test_udf_daam_options_reach_the_actor_and_bad_ones_refused(tmp_path):
-    udf = _Explainer(ModelSpec(), str(tmp_path), "grad", None, 2, "cpu", 1, daam_options={"checkpoint": True})
-    assert udf.daam.checkpoint
+    udf = _Explainer(ModelSpec(), str(tmp_path), "grad", None, 2, "cpu", 1,
+                     daam_options={"activation_checkpointing": True})
+    assert udf.daam.activation_checkpointing
     imgs = make_shapes(2, seed=3).images.permute(0, 2, 3, 1).numpy()
     col = np.empty(2, dtype=object)
     col[0], col[1] = imgs[0], imgs[1]
@@ -237,4 +238,4 @@ def test_udf_daam_options_reach_the_actor_and_bad_ones_refused(tmp_path):
         explain_dataset(str(tmp_path), str(tmp_path / "o"), "shapes_vit", daam_options={"checkpointing": True})
     with pytest.raises(ValueError, match="method='grad'"):
         explain_dataset(str(tmp_path), str(tmp_path / "o"), "shapes_vit", method="direct",
-                        daam_options={"checkpoint": True})
+                        daam_options={"activation_checkpointing": True})

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import daam_fast
-from daam_fast import explore as ex
+from daam_fast import explorer as ex
 from daam_fast.result import DAAMResult
 
 
@@ -52,15 +52,15 @@ def test_names_cannot_break_out_of_the_page():
 
 
 def page_css():
-    return resources.files("daam_fast.explore").joinpath("page.css").read_text()
+    return resources.files("daam_fast.explorer").joinpath("page.css").read_text()
 
 
 def test_package_data_is_declared():
     for name in ("page.html", "page.css", "render.js", "page.js"):
-        assert resources.files("daam_fast.explore").joinpath(name).is_file()
+        assert resources.files("daam_fast.explorer").joinpath(name).is_file()
     import pathlib
     toml = (pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text()
-    assert '"daam_fast.explore" = ["page.html", "page.css", "render.js", "page.js"]' in toml
+    assert '"daam_fast.explorer" = ["page.html", "page.css", "render.js", "page.js"]' in toml
 
 
 def test_size_vit_s16_16_images():
@@ -154,14 +154,19 @@ def test_bad_input(case, tmp_path):
     assert not (tmp_path / "x.html").exists()
 
 
-def test_callable_module_and_top_level(tmp_path):
+def test_explore_is_the_top_level_function(tmp_path):
     res = make_result()
-    assert callable(ex) and ex.page_html and ex.explore
-    p = ex(res, None, tmp_path / "a" / "b.html")
+    assert daam_fast.explore is ex.explore and "explore" in daam_fast.__all__
+    p = daam_fast.explore(res, None, tmp_path / "a" / "b.html")
     assert open(p, encoding="utf-8").read().startswith("<!DOCTYPE html>")
-    if "explore" in getattr(daam_fast, "__all__", ()):
-        assert daam_fast.explore is ex
-        assert daam_fast.explore.page_html is ex.page_html
+
+
+def test_demo_page_entry_point(tmp_path):
+    """``python -m daam_fast.explorer out.html``: the demo page of the shipped model."""
+    from daam_fast.explorer.__main__ import main
+    path = main([str(tmp_path / "demo.html"), "--images", "2", "--side", "64"])
+    page = ex.read_page(path)
+    assert [m["key"] for m in page["methods"]] == ["grad", "direct", "rollout"] and page["topk"] == 2
 
 
 def test_result_fields_show_and_repr_html():
@@ -195,17 +200,13 @@ def test_shipped_model_end_to_end(tmp_path):
     """DAAM on the shipped model -> page -> decoded maps: the run's maps within float16, and with
     heads=True the head terms the page sums give back the block maps."""
     from daam_fast import DAAM
-    from daam_fast.preprocess import input_spec, prepare
+    from daam_fast.preprocess import prepare
     from daam_fast.zoo import CLASSES, load_model
     from daam_fast.zoo.shapes import make_shapes
     model = load_model("shapes_vit")
     data = make_shapes(2, seed=1)
-    x, rgb = prepare(list(data.images), input_spec(model))
-    try:
-        daam = DAAM(model, heads=True)
-    except TypeError:
-        daam = DAAM(model)
-    res = daam(x)
+    x, rgb = prepare(list(data.images), model)
+    res = DAAM(model, heads=True)(x)
     page = ex.read_page(ex.explore(res, rgb, tmp_path / "run.html", class_names=list(CLASSES)))
     rec = page["methods"][0]
     s = res.maps.flatten(1).abs().amax(1).view(-1, 1, 1, 1)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from daam_fast import explore as ex
+from daam_fast import explorer as ex
 from daam_fast.ops.render import render_frames
 from daam_fast.ops.render.reference import colormap_jet
 from daam_fast.result import DAAMResult

@@ -72,7 +72,7 @@ def test_heads_with_checkpoint_and_every_backend_agree():
     model, x = _inputs("nonsquare-3x5")
     with DAAM(model, heads=True) as daam:
         plain = daam(x)
-    with DAAM(model, heads=True, checkpoint=True) as daam:
+    with DAAM(model, heads=True, activation_checkpointing=True) as daam:
         ck = daam(x)
     assert_close(ck.head_maps, plain.head_maps, max_rel=1e-6)
     with DAAM(model, heads=True, backend="torch") as daam:
@@ -85,7 +85,7 @@ def test_top_k_head_maps_equal_single_target_calls(method):
     model, x = _inputs("distilled-P2")
     k = 2
     with DAAM(model, method=method, heads=True) as daam:
-        res = daam(x, topk=k)
+        res = daam(x, target=TopK(k))
         assert res.topk == k and res.head_maps.shape[0] == x.shape[0] * k
         for r in range(res.head_maps.shape[0]):
             one = daam(x[r // k:r // k + 1], target=int(res.targets[r]))

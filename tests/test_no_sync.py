@@ -9,7 +9,7 @@ forward, the backward and the maps); there must be none. On a GPU: the call runs
 import pytest
 import torch
 
-from daam_fast import DAAM, MemoryBank
+from daam_fast import DAAM, BankTarget, MemoryBank, TopK
 from daam_fast._checks import Checks
 from daam_fast.methods import METHODS
 from models import tiny_vit
@@ -47,8 +47,9 @@ def reads(monkeypatch):
 
 CALLS = {
     "class": (dict(), dict(target=torch.tensor([1, 3]))),
-    "top2": (dict(), dict(target="top2")),
-    "bank": (dict(num_classes=0), dict(bank=MemoryBank.from_features(torch.randn(20, 48), torch.arange(20) % 3))),
+    "top2": (dict(), dict(target=TopK(2))),
+    "bank": (dict(num_classes=0),
+             dict(target=BankTarget(MemoryBank.from_features(torch.randn(20, 48), torch.arange(20) % 3)))),
     "label-free": (dict(num_classes=0), dict()),
     "avgpool": (dict(global_pool="avg"), dict()),
     "registers": (dict(reg_tokens=2), dict()),

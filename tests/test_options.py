@@ -1,6 +1,7 @@
-"""DAAM options that change how the maps are computed, not what: checkpoint=True (activation
-checkpointing) and compile=True (torch.compile of the blocks). Both against the default path
-and the reference, on odd shapes and every adapter family."""
+"""DAAM options that change how the maps are computed, not what: activation_checkpointing=True
+and compile=True (torch.compile of the blocks), and the exact row reductions that are always on
+(switched off here through their private switches). Against the default path and the
+reference, on odd shapes and every adapter family."""
 import pytest
 import torch
 
@@ -20,11 +21,11 @@ def _inputs(case, seed=1):
 
 
 @pytest.mark.parametrize("case", CKPT_CASES, ids=CKPT_CASES)
-def test_checkpoint_equals_default_and_reference(case):
+def test_activation_checkpointing_equals_default_and_reference(case):
     model, x = _inputs(case)
     with DAAM(model) as daam:
         plain = daam(x)
-    with DAAM(model, checkpoint=True) as daam:
+    with DAAM(model, activation_checkpointing=True) as daam:
         ck = daam(x)
         again = daam(x)                                  # the patched forwards are reused
     ref = daam_reference(model, x, dtype=torch.float64)
@@ -36,17 +37,26 @@ def test_checkpoint_equals_default_and_reference(case):
 
 
 @pytest.mark.parametrize("case", list(ADAPTER_CASES), ids=list(ADAPTER_CASES))
-def test_checkpoint_every_family(case):
+def test_activation_checkpointing_every_family(case):
     model, _family = _make(case)
     x = _x(batch=3)
     with DAAM(model) as daam:
         plain = daam(x)
-    with DAAM(model, checkpoint=True, reduce_last_block=False) as daam:
+    with _without_reductions(DAAM(model, activation_checkpointing=True), last=True) as daam:
         ck = daam(x)
     assert_close(ck.block_maps, plain.block_maps, max_rel=1e-6, name=f"{case} checkpoint")
 
 
-def _saved_bytes(model, x, **kw) -> int:
+def _without_reductions(daam: DAAM, first: bool = False, last: bool = False) -> DAAM:
+    """``daam`` with the exact first / last block row reductions switched off (before its first call)."""
+    if first:
+        daam._reduce_first = False
+    if last:
+        daam._reduce_last = False
+    return daam
+
+
+def _saved_bytes(model, x, first_block_reduction: bool = True, **kw) -> int:
     """Bytes of the distinct storages autograd keeps for the backward during one DAAM call,
     outside checkpointed regions (their own saved tensors are dropped and recomputed)."""
     seen = {}
@@ -57,26 +67,26 @@ def _saved_bytes(model, x, **kw) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with DAAM(model, **kw) as daam:
+        with _without_reductions(DAAM(model, **kw), first=not first_block_reduction) as daam:
             daam(x)
     return sum(seen.values())
 
 
-def test_checkpoint_keeps_far_less_for_the_backward():
+def test_activation_checkpointing_keeps_far_less_for_the_backward():
     model = tiny_vit(img_size=224, patch_size=8, embed_dim=64, depth=6, num_heads=2)     # 785 tokens
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     full = _saved_bytes(model, x)
-    ck = _saved_bytes(model, x, checkpoint=True)
+    ck = _saved_bytes(model, x, activation_checkpointing=True)
     assert full > 0 and ck < 0.3 * full, (ck, full)
 
 
-def test_checkpoint_restores_and_refuses_direct():
+def test_activation_checkpointing_restores_and_refuses_direct():
     model, x = _inputs("tiny-N17-P1")
-    with pytest.raises(ValueError, match="checkpoint=True applies to method='grad'"):
-        DAAM(model, method="direct", checkpoint=True)
+    with pytest.raises(ValueError, match="activation_checkpointing=True applies to method='grad'"):
+        DAAM(model, method="direct", activation_checkpointing=True)
     with torch.no_grad():
         before = model(x)
-    with DAAM(model, checkpoint=True) as daam:
+    with DAAM(model, activation_checkpointing=True) as daam:
         daam(x)
         with torch.no_grad():                            # the model as usual inside the context
             inside = model(x)
@@ -86,12 +96,12 @@ def test_checkpoint_restores_and_refuses_direct():
     assert torch.equal(before, inside) and torch.equal(before, after)
 
 
-def test_checkpoint_without_recompute_still_gives_the_maps(monkeypatch):
+def test_activation_checkpointing_without_recompute_still_gives_the_maps(monkeypatch):
     """The maps come back as gradients of per-block sinks (no hook that could fire before a
     block was recomputed): if checkpointing kept everything instead of recomputing, the maps
     are the same."""
     model, x = _inputs("tiny-N17-P1")
-    daam = DAAM(model, checkpoint=True)
+    daam = DAAM(model, activation_checkpointing=True)
     real = torch.utils.checkpoint.checkpoint
     ref = daam(x)
 
@@ -155,18 +165,18 @@ def test_compile_without_graph_breaks(case, method):
 def test_reduce_first_block_is_exact_and_keeps_less(case):
     """Block 1 only needs dY/dT_1[0]: its residual + MLP path keeps a graph on row 0 only."""
     model, x = _inputs(case)
-    on, off = DAAM(model), DAAM(model, reduce_first_block=False)
-    assert on.reduce_first_block and not off.reduce_first_block
+    on, off = DAAM(model), _without_reductions(DAAM(model), first=True)
+    assert on._reduce_first and not off._reduce_first
     a, b = on(x), off(x)
     assert_close(a.block_maps, b.block_maps, name=f"{case} first-block reduction")
     assert_close(a.logits, b.logits, name="logits")
-    assert _saved_bytes(model, x) < _saved_bytes(model, x, reduce_first_block=False)
+    assert _saved_bytes(model, x) < _saved_bytes(model, x, first_block_reduction=False)
 
 
 def test_reduce_first_block_only_where_it_applies():
-    assert not DAAM(MODEL_CASES["avgpool"][0]()).reduce_first_block           # G_1 needs every patch row
-    assert not DAAM(MODEL_CASES["tiny-N17-P1"][0](), method="direct").reduce_first_block
-    assert not DAAM(tiny_vit(depth=1)).reduce_first_block                      # block 1 is the last block
+    assert not DAAM(MODEL_CASES["avgpool"][0]())._reduce_first           # G_1 needs every patch row
+    assert not DAAM(MODEL_CASES["tiny-N17-P1"][0](), method="direct")._reduce_first
+    assert not DAAM(tiny_vit(depth=1))._reduce_first                      # block 1 is the last block
 
 
 def test_compile_every_block_past_the_recompile_limit():

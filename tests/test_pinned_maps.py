@@ -58,7 +58,8 @@ def _fast_cases(backend):
     cases = {}
     for m in ("grad", "row", "direct"):
         for model in ("shapes", "tiny", "beit"):
-            cases[f"{backend}/{model}/{m}"] = lambda s, m=m, model=model: DAAM(s[model][0], m, backend=backend)(s[model][1])
+            cases[f"{backend}/{model}/{m}"] = \
+                lambda s, m=m, model=model: DAAM(s[model][0], m, backend=backend)(s[model][1])
     tv = lambda s: s["tiny"]  # noqa: E731
     cases.update({
         f"{backend}/avg/grad": lambda s: DAAM(s["avg"][0], "grad", backend=backend)(s["avg"][1]),

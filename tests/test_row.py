@@ -10,7 +10,7 @@ import torch
 from timm.layers import Attention
 from timm.models.vision_transformer import ResPostBlock
 
-from daam_fast import DAAM, MemoryBank, daam_reference
+from daam_fast import DAAM, BankTarget, MemoryBank, daam_reference
 from daam_fast.adapters import load_dino
 from models import MODEL_CASES, randomize, tiny_vit
 from test_adapters import CASES as ADAPTER_CASES
@@ -107,7 +107,7 @@ def test_row_dino_layout_self_supervised():
     model = load_dino(_dino_checkpoint(spread(DinoViT(depth=3))))
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     bank = MemoryBank.from_features(torch.randn(30, 192), torch.arange(30) % 3, k=5)
-    for kw in (dict(), dict(bank=bank)):
+    for kw in (dict(), dict(target=BankTarget(bank))):
         ref = reference(model, x, **kw)
         res = fast(model, x, **kw)
         assert_close(res.block_maps, ref.block_maps, name=f"dino row {sorted(kw)}")
@@ -159,8 +159,8 @@ def test_row_headless_timm_with_bank():
     model = tiny_vit(num_classes=0, reg_tokens=1)
     x = torch.randn(2, 3, 32, 32)
     bank = MemoryBank.from_features(torch.randn(40, 48), torch.arange(40) % 4, k=6)
-    ref = reference(model, x, bank=bank)
-    res = fast(model, x, bank=bank)
+    ref = reference(model, x, target=BankTarget(bank))
+    res = fast(model, x, target=BankTarget(bank))
     assert_close(res.block_maps, ref.block_maps, name="headless row with bank")
     assert torch.equal(res.targets, ref.targets)
 
@@ -218,10 +218,10 @@ def test_row_heads_topk_and_callable_targets():
 
 
 def test_row_options():
-    """checkpoint=True (a backward through the blocks) does not apply; compile=True gives the same maps."""
+    """activation_checkpointing=True (a backward through the blocks) does not apply; compile=True gives the same maps."""
     model = tiny_vit()
     with pytest.raises(ValueError, match="checkpoint"):
-        DAAM(model, method="row", checkpoint=True)
+        DAAM(model, method="row", activation_checkpointing=True)
     x = torch.randn(2, 3, 32, 32)
     want = fast(model, x).block_maps
     with DAAM(model, method="row", compile=True) as d:

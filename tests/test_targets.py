@@ -1,11 +1,12 @@
-"""Targets as objects (daam_fast.targets): every form gives the same maps as its plain
-equivalent, through DAAM (grad and direct), the reference and the baselines; a similarity
-target on a headless model equals the literal reference; bad targets say what is wrong."""
+"""Targets (daam_fast.targets): a callable gives the same maps as the class it picks, through
+DAAM (grad and direct), the reference and the baselines; top-k rows equal single-class calls;
+a similarity target on a headless model equals the literal reference; bad targets and the
+spellings 0.2.0 removed say what to use."""
 import pytest
 import torch
 
-from daam_fast import (DAAM, BankTarget, ClassTarget, LabelFree, MemoryBank, Score, Similarity, TopK, baselines,
-                       daam_reference)
+import daam_fast
+from daam_fast import DAAM, BankTarget, MemoryBank, Similarity, TopK, baselines, daam_reference
 from models import MODEL_CASES, tiny_vit
 from tolerances import assert_close
 
@@ -32,10 +33,10 @@ def test_callable_picking_a_logit_equals_the_class_target(case, method):
     with DAAM(model, method=method) as daam:
         for c in (2, per_image):
             plain = daam(x, target=c)
-            for tgt in (_pick(c), Score(_pick(c)), ClassTarget(c)):
-                res = daam(x, target=tgt)
-                assert_close(res.block_maps, plain.block_maps, max_rel=1e-6, name=f"{case} {method} {tgt}")
-            assert torch.equal(daam(x, target=ClassTarget(c)).targets, plain.targets)
+            res = daam(x, target=_pick(c))
+            assert_close(res.block_maps, plain.block_maps, max_rel=1e-6, name=f"{case} {method} {c}")
+            if isinstance(c, torch.Tensor):                 # a list of ints is the same as the tensor
+                assert torch.equal(daam(x, target=c.tolist()).block_maps, plain.block_maps)
     assert torch.equal(daam(x, target=_pick(2)).targets, torch.full((x.shape[0],), -1))   # a score has no class
 
 
@@ -92,15 +93,15 @@ def test_similarity_on_a_headless_model_equals_the_reference(case, method):
     assert not torch.allclose(relu.block_maps, plain.block_maps)
 
 
-def test_bank_and_label_free_targets_equal_their_plain_forms():
+def test_bank_target_votes_and_label_free_is_the_default():
     model = tiny_vit(num_classes=0)
     x = torch.randn(2, 3, 32, 32)
     bank = MemoryBank.from_features(torch.randn(30, 48), torch.arange(30) % 4, k=5)
     with DAAM(model) as daam:
-        a, b = daam(x, bank=bank), daam(x, target=BankTarget(bank))
-        c, d = daam(x), daam(x, target=LabelFree())
-    assert torch.equal(a.block_maps, b.block_maps) and torch.equal(a.targets, b.targets)
-    assert torch.equal(c.block_maps, d.block_maps) and torch.equal(c.weights, d.weights)
+        voted, free = daam(x, target=BankTarget(bank)), daam(x)
+    assert ((voted.targets >= 0) & (voted.targets < 4)).all() and (free.targets == -1).all()
+    assert voted.weights is not None and free.weights is not None
+    assert not torch.equal(voted.weights, free.weights)
 
 
 @pytest.mark.parametrize("method", ["grad", "direct"])
@@ -108,7 +109,7 @@ def test_top_k_rows_equal_single_target_calls(method):
     model, x = _inputs("distilled-P2")
     B, k = x.shape[0], 3
     with DAAM(model, method=method) as daam:
-        res = daam(x, target="top3")
+        res = daam(x, target=TopK(3))
         assert res.topk == k and res.block_maps.shape[0] == B * k
         top = res.logits[::k].topk(k, dim=1).indices
         assert torch.equal(res.targets, top.reshape(-1))
@@ -116,9 +117,6 @@ def test_top_k_rows_equal_single_target_calls(method):
             for j in range(k):
                 one = daam(x[i:i + 1], target=int(top[i, j]))
                 assert_close(res.block_maps[i * k + j], one.block_maps[0], max_rel=1e-5, name=f"image {i} class {j}")
-        for other in (daam(x, topk=k), daam(x, target=TopK(k))):
-            assert torch.equal(other.targets, res.targets)
-            assert_close(other.block_maps, res.block_maps, max_rel=1e-6)
     ref = daam_reference(model, x, target=TopK(k), dtype=torch.float64, method=method)
     assert ref.topk == k and torch.equal(ref.targets, res.targets)
     assert_close(res.block_maps, ref.block_maps.float())
@@ -126,7 +124,7 @@ def test_top_k_rows_equal_single_target_calls(method):
 
 def test_top_k_in_the_baselines():
     model, x = _inputs("tiny-N17-P1")
-    res = baselines.gradcam(model, x, target="top2")
+    res = baselines.gradcam(model, x, target=TopK(2))
     assert res.topk == 2 and res.maps.shape[0] == 4
     top = res.logits[::2].topk(2, dim=1).indices.reshape(-1)
     for r in range(4):
@@ -139,14 +137,9 @@ def test_bad_targets_say_what_is_wrong():
     x = torch.randn(2, 3, 32, 32)
     bank = MemoryBank.from_features(torch.randn(10, 48), torch.arange(10) % 3)
     cases = [
-        (sup, dict(target="top0"), ValueError, "k must be a positive int"),
-        (sup, dict(target="best"), ValueError, "the only string target is 'top<k>'"),
-        (sup, dict(target="top6"), ValueError, "k=6 exceeds the model's 5 classes"),
-        (sup, dict(target=2, topk=2), ValueError, "give target= or topk=, not both"),
+        (sup, dict(target=TopK(6)), ValueError, "k=6 exceeds the model's 5 classes"),
         (ssl, dict(target=TopK(2)), ValueError, "TopK: the model has no classifier head"),
-        (ssl, dict(target=1, bank=bank), ValueError, "give bank= or target= / topk=, not both"),
-        (sup, dict(target=LabelFree()), ValueError, "LabelFree is for models without a classifier head"),
-        (sup, dict(target=BankTarget(bank)), ValueError, "bank= is for models without a classifier head"),
+        (sup, dict(target=BankTarget(bank)), ValueError, "BankTarget is for models without a classifier head"),
         (ssl, dict(target=[0, 1]), ValueError, "target given, but the model has no classifier head"),
         (sup, dict(target=lambda out: out), ValueError, r"target callable must return \(B,\) = \(2,\) scores, got shape \(2, 5\)"),
         (sup, dict(target=lambda out: out.argmax(1)), TypeError, "floating-point scores"),
@@ -163,8 +156,8 @@ def test_bad_targets_say_what_is_wrong():
             daam_reference(model, x, **kw)
     with pytest.raises(TypeError, match="bank must be a daam_fast.MemoryBank"):
         BankTarget("bank.pt")
-    with pytest.raises(TypeError, match="fn must be callable"):
-        Score(3)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        TopK(0)
     with pytest.raises(ValueError, match=r"query must be a \(C,\) or \(B, C\) tensor"):
         Similarity(torch.randn(2, 3, 4))
     for model in (sup, ssl):                                  # the explainer still works afterwards
@@ -178,3 +171,31 @@ def test_a_target_object_is_not_changed_by_a_call():
     a = DAAM(small)(torch.randn(2, 3, 32, 32), target=tgt)
     b = DAAM(big)(torch.randn(1, 3, 32, 32), target=tgt)
     assert a.block_maps.shape[0] == 8 and b.block_maps.shape[0] == 4 and tgt.adapter is None
+
+
+def test_removed_spellings_name_the_one_to_use():
+    """The target spellings 0.2.0 removed raise, naming the replacement (CHANGELOG.md)."""
+    sup, ssl = tiny_vit(), tiny_vit(num_classes=0)
+    x = torch.randn(2, 3, 32, 32)
+    bank = MemoryBank.from_features(torch.randn(10, 48), torch.arange(10) % 3)
+    for model, kw, msg in [
+        (sup, dict(target="top3"), r"use target=TopK\(3\)"),
+        (sup, dict(target="best"), "string targets were removed"),
+        (sup, dict(topk=2), r"topk= was removed in daam_fast 0.2.0; use target=TopK\(k\)"),
+        (ssl, dict(bank=bank), r"bank= was removed in daam_fast 0.2.0; use target=BankTarget\(bank\)"),
+    ]:
+        with pytest.raises(TypeError, match=msg):
+            DAAM(model)(x, **kw)
+        with pytest.raises(TypeError, match=msg):
+            daam_reference(model, x, **kw)
+    with pytest.raises(TypeError, match=r"use target=TopK\(k\)"):
+        baselines.explain(sup, x, "rollout", topk=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        DAAM(sup)(x, colour=1)
+    import daam_fast.targets
+    for module in (daam_fast, daam_fast.targets):
+        for name, use in [("ClassTarget", "target=c"), ("Score", "the callable itself"), ("LabelFree", "target=None")]:
+            with pytest.raises(ImportError, match=f"{name} was removed in daam_fast 0.2.0; use {use}"):
+                getattr(module, name)
+    with pytest.raises(ImportError, match="ClassTarget was removed"):
+        from daam_fast import ClassTarget  # noqa: F401

@@ -17,6 +17,7 @@ __all__ = ["add_cli"]
 def _cmd_demo(args) -> int:
     """Generated shapes explained with the shipped model, supervised and self-supervised."""
     from .. import DAAM, render, zoo
+    from ..targets import BankTarget
     from ..zoo.shapes import CLASSES, make_shapes, save_pngs
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -43,7 +44,7 @@ def _cmd_demo(args) -> int:
     with DAAM(model) as daam:
         res = daam(x)
     with DAAM(ssl) as daam:
-        res_ssl = daam(x, bank=zoo.load_bank("shapes_vit"))
+        res_ssl = daam(x, target=BankTarget(zoo.load_bank("shapes_vit")))
     big = torch.nn.functional.interpolate(rgb.float(), scale_factor=3, mode="nearest").to(torch.uint8)
     flow = render(res.maps, images=big)                                   # (B, L, H, W, 3)
     final_ssl = render(res_ssl.maps[:, -1:], images=big)[:, 0]

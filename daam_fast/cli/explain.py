@@ -50,9 +50,9 @@ def _cmd_explain(args) -> int:
         raise UsageError(f"--boxes: the threshold is a fraction of the map's maximum in [0, 1], got {args.boxes}")
     if "html" in outputs:
         try:
-            from .. import explore  # noqa: F401
+            from ..explorer import explore  # noqa: F401
         except ImportError as e:
-            raise UsageError(f"--outputs html needs daam_fast.explore, which cannot be imported here ({e})") from None
+            raise UsageError(f"--outputs html needs daam_fast.explorer, which cannot be imported here ({e})") from None
     if not paths and not problems:
         raise UsageError("no input images")
     if args.overwrite and os.path.isdir(args.out):

@@ -215,7 +215,7 @@ class DAAMOptions:
         """The :class:`daam_fast.DAAM` keywords besides ``method`` (only those set)."""
         out = {}
         if self.activation_checkpointing:
-            out["checkpoint"] = True
+            out["activation_checkpointing"] = True
         if self.compile:
             out["compile"] = True
         if self.backend not in (None, "auto"):
@@ -237,7 +237,7 @@ def daam_args(args) -> DAAMOptions:
 
 
 def daam_options(args) -> dict:
-    """DAAM keyword options (``checkpoint``, ``compile``, ``backend``) from the parsed arguments, checked."""
+    """DAAM keyword options (``activation_checkpointing``, ``compile``, ``backend``) from the parsed arguments, checked."""
     return daam_args(args).keywords()
 
 

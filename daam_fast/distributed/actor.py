@@ -20,8 +20,9 @@ class _Explainer:
                  device: str, threads: int, skip_ids: Optional[frozenset] = None, shard_delay: float = 0.0,
                  daam_options: Optional[dict] = None):
         import torch
-        from .. import DAAM
+        from ..explainer import DAAM
         from ..preprocess import input_spec
+        from ..targets import BankTarget
         if threads > 0:
             torch.set_num_threads(threads)
         self.model, self.bank = spec.load(device)
@@ -31,7 +32,7 @@ class _Explainer:
         # patched for the actor's lifetime (one model per actor): the stack is closed with the actor
         self._context = contextlib.ExitStack()
         self._context.enter_context(self.daam)
-        self.target = target
+        self.target = BankTarget(self.bank) if self.bank is not None else target
         self.batch_size = max(1, int(batch_size))
         self.shard_dir = os.path.join(out_dir, SHARD_DIR)
         self.skip = skip_ids or frozenset()
@@ -58,7 +59,7 @@ class _Explainer:
         from ..preprocess import prepare
         try:
             x, _ = prepare(pics, self.spec, device=self.device)
-            res = self.daam(x, target=self.target, bank=self.bank).to("cpu")
+            res = self.daam(x, target=self.target).to("cpu")
         except (ValueError, RuntimeError, TypeError) as e:
             if len(pics) == 1:
                 return [(None, f"explanation failed: {type(e).__name__}: {e}")]

@@ -66,7 +66,7 @@ def explain_dataset(source, out_dir: str, model_spec: Union[ModelSpec, str, dict
             local instance is started (``num_cpus``) and shut down at the end. When Ray is
             already initialised in this process, that instance is used and both are ignored.
         progress: show Ray Data's progress bars.
-        daam_options: extra :class:`daam_fast.DAAM` keywords for every actor (``checkpoint``,
+        daam_options: extra :class:`daam_fast.DAAM` keywords for every actor (``activation_checkpointing``,
             ``compile``, ``backend``, ...: see :func:`daam_option_names`); they change the cost,
             not the maps, so a resumed run may differ in them.
 

@@ -13,12 +13,12 @@ __all__ = ["ModelSpec", "daam_option_names", "check_run_options"]
 # daam_options. Every other keyword-only argument of DAAM changes the cost only, and is accepted.
 MAP_OPTIONS = frozenset({"normalize", "heads"})
 # options that need a backward through the blocks: refused for a forward-only method
-BACKWARD_OPTIONS = frozenset({"checkpoint"})
+BACKWARD_OPTIONS = frozenset({"activation_checkpointing"})
 
 
 def daam_option_names() -> frozenset:
     """The ``daam_options`` keys a run accepts: :class:`daam_fast.DAAM`'s keyword-only arguments
-    less :data:`MAP_OPTIONS` (today checkpoint, compile, backend, reduce_last_block, reduce_first_block)."""
+    less :data:`MAP_OPTIONS` (today activation_checkpointing, compile, backend)."""
     from ..explainer import DAAM
     params = inspect.signature(DAAM.__init__).parameters.values()
     return frozenset(p.name for p in params if p.kind is p.KEYWORD_ONLY) - MAP_OPTIONS
@@ -29,7 +29,7 @@ def check_run_options(method: str, daam_options: Optional[dict]) -> dict:
 
     Raises:
         ValueError: a method not in the explainer's table, an unknown option, or an option
-            that needs a backward (``checkpoint``) with a forward-only method.
+            that needs a backward (``activation_checkpointing``) with a forward-only method.
     """
     from ..methods import METHODS
     if method not in METHODS:

@@ -27,7 +27,7 @@ LABELS = {**{k: ("DAAM (grad)" if m == "grad" else f"DAAM {m}") for k, m in DAAM
           "rollout": "rollout", "grad_rollout": "grad rollout", "attention": "attention", "gradcam": "Grad-CAM",
           "random": "random"}
 # DAAM options that only apply to "grad" (dropped for the other DAAM methods of one run)
-GRAD_ONLY_OPTIONS = ("checkpoint",)
+GRAD_ONLY_OPTIONS = ("activation_checkpointing",)
 # key, row label, scale for the table, whether it needs masks
 ROWS = (
     ("deletion", "Deletion AUC (lower is better)", 1.0, False),

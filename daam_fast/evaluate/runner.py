@@ -84,7 +84,7 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         config: :class:`EvalConfig`.
         progress: tqdm progress bars.
         daam_options: extra :class:`daam_fast.DAAM` keywords for the DAAM methods (``compile``;
-            ``checkpoint`` for "daam" only, dropped for the others). They change the cost, not the maps.
+            ``activation_checkpointing`` for "daam" only, dropped for the others). They change the cost, not the maps.
         input_norm: (mean, std) of the model input, so that the stability copies change brightness
             and contrast in pixel space (clipped to [0, 1]); None: in model-input units.
 

@@ -141,9 +141,9 @@ class _Html:
 
     def write(self, path: str, class_names) -> dict:
         try:
-            from .. import explore
+            from ..explorer import explore
         except ImportError as e:
-            raise RuntimeError(f"the html output needs daam_fast.explore ({e})") from None
+            raise RuntimeError(f"the html output needs daam_fast.explorer ({e})") from None
         first = self.rows[0]
         kw = {}
         for f in fields(first):
@@ -205,9 +205,10 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
         (with html)}, also in ``summary.json``.
     """
     from tqdm import tqdm
-    from .. import DAAM
+    from ..explainer import DAAM
     from ..models import class_names
     from ..preprocess import input_spec
+    from ..targets import BankTarget
 
     outs = parse_outputs(outputs)
     if not video:
@@ -271,7 +272,7 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
                 share.before_model()
                 t0 = time.perf_counter()
                 try:
-                    res = daam(x.to(device, non_blocking=True), target=target, bank=bank)
+                    res = daam(x.to(device, non_blocking=True), target=BankTarget(bank) if bank is not None else target)
                 except (ValueError, RuntimeError) as e:
                     for i, path, _ in ok:
                         writer.fail(i, path, f"explanation failed: {e}")

@@ -49,7 +49,7 @@ def iter_video_maps(src: str, model: Optional[nn.Module] = None, *, method: str 
         queue_size: batches decoded ahead at most.
         corrupt: "error" (default): a frame the decoder flags as corrupt raises; "keep": explain it.
         progress: show a tqdm bar (frames, frames/s, ETA).
-        daam_options: extra :class:`daam_fast.DAAM` keywords (``checkpoint``, ``compile``).
+        daam_options: extra :class:`daam_fast.DAAM` keywords (``activation_checkpointing``, ``compile``).
         overlap: decode in a reader thread; None: where a core is free for it.
 
     Yields:
@@ -135,7 +135,7 @@ def explain_video(src: str, dst: str, model: Optional[nn.Module] = None, *, meth
         corrupt: "error" (default): a frame the decoder flags as corrupt stops the run like a
             decoding error; "keep": explain it anyway (listed in the summary).
         progress: tqdm bar with frames, frames/s and ETA.
-        daam_options: extra :class:`daam_fast.DAAM` keywords (``checkpoint``, ``compile``).
+        daam_options: extra :class:`daam_fast.DAAM` keywords (``activation_checkpointing``, ``compile``).
         audio: keep the input's first audio stream (default): copied when MP4 can hold its
             codec, else re-encoded to AAC; aligned to the first video frame and cut at the
             last written one. ``VideoSummary.audio`` says what happened.

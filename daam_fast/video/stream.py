@@ -40,8 +40,9 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
     the model's threads; once it is on, the next batch is decoded while the model runs).
     """
     from tqdm import tqdm
-    from .. import DAAM
+    from ..explainer import DAAM
     from ..preprocess import input_spec
+    from ..targets import BankTarget
 
     info = probe_video(src)
     device = next(model.parameters()).device
@@ -83,7 +84,7 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
                         ahead.request()           # decode beside the model: the writer's core
                     switch.before_model()
                 start, rgb, x, flagged, times = item
-                res = daam(x.to(device, non_blocking=True), target=target, bank=bank)
+                res = daam(x.to(device, non_blocking=True), target=BankTarget(bank) if bank is not None else target)
                 maps, state = _ema(res.maps.detach(), state, smoothing)
                 bar.update(rgb.shape[0])
                 if ahead is not None:
