@@ -72,11 +72,11 @@ def load_dino(source: Union[str, Mapping[str, Tensor]], *, num_heads: Optional[i
 
     Returns:
         timm VisionTransformer with ``num_classes=0``: ``model(x)`` (B, 3, H, W) -> (B, C), the
-        DINO feature; explain it with ``DAAM(model)(x, bank=...)`` (self-supervised path).
+        DINO feature; explain it with ``DAAM(model)(x, target=BankTarget(bank))`` (self-supervised path).
 
     Example:
         >>> model = load_dino("dino_deitsmall16_pretrain.pth")
-        >>> res = DAAM(model)(images, bank=bank)
+        >>> res = DAAM(model)(images, target=BankTarget(bank))
     """
     from timm.models.vision_transformer import VisionTransformer
 

@@ -109,11 +109,11 @@ def load_dinov2(source: Union[str, Mapping[str, Tensor]], *, img_size: Union[int
 
     Returns:
         timm VisionTransformer with ``num_classes=0``: ``model(x)`` (B, 3, H, W) -> (B, C),
-        DINOv2's ``x_norm_clstoken``; explain it with ``DAAM(model)(x, bank=...)``.
+        DINOv2's ``x_norm_clstoken``; explain it with ``DAAM(model)(x, target=BankTarget(bank))``.
 
     Example:
         >>> model = load_dinov2("dinov2_vits14_reg4_pretrain.pth", img_size=224)
-        >>> res = DAAM(model)(images, bank=bank)
+        >>> res = DAAM(model)(images, target=BankTarget(bank))
     """
     from timm.layers import GluMlp
     from timm.models.vision_transformer import VisionTransformer

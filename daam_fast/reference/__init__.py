@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
