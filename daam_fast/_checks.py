@@ -10,11 +10,6 @@ from torch import Tensor, nn
 from .adapters import Adapter
 
 
-def can_reduce_last_block(adapter: Adapter) -> bool:
-    """The last block only needs the rows the head reads, if its family supports the reduction."""
-    return adapter.head_rows is not None and adapter.can_reduce_last_block()
-
-
 def _nonfinite_error(rows: List[int]) -> Exception:
     return ValueError(f"images contain NaN or inf (images {rows})")
 

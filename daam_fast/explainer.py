@@ -139,7 +139,8 @@ class DAAM:
         self.backend = backend
         # the exact row reductions, on where they apply (switched off only by tests comparing them)
         adapter = self.adapter
-        self._reduce_last = impl.reduce_last_block and adapter.head_rows is not None and adapter.can_reduce_last_block()
+        self._reduce_last = (impl.reduce_last_block and adapter.head_rows is not None
+                             and adapter.can_reduce_last_block())
         self._reduce_first = impl.reduce_first_block and adapter.can_reduce_first_block()
         self._patches: Optional[patched] = None     # built once (compiled code is reused)
         self._state: Optional[CallState] = None

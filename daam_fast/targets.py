@@ -204,6 +204,10 @@ class TopK(Target):
 
     Args:
         k: classes per image, 1 <= k <= the number of classes.
+
+    Example:
+        >>> res = DAAM(model)(x, target=TopK(3))     # x (B, 3, H, W) -> res.maps (3B, L, h, w)
+        >>> res.targets.view(-1, 3)                  # (B, 3): each image's 3 best classes
     """
 
     head = True
@@ -228,7 +232,10 @@ class BankTarget(Target):
     memory bank's k-NN vote (docs/method.md §4); the voted class c* is reported.
 
     Args:
-        bank: a :class:`daam_fast.MemoryBank` of the model's training features.
+        bank: a :class:`daam_fast.MemoryBank` of the model's training features (n, C).
+
+    Example:
+        >>> res = DAAM(dino)(x, target=BankTarget(bank))   # res.targets (B,) voted classes, res.weights (B, C)
     """
 
     head = False
