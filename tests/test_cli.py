@@ -255,12 +255,13 @@ def test_distributed_options_derived_from_daam():
     from daam_fast.distributed import MAP_OPTIONS, check_run_options, daam_option_names
     kw = {p.name for p in inspect.signature(DAAM.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
     assert daam_option_names() == kw - MAP_OPTIONS
-    assert {"checkpoint", "compile", "backend"} <= daam_option_names() and "normalize" not in daam_option_names()
-    assert check_run_options("grad", {"checkpoint": True}) == {"checkpoint": True}
+    assert {"activation_checkpointing", "compile", "backend"} <= daam_option_names()
+    assert "normalize" not in daam_option_names()
+    assert check_run_options("grad", {"activation_checkpointing": True}) == {"activation_checkpointing": True}
     with pytest.raises(ValueError, match="unknown"):
         check_run_options("grad", {"normalize": True})
     with pytest.raises(ValueError, match="method='grad'"):
-        check_run_options("direct", {"checkpoint": True})
+        check_run_options("direct", {"activation_checkpointing": True})
     with pytest.raises(ValueError, match="method="):
         check_run_options("lime", None)
 
