@@ -18,7 +18,7 @@ import math
 import pytest
 import torch
 
-from daam_fast._model import Checks
+from daam_fast._checks import Checks
 from daam_fast.ops import _dispatch
 from daam_fast.ops.block_map import block_map, block_map_reference
 from daam_fast.ops.cls_attention import cls_attention, cls_attention_math
