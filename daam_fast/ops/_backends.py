@@ -35,7 +35,7 @@ def triton_available(device: Optional[torch.device] = None) -> tuple[bool, str]:
     """Triton is installed and can run on ``device`` (a CUDA device of compute capability 7.0 or
     newer; a CPU device under ``TRITON_INTERPRET=1``); without ``device``, on any of them."""
     if triton is None:
-        return False, "triton is not installed (pip install triton)"
+        return False, 'triton is not installed (pip install "daam-fast[triton]")'
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if device is not None and device.type == "cpu":
         return (True, "") if interpret else (False, "Triton runs CPU tensors only under TRITON_INTERPRET=1")
