@@ -74,11 +74,10 @@ OPTIONAL = %r
 found = [m for m in OPTIONAL if __import__("importlib.util").util.find_spec(m) is not None]
 assert not found, f"not a core-only environment: {found}"
 import daam_fast
-from daam_fast import DAAM, render, zoo
-from daam_fast.preprocess import input_spec, prepare
+from daam_fast import DAAM, prepare, render, zoo
 from daam_fast.zoo.shapes import make_shapes, save_pngs
 model = zoo.load_model()
-x, rgb = prepare(make_shapes(2, seed=1).images, input_spec(model))
+x, rgb = prepare(make_shapes(2, seed=1).images, model)
 res = DAAM(model)(x)
 frames = render(res.maps, images=rgb)
 out = {"maps": list(res.maps.shape), "frames": list(frames.shape),
