@@ -6,8 +6,6 @@
 
 #include "block_map.h"
 #include "cls_attention.h"
-#include "gif.h"
-#include "png.h"
 #include "render.h"
 
 namespace py = pybind11;
@@ -64,57 +62,6 @@ PYBIND11_MODULE(_C, m) {
       py::call_guard<py::gil_scoped_release>(),
       "render on CPU: float32 maps (B, L, h, w), images (B, 3, H, W) uint8 / float32 or 0, uint8 out "
       "(see csrc/render.h)");
-  m.def(
-      "gif_cpu",
-      [](std::uintptr_t frames, int64_t L, int64_t H, int64_t W, std::uintptr_t palette, int K, int delay_cs,
-         int loop, std::uintptr_t cells) {
-        daam::GifArgs a{reinterpret_cast<const unsigned char*>(frames), L, H, W,
-                        reinterpret_cast<const unsigned char*>(palette), K, delay_cs, loop,
-                        reinterpret_cast<const int16_t*>(cells)};
-        std::string s;
-        {
-          py::gil_scoped_release release;
-          s = daam::gif_encode_cpu(a);
-        }
-        return py::bytes(s);
-      },
-      py::arg("frames"), py::arg("L"), py::arg("H"), py::arg("W"), py::arg("palette"), py::arg("K"),
-      py::arg("delay_cs"), py::arg("loop"), py::arg("cells") = 0,
-      "animated GIF file bytes of (L, H, W, 3) uint8 frames with a (K, 3) uint8 palette, a frame delay in "
-      "hundredths of a second and a loop count; cells: 0 (each pixel to the entry nearest its 5-bit cell) or "
-      "a (32768,) int16 table of each cell's entry (palette_cpu's cells_out) (see csrc/gif.h)");
-  m.def(
-      "palette_cpu",
-      [](std::uintptr_t rgb, int64_t n, int K, int64_t max_samples, std::uintptr_t out, std::uintptr_t cells) {
-        return daam::palette_cpu(reinterpret_cast<const unsigned char*>(rgb), n, K, max_samples,
-                                 reinterpret_cast<unsigned char*>(out), reinterpret_cast<int16_t*>(cells));
-      },
-      py::call_guard<py::gil_scoped_release>(), py::arg("rgb"), py::arg("n"), py::arg("K"), py::arg("max_samples"),
-      py::arg("out"), py::arg("cells") = 0,
-      "a palette of at most K colours (K x 3 uint8 written at out) for n RGB uint8 pixels, sampling at most "
-      "max_samples of them; returns the number of colours; cells: 0 or a (32768,) int16 array that receives "
-      "each 5-bit cell's palette entry (see csrc/gif.h)");
-  m.def(
-      "png_idat_cpu",
-      [](std::uintptr_t image, int64_t H, int64_t W, int C) {
-        daam::PngArgs a{reinterpret_cast<const unsigned char*>(image), H, W, C};
-        std::string s;
-        {
-          py::gil_scoped_release release;
-          s = daam::png_idat_cpu(a);
-        }
-        return py::bytes(s);
-      },
-      "zlib stream of a PNG's IDAT chunk for an (H, W, C) uint8 picture, C = 1, 3 or 4: Sub filter on "
-      "every row, one dynamic-Huffman block of literals and runs (see csrc/png.h)");
-  m.def(
-      "palette_index_cpu",
-      [](std::uintptr_t rgb, int64_t n, std::uintptr_t palette, int K, std::uintptr_t out) {
-        daam::palette_index_cpu(reinterpret_cast<const unsigned char*>(rgb), n,
-                                reinterpret_cast<const unsigned char*>(palette), K, reinterpret_cast<unsigned char*>(out));
-      },
-      py::call_guard<py::gil_scoped_release>(),
-      "palette indices (n,) uint8 of n RGB uint8 pixels: nearest entry to each pixel's 5-bit cell centre");
   m.def("has_cuda", []() {
 #ifdef DAAM_WITH_CUDA
     return true;

@@ -1,161 +1,104 @@
-"""Small helpers shared by the pipelines that run stages in threads (video, explain's outputs)."""
+"""The threads of the pipelines that explain files and videos: one reader ahead of the model, a
+fixed pool of writers beside it. Nothing here changes a process-wide setting (torch's thread
+count included): the caller's choice stands for the whole run.
+"""
 from __future__ import annotations
 
+import os
 import queue
-import statistics
 import threading
-from typing import List
+from typing import Iterable, Iterator
 
-POLL = 0.1   # seconds between checks of the stop flag while a queue is full / empty
+import torch
 
+__all__ = ["Ahead", "writer_threads"]
 
-def put_until_stopped(q: "queue.Queue", item, stop: threading.Event) -> bool:
-    """Put with a bounded wait that gives up when ``stop`` is set (the consumer went away).
-
-    Returns:
-        True if the item was queued, False if ``stop`` was set first.
-    """
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=POLL)
-            return True
-        except queue.Full:
-            continue
-    return False
+POLL = 0.1   # seconds between checks of the stop flag while a queue is full
 
 
-def free_core(device) -> bool:
-    """Whether a pipeline stage in its own thread (reading, drawing, encoding) would have a core
-    of its own: the model runs on a GPU, or uses fewer threads than the cores this process may
-    use. Where every core runs one of the model's threads, such a thread stalls the model's
-    parallel regions whenever it runs, and the stages are faster taking turns with the model
-    in one thread (benchmarks/NOTES.md, 2026-11-30, "threads only on a free core")."""
-    import os
-    import torch
-    if torch.device(device).type != "cpu":
-        return True
+def cores() -> int:
+    """The cores this process may run on."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:                        # not Linux
-        cores = os.cpu_count() or 1
-    return cores > torch.get_num_threads()
+        return os.cpu_count() or 1
+
+
+def writer_threads(device) -> int:
+    """The size of the writer pool beside a model on ``device``: the cores the model leaves free
+    on a CPU (at least one), up to 4 beside a GPU (one core stays with the model's launches)."""
+    if torch.device(device).type != "cpu":
+        return max(1, min(4, cores() - 1))
+    return max(1, cores() - torch.get_num_threads())
+
+
+class _End:
+    pass
 
 
 class Ahead:
-    """The next item of ``it``, fetched in a helper thread while the caller works on this one,
-    for stages that take turns with a model on every core: the caller asks for it
-    (:meth:`request`) once the model is done with a batch, and takes it (:meth:`next`) before
-    the model runs again, so the helper never runs beside the model. With ``helper=False`` (the
-    model on one thread: no idle core in the turn) :meth:`next` reads in the caller's thread.
+    """Iterate ``items`` in a thread of its own, ``depth`` items ahead of the caller.
 
-    ``None`` marks the end of ``it``. The helper sets 1 torch thread for itself.
+    Iterate the object itself; an exception raised by ``items`` is raised in the caller's
+    thread, in order. :meth:`close` (or leaving a ``with`` block) stops the thread, also when
+    the caller stops early.
+
+    Example:
+        >>> with Ahead(read_batches(), "reader") as batches:
+        ...     for batch in batches:
+        ...         explain(batch)
     """
 
-    def __init__(self, it, name: str, helper: bool):
-        self.it = iter(it)
-        self.pending = None
-        self.pool = None
-        if helper:
-            from concurrent.futures import ThreadPoolExecutor
-            import torch
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix=name, initializer=torch.set_num_threads,
-                                           initargs=(1,))
+    def __init__(self, items: Iterable, name: str, depth: int = 1):
+        self._items = items
+        self._q: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
-    def request(self) -> None:
-        """Start fetching the next item in the helper (nothing without one)."""
-        if self.pool is not None and self.pending is None:
-            self.pending = self.pool.submit(next, self.it, None)
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    def next(self):
-        """The next item (None at the end); an error raised while fetching it is raised here."""
-        if self.pending is not None:
-            item, self.pending = self.pending.result(), None
-            return item
-        return next(self.it, None)
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put((item, None)):
+                    return
+            self._put((_End, None))
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            self._put((None, e))
+        finally:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator:
+        while True:
+            item, error = self._q.get()
+            if error is not None:
+                raise error
+            if item is _End:
+                return
+            yield item
 
     def close(self) -> None:
-        """Wait for a fetch in flight (its error is dropped: the run ends anyway) and stop the helper."""
-        if self.pending is not None:
+        """Stop the thread and wait for it (the item it was reading is dropped)."""
+        self._stop.set()
+        while self._thread.is_alive():
             try:
-                self.pending.result()
-            except BaseException:  # noqa: BLE001 - the run already ends, or has its own error
+                self._q.get(timeout=POLL)
+            except queue.Empty:
                 pass
-            self.pending = None
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
+        self._thread.join()
 
+    def __enter__(self) -> "Ahead":
+        return self
 
-class TurnSwitch:
-    """Whether a loop that takes turns with a model on every core (the model's threads, then the
-    writing of that batch by as many threads) should give one model thread to a writer thread
-    instead, the caller's thread helping to write when writing falls behind.
-
-    Taking turns, a batch costs M (the model on every core) + W (its writing). Sharing, it costs
-    about max(M1, (M1 + W1) / 2): the model on one thread fewer takes M1 (1.4 M for the shipped
-    model, 1.8 M for deit_small, on 2 cores) while another core writes, a batch taking W1 on one
-    thread. The loop measures M and W over :data:`AFTER` batches (medians of batches 2..: the
-    first is warm-up), then, unless W < :data:`HOPELESS` M (sharing cannot win when M1 >= 1.4 M),
-    runs :data:`PROBES` batches with one model thread fewer, written by the caller's thread alone
-    (:attr:`probing`), to measure M1 and W1 (the smallest of each), and switches when sharing is
-    estimated at least 5 % faster. The switch happens once; a decision against it restores the
-    thread count.
-
-    Use: :meth:`before_model` before each model call (it sets the probe's thread count), write the
-    batch alone while :attr:`probing`, then :meth:`measure` with the batch's model and write
-    seconds; True once: switch now (the model then keeps ``threads - 1`` threads; the caller
-    restores ``threads`` at the end).
-    """
-
-    AFTER = 4
-    PROBES = 1
-    HOPELESS = 0.4
-
-    def __init__(self, allowed: bool, threads: int):
-        self.allowed = bool(allowed) and threads > 1
-        self.threads, self.on = threads, False
-        self.model: List[float] = []
-        self.write: List[float] = []
-        self.probe: List[float] = []
-        self.probe_write: List[float] = []
-
-    @property
-    def probing(self) -> bool:
-        """True while the batches run with one model thread fewer and are written by one thread."""
-        return self.allowed and len(self.model) >= self.AFTER
-
-    def before_model(self) -> None:
-        """Set the model's thread count for the coming batch (one fewer while probing)."""
-        if self.probing:
-            import torch
-            torch.set_num_threads(self.threads - 1)
-
-    def _decide(self, on: bool) -> bool:
-        import torch
-        self.allowed, self.on = False, on
-        torch.set_num_threads(self.threads - 1 if on else self.threads)
-        return on
-
-    def estimate(self) -> tuple:
-        """(seconds per batch taking turns, sharing) from the measurements so far."""
-        M, W = statistics.median(self.model[1:]), statistics.median(self.write[1:])
-        M1, W1 = min(self.probe), min(self.probe_write)
-        return M + W, max(M1, (M1 + W1) / 2)
-
-    def measure(self, model_s: float, write_s: float) -> bool:
-        """Record one batch; True once, when the loop should switch now."""
-        if not self.allowed:
-            return False
-        if len(self.model) < self.AFTER:
-            self.model.append(model_s)
-            self.write.append(write_s)
-            if len(self.model) == self.AFTER and \
-                    statistics.median(self.write[1:]) < self.HOPELESS * statistics.median(self.model[1:]):
-                return self._decide(False)
-            return False
-        self.probe.append(model_s)
-        self.probe_write.append(write_s)
-        if len(self.probe) < self.PROBES:
-            return False
-        turns, sharing = self.estimate()
-        return self._decide(sharing < 0.95 * turns)
+    def __exit__(self, *exc) -> None:
+        self.close()

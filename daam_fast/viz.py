@@ -1,7 +1,7 @@
-"""Pictures and videos of the attention flow: PNG, grid picture, animated GIF, MP4 (PyAV).
+"""Pictures and videos of the attention flow: JPEG / PNG / WebP, grid picture, animated GIF, MP4 (PyAV).
 
-Thin names over :mod:`daam_fast.outputs.encode`, where the encoders live (fast PNG, one GIF
-palette for all frames, PIL-drawn grid, H.264 with a measured preset). Frames come from
+Thin names over :mod:`daam_fast.outputs.encode`, where the encoders live (libjpeg-turbo,
+libpng and Pillow pictures, one GIF palette for all frames, PIL-drawn grid, H.264 through PyAV). Frames come from
 :func:`daam_fast.render.render`; matplotlib is used only for report figures (``daam-fast demo``).
 
 Example:
@@ -11,6 +11,6 @@ Example:
 """
 from __future__ import annotations
 
-from .outputs.encode import display_size, save_gif, save_grid, save_mp4, save_png
+from .outputs.encode import display_size, save_gif, save_grid, save_image, save_mp4
 
-__all__ = ["save_png", "save_gif", "save_mp4", "save_grid", "display_size"]
+__all__ = ["save_image", "save_gif", "save_mp4", "save_grid", "display_size"]

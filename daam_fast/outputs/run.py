@@ -1,33 +1,32 @@
 """``explain_files``: image files -> explanations -> the run's maps and per-image pictures.
 
-Where a core is free for them (the model on a GPU, or fewer model threads than cores), a reader
-thread reads and prepares the next batch while the caller's thread runs the model, and
-:class:`~daam_fast.outputs.writer.OutputWriter` threads draw and write the previous batches'
-pictures, each hand-over a bounded queue. Where every core runs one of the model's threads,
-explaining and writing take turns (a third busy thread would stall the model; benchmarks/NOTES.md):
-while the model waits, a batch's pictures are written by as many threads as it uses and the next
-batch is read in a helper thread. Either way memory stays flat for any number of images:
-the maps go to ``out/maps/*.npy`` row by row (:mod:`.store`).
+Writer policy. The caller's thread runs the model. One reader thread reads and prepares the
+next batch (one batch ahead), and a fixed pool of writer threads, sized once at the start from
+the cores and the device (:func:`~daam_fast._threads.writer_threads`: the cores the model leaves
+free on a CPU, at least one; up to four beside a GPU; ``workers`` to choose), draws and writes
+the previous batches' pictures; at most ``workers + 1`` batches wait for them, so memory stays
+flat for any number of images, and the maps go to ``out/maps/*.npy`` row by row (:mod:`.store`).
+Nothing changes the process's settings: the torch thread count the caller chose holds for the
+whole run. On a CPU where the model uses every core, the pictures cost what they cost: the
+writers share the cores with the model. On a GPU the overlays are rendered and encoded there
+(nvjpeg) and only their bytes come back.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import queue
-import threading
-import time
-from dataclasses import dataclass, fields
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .encode import MAX_SIDE, MIN_SIDE
+from .options import ExplainOptions
 from .store import MAPS_DIR, MapStore
-from .writer import DEFAULT_OUTPUTS, FILES, ImageJob, OutputWriter, WriteOptions, parse_outputs
-from .._threads import Ahead, TurnSwitch, free_core, put_until_stopped
+from .writer import PICTURES, ImageJob, OutputWriter
+from .._threads import Ahead, writer_threads
 
-__all__ = ["ExplainOptions", "explain_files", "default_workers", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
+__all__ = ["explain_files", "unique_stems", "HTML_FILE", "HTML_MAX_IMAGES"]
 
 HTML_FILE = "explorer.html"
 HTML_MAX_IMAGES = 200      # the run's page holds the first images (a page of thousands would not open)
@@ -66,68 +65,13 @@ def _batches(paths: Sequence[str], spec, batch_size: int, read: Optional[dict] =
         yield start, ok, bad, x, rgb
 
 
-@dataclass
-class ExplainOptions:
-    """How images are explained and drawn: the defaults of :func:`explain_files` and of
-    ``daam-fast explain``.
-
-    Attributes:
-        method: a DAAM method ("grad", "direct", ...).  target: class for every image (None:
-        each image's prediction).  batch_size: images per model call.  mode: rendering.
-        video: also write the MP4s when ``outputs`` has mp4 (False: the old ``--no-video``).
-        outputs: comma-separated outputs (:data:`~daam_fast.outputs.OUTPUTS`).  workers: writer
-        threads (None: 2 where the model leaves a core free or runs on a GPU, else 0).
-        boxes: threshold of the boxes drawn on the overlays, or None.  max_side / min_side:
-        bounds of the drawn pictures.
-    """
-
-    method: str = "grad"
-    target: Optional[int] = None
-    batch_size: int = 16
-    mode: str = "nonlinear"
-    video: bool = True
-    outputs: str = ",".join(DEFAULT_OUTPUTS)
-    workers: Optional[int] = None
-    boxes: Optional[float] = None
-    max_side: int = MAX_SIDE
-    min_side: int = MIN_SIDE
-
-
-_D = ExplainOptions()
-
-
-class _Reader(threading.Thread):
-    """Runs :func:`_batches` ahead of the model into ``q``; then None (or the exception it raised)."""
-
-    def __init__(self, batches, q: "queue.Queue", stop: threading.Event):
-        super().__init__(name="daam-explain-reader", daemon=True)
-        self.batches, self.q, self.stop = batches, q, stop
-
-    def run(self) -> None:
-        try:
-            for item in self.batches:
-                if not put_until_stopped(self.q, item, self.stop):
-                    return
-            put_until_stopped(self.q, None, self.stop)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            put_until_stopped(self.q, e, self.stop)
-
-
-def default_workers(device) -> int:
-    """Writer threads for ``explain_files``: 2 when they have a core of their own (the model runs
-    on a GPU, or uses fewer threads than the cores this process may use), else 0
-    (:func:`daam_fast._threads.free_core`; on 2 cores the shapes model took 1.5x as long beside
-    a reader thread, NOTES.md)."""
-    return 2 if free_core(device) else 0
-
-
 class _Html:
     """Gathers the first ``limit`` rows (CPU) and the model-size pictures for the run's explorer page."""
 
     def __init__(self, limit: int):
-        self.limit, self.rows, self.images, self.count, self.left_out = limit, [], [], 0, 0
+        self.limit, self.rows, self.images, self.names, self.count, self.left_out = limit, [], [], [], 0, 0
 
-    def add(self, res, rgb: torch.Tensor) -> None:
+    def add(self, res, rgb: torch.Tensor, names: Sequence[str]) -> None:
         room = self.limit - self.count
         n = rgb.shape[0]
         if room <= 0:
@@ -136,6 +80,7 @@ class _Html:
         k = min(room, n)
         self.rows.append(res[:k].to("cpu") if k < n else res.to("cpu"))
         self.images.append(rgb[:k].cpu())
+        self.names += list(names[:k])
         self.count += k
         self.left_out += n - k
 
@@ -146,12 +91,13 @@ class _Html:
             raise RuntimeError(f"the html output needs daam_fast.explorer ({e})") from None
         first = self.rows[0]
         kw = {}
-        for f in fields(first):
+        for f in dataclasses.fields(first):
             vals = [getattr(r, f.name) for r in self.rows]
             kw[f.name] = torch.cat(vals) if isinstance(vals[0], torch.Tensor) else vals[0]
         res = type(first)(**kw)
-        explore(res, torch.cat(self.images), path, class_names=class_names)
+        explore(res, torch.cat(self.images), path, class_names=class_names, names=self.names)
         return {"path": path, "images": self.count, "left_out": self.left_out}
+
 
 
 def _read_record(info: Optional[dict]) -> dict:
@@ -165,35 +111,23 @@ def _read_record(info: Optional[dict]) -> dict:
     return rec
 
 
-def explain_files(paths: List[str], model, out: str, method: str = _D.method, target=_D.target, bank=None,
-                  batch_size: int = _D.batch_size, mode: str = _D.mode, quiet: bool = False, video: bool = _D.video,
-                  daam_options: Optional[dict] = None, outputs=_D.outputs, workers: Optional[int] = _D.workers,
-                  boxes: Optional[float] = _D.boxes, max_side: int = _D.max_side, min_side: int = _D.min_side,
-                  failed_inputs: Sequence[Tuple[str, str]] = ()) -> dict:
+def explain_files(paths: List[str], model, out: str, options: Optional[ExplainOptions] = None, *, bank=None,
+                  quiet: bool = False, daam_options: Optional[dict] = None,
+                  failed_inputs: Sequence[Tuple[str, str]] = (), **fields) -> dict:
     """Explain image files and write the chosen outputs: the maps of the whole run in
     ``out/maps/`` (:mod:`~daam_fast.outputs.store`, one row per input) and the pictures in one
-    folder per output, ``out/overlay/<stem>.png``, ``out/gif/<stem>.gif`` ...
+    folder per output, ``out/overlay/<stem>.jpg``, ``out/gif/<stem>.gif`` ...
 
     Args:
         paths: image files (unreadable ones are listed as failed with the reason).
-        model: a ViT in eval mode (its device is used).
+        model: a ViT in eval mode (its device is used: on a GPU the overlays are drawn and
+            encoded there).
         out: output folder (created); ``summary.json`` is written there, even when the run stops
             on an error (then with "error").
-        method, target, bank, daam_options: as :class:`daam_fast.DAAM` / its call.
-        batch_size: images per model call.
-        mode: rendering mode of :func:`daam_fast.render.render`.
+        options: :class:`~daam_fast.outputs.ExplainOptions` (method, target, outputs,
+            image_format, workers, ...); ``**fields`` override its fields by name.
+        bank, daam_options: as :class:`daam_fast.DAAM` / its call.
         quiet: no progress bar.
-        video: False drops ``mp4`` from ``outputs`` (the old ``--no-video``).
-        outputs: names or "a,b" (:data:`~daam_fast.outputs.OUTPUTS`): overlay, grid, gif, mp4
-            (one picture per image), maps (the run's arrays), html (one explorer page for the
-            run, ``out/explorer.html``, the first :data:`HTML_MAX_IMAGES` images).
-        workers: writer threads beside the model, plus a reader thread (0: explaining and
-            writing take turns: while the model waits, each batch's pictures are written side by
-            side by as many threads as it uses, and the next batch is read). None: :func:`default_workers` (2 where the model
-            leaves a core free or runs on a GPU, else 0).
-        boxes: None, or the threshold of the boxes drawn on the overlays.
-        max_side: longer side of the drawn pictures, at most (default 640).
-        min_side: shorter side of small pictures scaled up to this (default 0: their own size).
         failed_inputs: (path or pattern, reason) of inputs that never became a file to read
             (e.g. :func:`daam_fast.io.expand_inputs`'s problems); listed first in "failed".
 
@@ -203,126 +137,51 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
         EXIF orientation applied, 1-8; an animated picture also has "animated": true and "frame": 0, the
         frame explained), "failed": [{"path", "reason"}, ...], "outputs": [...], "html": {...}
         (with html)}, also in ``summary.json``.
+
+    Raises:
+        ValueError: a bad option (before any thread starts or any file is written).
+
+    Example:
+        >>> summary = explain_files(paths, model, "out", outputs="overlay,maps,gif", image_format="png")
     """
     from tqdm import tqdm
     from ..explainer import DAAM
     from ..models import class_names
     from ..preprocess import input_spec
-    from ..targets import BankTarget
 
-    outs = parse_outputs(outputs)
-    if not video:
-        outs = tuple(o for o in outs if o != "mp4") or ("maps",)
+    opt = dataclasses.replace(options or ExplainOptions(), **fields)
+    outs = opt.check()
     spec = input_spec(model)
     names = class_names(model)
     device = next(model.parameters()).device
     stems = unique_stems(paths)
+    daam = DAAM(model, method=opt.method, **(daam_options or {}))   # bad options raise before any thread starts
+    workers = writer_threads(device) if opt.workers is None else opt.workers
     os.makedirs(out, exist_ok=True)
-    opts = WriteOptions(outputs=outs, method=method, mode=mode, boxes=boxes, max_side=int(max_side),
-                        min_side=int(min_side))
-    html = _Html(HTML_MAX_IMAGES) if "html" in outs else None
-    daam = DAAM(model, method=method, **(daam_options or {}))      # bad options raise before any thread starts
-    bar = tqdm(total=len(paths), desc="explaining", unit="img", disable=quiet, dynamic_ncols=True)
-    auto_workers = workers is None
-    if workers is None:
-        workers = default_workers(device)
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
-    stop = threading.Event()
-    read: dict = {}                               # per input: the orientation applied, animated or not
-    batches = _batches(paths, spec, batch_size, read)
-    reader = None
-    if workers:                                   # read ahead in a thread only beside writer threads
-        q: "queue.Queue" = queue.Queue(maxsize=2)
-        reader = _Reader(batches, q, stop)
-        batches = iter(q.get, None)
-    pictures = [o for o in outs if o in FILES]
+    pictures = [o for o in outs if o in PICTURES]
     for o in pictures:
-        os.makedirs(os.path.join(out, FILES[o][0]), exist_ok=True)
-    store = MapStore(os.path.join(out, MAPS_DIR), paths, stems, method=method) if "maps" in outs else None
-    writer = OutputWriter(opts, workers=workers, queue_size=max(2, workers), progress=bar, store=store,
-                          turn_threads=torch.get_num_threads())
-    # taking turns with more than one model thread: the next batch is read in a helper thread while
-    # this one is written (the model's cores are free then), never while the model runs
-    threads = torch.get_num_threads()
-    ahead = Ahead(batches, "daam-explain-turn", helper=reader is None and threads > 1)
-    # taking turns by choice (workers=None), a run whose pictures cost more to write than a model
-    # thread fewer costs may switch to one model thread fewer, a writer thread beside it and the
-    # caller writing a batch whenever two wait (TurnSwitch: measured on the run's own batches)
-    share = TurnSwitch(bool(pictures) and workers == 0 and auto_workers and device.type == "cpu"
-                       and len(paths) > (TurnSwitch.AFTER + TurnSwitch.PROBES + 1) * batch_size, threads)
-    if reader is not None:
-        reader.start()
+        os.makedirs(os.path.join(out, o), exist_ok=True)
+    html = _Html(HTML_MAX_IMAGES) if "html" in outs else None
+    store = MapStore(os.path.join(out, MAPS_DIR), paths, stems, method=opt.method) if "maps" in outs else None
+    bar = tqdm(total=len(paths), desc="explaining", unit="img", disable=quiet, dynamic_ncols=True)
+    writer = OutputWriter(opt, pictures, workers=workers, progress=bar, store=store)
+    read: dict = {}                               # per input: the orientation applied, animated or not
+    batches = Ahead(_batches(paths, spec, opt.batch_size, read), "daam-explain-reader")
     error = None
     try:
         with daam:
-            while True:
-                item = ahead.next()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                if share.on:
-                    ahead.request()                   # read beside the model: its core is the writer's
-                start, ok, bad, x, rgb = item
+            for start, ok, bad, x, rgb in batches:
                 for i, path, reason in bad:
                     writer.fail(i, path, reason)
-                if not ok:
-                    continue
-                share.before_model()
-                t0 = time.perf_counter()
-                try:
-                    res = daam(x.to(device, non_blocking=True), target=BankTarget(bank) if bank is not None else target)
-                except (ValueError, RuntimeError) as e:
-                    for i, path, _ in ok:
-                        writer.fail(i, path, f"explanation failed: {e}")
-                    continue
-                ahead.request()
-                if res.maps.shape[0] != len(ok):
-                    for i, path, _ in ok:
-                        writer.fail(i, path, f"explain_files writes one explanation per image; the target gave "
-                                             f"{res.maps.shape[0]} rows for {len(ok)} images")
-                    continue
-                if html is not None:
-                    html.add(res, rgb)
-                rows = [i for i, _, _ in ok]
-                targets = res.targets.detach().cpu().tolist()
-                labels = [(names[t] if names and 0 <= t < len(names) else str(t)) if t >= 0 else "label-free"
-                          for t in targets]
-                maps = res.maps.detach().float().cpu()
-                if store is not None:
-                    arrays = {"maps": maps.numpy(), "block_maps": res.block_maps.detach().float().cpu().numpy(),
-                              "targets": np.asarray(targets, dtype=np.int64)}
-                    for k in ("logits", "features", "weights"):
-                        v = getattr(res, k)
-                        if isinstance(v, torch.Tensor):
-                            arrays[k] = v.detach().float().cpu().numpy()
-                    store.meta.setdefault("grid", list(res.grid))
-                    try:
-                        store.write(rows, arrays, classes=labels)
-                    except (OSError, ValueError) as e:
-                        for i, path, _ in ok:
-                            writer.fail(i, path, f"could not write maps: {type(e).__name__}: {e}")
-                        continue
-                if pictures or boxes is not None:
-                    t1 = time.perf_counter()
-                    writer.submit([ImageJob(path, stems[i], out, i, pic, maps[j], targets[j], labels[j])
-                                   for j, (i, path, pic) in enumerate(ok)], alone=share.probing)
-                    if share.measure(t1 - t0, time.perf_counter() - t1):
-                        writer.share(workers=1, help_ahead=2)
-                else:
-                    for j, (i, path, _) in enumerate(ok):
-                        writer.done(i, {"path": path, "row": i, "target": targets[j], "class": labels[j], "files": []})
+                if ok:
+                    _explain_batch(daam, x.to(device, non_blocking=True), ok, rgb, opt, bank, names, stems, out,
+                                   writer, store, html, bool(pictures))
     except BaseException as e:
         error = e
         raise
     finally:
-        stop.set()
-        ahead.close()
+        batches.close()
         writer.close()
-        torch.set_num_threads(threads)
-        if reader is not None:
-            reader.join()
         bar.close()
         if store is not None:
             store.close()
@@ -339,3 +198,46 @@ def explain_files(paths: List[str], model, out: str, method: str = _D.method, ta
         with open(os.path.join(out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return summary
+
+
+def _explain_batch(daam, x, ok, rgb, opt: ExplainOptions, bank, names, stems, out, writer: OutputWriter,
+                   store: Optional[MapStore], html: Optional[_Html], pictures: bool) -> None:
+    """Explain one batch, write its maps, and hand its pictures to the writers."""
+    from ..targets import BankTarget
+    try:
+        res = daam(x, target=opt.target if bank is None else BankTarget(bank))
+    except (ValueError, RuntimeError) as e:
+        for i, path, _ in ok:
+            writer.fail(i, path, f"explanation failed: {e}")
+        return
+    if res.maps.shape[0] != len(ok):
+        for i, path, _ in ok:
+            writer.fail(i, path, f"explain_files writes one explanation per image; the target gave "
+                                 f"{res.maps.shape[0]} rows for {len(ok)} images")
+        return
+    if html is not None:
+        html.add(res, rgb, [os.path.basename(path) for _, path, _ in ok])
+    rows = [i for i, _, _ in ok]
+    targets = res.targets.detach().cpu().tolist()
+    labels = [(names[t] if names and 0 <= t < len(names) else str(t)) if t >= 0 else "label-free" for t in targets]
+    maps = res.maps.detach().float()
+    if store is not None:
+        arrays = {"maps": maps.cpu().numpy(), "block_maps": res.block_maps.detach().float().cpu().numpy(),
+                  "targets": np.asarray(targets, dtype=np.int64)}
+        for k in ("logits", "features", "weights"):
+            v = getattr(res, k)
+            if isinstance(v, torch.Tensor):
+                arrays[k] = v.detach().float().cpu().numpy()
+        store.meta.setdefault("grid", list(res.grid))
+        try:
+            store.write(rows, arrays, classes=labels)
+        except (OSError, ValueError) as e:
+            for i, path, _ in ok:
+                writer.fail(i, path, f"could not write maps: {type(e).__name__}: {e}")
+            return
+    if pictures or opt.boxes is not None:
+        writer.submit([ImageJob(path, stems[i], out, i, pic, maps[j], targets[j], labels[j])
+                       for j, (i, path, pic) in enumerate(ok)])
+    else:
+        for j, (i, path, _) in enumerate(ok):
+            writer.done(i, {"path": path, "row": i, "target": targets[j], "class": labels[j], "files": []})

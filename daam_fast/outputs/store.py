@@ -1,5 +1,6 @@
-"""The ``maps`` output of ``daam-fast explain``: one ``.npy`` file per quantity for the whole run,
-one row per input, in input order.
+"""The one map layout of every run (``daam-fast explain``'s ``maps`` output, ``daam-fast video
+--maps``): one memory-mappable ``.npy`` file per quantity, one row per input (image or video
+frame) in input order, and an ``index.json``.
 
     out/maps/maps.npy          (N, L, h, w) float32   D_1 ... D_L
     out/maps/block_maps.npy    (N, L, h, w) float32   L_1 ... L_L
@@ -8,6 +9,10 @@ one row per input, in input order.
     out/maps/boxes.npy         (N, 4) float32         with --boxes: (x0, y0, x1, y1) on the overlay
     out/maps/explained.npy     (N,) bool              rows written (False: the input failed)
     out/maps/index.json        paths, stems, classes, method, grid, arrays
+
+A video's maps folder holds ``maps.npy``, ``block_maps.npy``, ``targets.npy`` and ``time.npy``
+((T,) float64, each frame's time in seconds from the first) and its index the video's fps, size,
+smoothing.
 
 Rows are written with ``os.pwrite`` as batches come (memory stays flat, one file per quantity
 instead of one per image: creating a file costs 0.02-0.9 ms of system CPU on this machine's
@@ -28,16 +33,27 @@ __all__ = ["MAPS_DIR", "MapStore", "load_maps"]
 MAPS_DIR = "maps"
 
 
-class _Rows:
-    """One (N, *row) ``.npy`` file written row by row with ``os.pwrite`` (file created sparse, zero rows)."""
+HEADER = 128   # bytes of each .npy header (format 1.0), room for any row count: rewritten at close
 
-    def __init__(self, path: str, n: int, row: tuple, dtype: np.dtype):
-        self.row, self.dtype = tuple(row), np.dtype(dtype)
-        mm = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(n, *self.row))
-        self.offset = mm.offset
-        del mm
+
+def _header(dtype: np.dtype, shape: tuple) -> bytes:
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
+    body = text.encode("latin1").ljust(HEADER - 10 - 1) + b"\n"
+    if len(body) != HEADER - 10:
+        raise ValueError(f"an array of shape {shape} needs a longer .npy header")
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
+
+
+class _Rows:
+    """One (N, *row) ``.npy`` file written row by row with ``os.pwrite`` (sparse: unwritten rows are
+    zero). ``n``: the row count, or None: as many as the highest row written (a stream)."""
+
+    def __init__(self, path: str, n: Optional[int], row: tuple, dtype: np.dtype):
+        self.row, self.dtype, self.n, self.rows = tuple(row), np.dtype(dtype), n, 0
         self.nbytes = int(np.prod(self.row, dtype=np.int64)) * self.dtype.itemsize
-        self.fd = os.open(path, os.O_WRONLY)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.pwrite(self.fd, _header(self.dtype, (n or 0, *self.row)), 0)
+        os.ftruncate(self.fd, HEADER + (n or 0) * self.nbytes)
 
     def write(self, rows: Sequence[int], values: np.ndarray) -> None:
         v = np.ascontiguousarray(values, dtype=self.dtype)
@@ -46,18 +62,24 @@ class _Rows:
         start = 0
         for j in range(1, len(rows) + 1):                      # one pwrite per run of consecutive rows
             if j == len(rows) or rows[j] != rows[j - 1] + 1:
-                os.pwrite(self.fd, v[start:j].tobytes(), self.offset + rows[start] * self.nbytes)
+                os.pwrite(self.fd, v[start:j].tobytes(), HEADER + rows[start] * self.nbytes)
                 start = j
+        self.rows = max([self.rows] + [r + 1 for r in rows])
 
-    def close(self) -> None:
+    def close(self) -> int:
+        n = self.n if self.n is not None else self.rows
+        os.pwrite(self.fd, _header(self.dtype, (n, *self.row)), 0)
+        os.ftruncate(self.fd, HEADER + n * self.nbytes)
         os.close(self.fd)
+        return n
 
 
 class MapStore:
-    """The run's ``maps/`` folder (see the module docstring): ``write`` rows, then ``close``.
+    """A run's maps folder (see the module docstring): ``write`` rows, then ``close``.
 
-    Each array file is created at its first write, sized for all ``len(paths)`` rows. Safe to
-    call from several threads.
+    Each array file is created at its first write, sized for all ``len(paths)`` rows (``paths``
+    None: a stream, as many rows as written, e.g. a video's frames). Safe to call from several
+    threads.
 
     Example:
         >>> store = MapStore("out/maps", paths, method="grad")
@@ -65,21 +87,23 @@ class MapStore:
         >>> store.close()
     """
 
-    def __init__(self, folder: str, paths: Sequence[str], stems: Optional[Sequence[str]] = None,
+    def __init__(self, folder: str, paths: Optional[Sequence[str]] = None, stems: Optional[Sequence[str]] = None,
                  method: str = "grad", meta: Optional[dict] = None):
         os.makedirs(folder, exist_ok=True)
-        self.folder, self.paths, self.method = folder, list(paths), method
+        self.folder, self.method = folder, method
+        self.paths = list(paths) if paths is not None else None
         self.stems = list(stems) if stems is not None else None
         self.meta = dict(meta or {})
-        self.classes: List[Optional[str]] = [None] * len(self.paths)
+        self.classes: List[Optional[str]] = [None] * len(self.paths or ())
         self._files: Dict[str, _Rows] = {}
         self._lock = threading.Lock()
-        self._explained = self._open("explained", (), np.bool_)
+        self._explained = self._open("explained", (), np.bool_) if self.paths is not None else None
 
     def _open(self, name: str, row: tuple, dtype) -> _Rows:
         f = self._files.get(name)
         if f is None:
-            f = self._files[name] = _Rows(os.path.join(self.folder, name + ".npy"), len(self.paths), row, dtype)
+            n = len(self.paths) if self.paths is not None else None
+            f = self._files[name] = _Rows(os.path.join(self.folder, name + ".npy"), n, row, dtype)
         return f
 
     def write(self, rows: Sequence[int], arrays: Dict[str, np.ndarray], classes: Sequence[str] = (),
@@ -98,36 +122,45 @@ class MapStore:
                 if v.shape[0] != len(rows):
                     raise ValueError(f"{k}: {v.shape[0]} rows for {len(rows)} images")
                 self._open(k, v.shape[1:], v.dtype).write(rows, v)
-            if mark:
+            if mark and self._explained is not None:
                 self._explained.write(rows, np.ones(len(rows), dtype=np.bool_))
             for r, c in zip(rows, classes):
-                self.classes[r] = c
+                if r < len(self.classes):
+                    self.classes[r] = c
 
     def close(self) -> dict:
         """Close the files and write ``index.json``; returns the index."""
         with self._lock:
-            index = {"method": self.method, "paths": self.paths, "classes": self.classes,
-                     "arrays": {k: [len(self.paths), *f.row] for k, f in self._files.items()}, **self.meta}
+            arrays = {k: [f.close(), *f.row] for k, f in self._files.items()}
+            index = {"method": self.method, "arrays": arrays, **self.meta}
+            if self.paths is not None:
+                index.update(paths=self.paths, classes=self.classes)
             if self.stems is not None:
                 index["stems"] = self.stems
-            for f in self._files.values():
-                f.close()
             self._files = {}
         with open(os.path.join(self.folder, "index.json"), "w") as f:
             json.dump(index, f, indent=1)
         return index
 
 
-def load_maps(folder: str, mmap: bool = True) -> dict:
-    """Read a ``maps/`` folder back: {"maps": (N, L, h, w), "block_maps", "targets", "explained",
-    ..., "index": the index.json dict}; arrays memory-mapped unless ``mmap=False``.
+def load_maps(path: str, mmap: bool = True) -> dict:
+    """Read the maps of any run back: {"maps": (N, L, h, w), "block_maps", "targets", ...,
+    "index": the index.json dict}; arrays memory-mapped unless ``mmap=False``.
+
+    Args:
+        path: a maps folder (``out/maps``, a video's ``--maps`` folder) or the run's folder
+            (``out``, which holds ``maps/``).
 
     Example:
-        >>> z = load_maps("out/maps")
+        >>> z = load_maps("out")
         >>> final = z["maps"][z["explained"], -1]      # D_L of every explained image
     """
-    with open(os.path.join(folder, "index.json")) as f:
+    if not os.path.exists(os.path.join(path, "index.json")) and os.path.isdir(os.path.join(path, MAPS_DIR)):
+        path = os.path.join(path, MAPS_DIR)
+    if not os.path.exists(os.path.join(path, "index.json")):
+        raise FileNotFoundError(f"{path}: no index.json: not the maps of a run")
+    with open(os.path.join(path, "index.json")) as f:
         index = json.load(f)
-    out = {k: np.load(os.path.join(folder, k + ".npy"), mmap_mode="r" if mmap else None) for k in index["arrays"]}
+    out = {k: np.load(os.path.join(path, k + ".npy"), mmap_mode="r" if mmap else None) for k in index["arrays"]}
     out["index"] = index
     return out
