@@ -1,18 +1,14 @@
-"""The reader: decode with PyAV, batch, preprocess; in its own thread behind a bounded queue, or
-iterated in the caller's thread where no core is free for it (:func:`daam_fast._threads.free_core`)."""
+"""The reader: decode with PyAV, batch, preprocess; iterated one batch ahead of the model in a
+thread of its own (:class:`daam_fast._threads.Ahead`)."""
 from __future__ import annotations
 
-import queue
-import threading
 from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
 
 from .info import VideoDecodeError, probe_video
-from .._threads import POLL, put_until_stopped
-
-_POLL = POLL
+from ..outputs.encode import import_av
 
 
 class _End:
@@ -25,18 +21,13 @@ class _Failed:
         self.error = error
 
 
-_put = put_until_stopped
-
-
-class _Reader(threading.Thread):
-    """Decode ``src`` and hand over batches ``(start, rgb, x, corrupt, times)``: rgb (B, 3, H, W)
-    uint8, x (B, 3, h, w) the model input, corrupt the flagged frame indices, times the frames'
+class _Frames:
+    """Decode ``src`` into batches ``(start, rgb, x, corrupt, times)``: rgb (B, 3, H, W) uint8, x
+    (B, 3, h, w) the model input, corrupt the flagged frame indices, times the frames'
     presentation times in seconds (None where unknown); then :class:`_End` or :class:`_Failed`."""
 
-    def __init__(self, src: str, spec, batch_size: int, q: "queue.Queue", stop: threading.Event, corrupt: str,
-                 device=None):
-        super().__init__(name="daam-video-reader", daemon=True)
-        self.src, self.spec, self.batch_size, self.q, self.stop, self.corrupt = src, spec, batch_size, q, stop, corrupt
+    def __init__(self, src: str, spec, batch_size: int, corrupt: str, device=None):
+        self.src, self.spec, self.batch_size, self.corrupt = src, spec, batch_size, corrupt
         # on a GPU, the uint8 frames are copied once and prepared there; the writer renders from the same copy
         self.gpu = torch.device(device) if device is not None and torch.device(device).type == "cuda" else None
 
@@ -48,16 +39,10 @@ class _Reader(threading.Thread):
         x, _ = prepare(rgb, self.spec)
         return start, rgb, x, flagged, list(times)
 
-    def run(self) -> None:
-        torch.set_num_threads(1)    # per thread: light torch work here must not oversubscribe the model's threads
-        for item in self.items():
-            if not _put(self.q, item, self.stop):
-                return
-
     def items(self) -> Iterator[object]:
         """The batches, then :class:`_End` or :class:`_Failed` (after the batch of the frames decoded
-        before a decoding error). :meth:`run` queues them; without a thread, iterate this."""
-        import av
+        before a decoding error)."""
+        av = import_av()
         from av.video.reformatter import VideoReformatter
         # one reformatter for the whole stream keeps its swscale context: to_ndarray() makes a new
         # one per frame (256 x 256: 0.35 -> 0.09 ms a frame, 1080p 2.05 -> 1.78; the same pixels)
@@ -92,8 +77,6 @@ class _Reader(threading.Thread):
                         if len(pics) == self.batch_size:
                             yield self._batch(n - len(pics), pics, flagged, times)
                             pics, flagged, times = [], [], []
-                        if self.stop.is_set():
-                            return
             except av.FFmpegError as e:
                 raise VideoDecodeError(self.src, n, str(e)) from None
             except VideoDecodeError:

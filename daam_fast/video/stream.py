@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .info import probe_video
-from .reader import _POLL, _End, _Failed, _Reader
-from .._threads import Ahead, TurnSwitch, free_core
+from .options import VideoOptions
+from .reader import _End, _Failed, _Frames
+from .._threads import Ahead
 
 Batch = Tuple[int, Tensor, Tensor, Tensor, List[int], List[Optional[float]]]
 
@@ -27,17 +26,15 @@ def _ema(maps: Tensor, state: Optional[Tensor], s: float) -> Tuple[Tensor, Optio
     return out, state
 
 
-def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Optional[int], bank,
-            smoothing: float, queue_size: int, corrupt: str, progress: bool, daam_options: Optional[dict] = None,
-            overlap: Optional[bool] = None, switch: Optional[TurnSwitch] = None) -> Iterator[Batch]:
-    """Yield ``(start, rgb, maps, targets, corrupt, times)`` per batch, in order.
+def _stream(src: str, model: nn.Module, opt: VideoOptions, bank, progress: bool,
+            daam_options: Optional[dict] = None) -> Iterator[Batch]:
+    """Yield ``(start, rgb, maps, targets, corrupt, times)`` per batch, in order, the frames decoded
+    ``opt.queue_size`` batches ahead in a reader thread.
 
     ``rgb`` (B, 3, H, W) uint8 on the CPU (on the GPU with a CUDA model); ``maps`` (B, L, h, w)
-    float32 (smoothed) on the model's device; ``targets`` (B,); ``corrupt``: indices of the frames the decoder flagged;
-    ``times``: each frame's presentation time in seconds (None where the container gives none).
-    ``overlap``: decode in a reader thread (None: where a core is free for it, :func:`free_core`).
-    ``switch``: taking turns, the caller's :class:`~daam_fast._threads.TurnSwitch` (its probe sets
-    the model's threads; once it is on, the next batch is decoded while the model runs).
+    float32 (smoothed) on the model's device; ``targets`` (B,); ``corrupt``: indices of the frames
+    the decoder flagged; ``times``: each frame's presentation time in seconds (None where the
+    container gives none).
     """
     from tqdm import tqdm
     from ..explainer import DAAM
@@ -46,59 +43,28 @@ def _stream(src: str, model: nn.Module, method: str, batch_size: int, target: Op
 
     info = probe_video(src)
     device = next(model.parameters()).device
-    if overlap is None:
-        overlap = free_core(device)
-    q: "queue.Queue" = queue.Queue(maxsize=queue_size)
-    stop = threading.Event()
-    reader = _Reader(src, input_spec(model), batch_size, q, stop, corrupt, device=device)
-    items = reader.items() if not overlap else None
+    daam = DAAM(model, method=opt.method, **(daam_options or {}))
+    frames = _Frames(src, input_spec(model), opt.batch_size, opt.corrupt, device=device)
     bar = tqdm(total=info.frames or None, desc=os.path.basename(src), unit="frame", disable=not progress,
                dynamic_ncols=True)
     state: Optional[Tensor] = None
-    # taking turns with more than one model thread: the next batch is decoded in a helper thread
-    # while the caller draws and encodes this one (the model's other cores are idle then), and
-    # never while the model runs
-    ahead = Ahead(items, "daam-video-turn", helper=torch.get_num_threads() > 1) if items is not None else None
-    if overlap:
-        reader.start()
+    batches = Ahead(frames.items(), "daam-video-reader", depth=opt.queue_size)
     try:
-        with DAAM(model, method=method, **(daam_options or {})) as daam:
-            while True:
-                if ahead is not None:
-                    item = ahead.next()
-                    if item is None:                 # the reader always ends with _End or _Failed
-                        raise RuntimeError("the video reader stopped without a result")
-                else:
-                    try:
-                        item = q.get(timeout=_POLL)
-                    except queue.Empty:
-                        if not reader.is_alive() and q.empty():
-                            raise RuntimeError("the video reader thread stopped without a result") from None
-                        continue
+        with daam:
+            for item in batches:
                 if isinstance(item, _End):
-                    break
+                    return
                 if isinstance(item, _Failed):
                     raise item.error
-                if switch is not None:
-                    if switch.on and ahead is not None:
-                        ahead.request()           # decode beside the model: the writer's core
-                    switch.before_model()
                 start, rgb, x, flagged, times = item
-                res = daam(x.to(device, non_blocking=True), target=BankTarget(bank) if bank is not None else target)
-                maps, state = _ema(res.maps.detach(), state, smoothing)
+                res = daam(x.to(device, non_blocking=True), target=opt.target if bank is None else BankTarget(bank))
+                maps, state = _ema(res.maps.detach(), state, opt.smoothing)
                 bar.update(rgb.shape[0])
-                if ahead is not None:
-                    ahead.request()
                 yield start, rgb, maps, res.targets, flagged, times
+        raise RuntimeError("the video reader stopped without a result")
     finally:
-        stop.set()
+        batches.close()
         bar.close()
-        if ahead is not None:
-            ahead.close()
-        if items is not None:
-            items.close()
-        else:
-            reader.join()
 
 
 def _default_model(model: Optional[nn.Module]) -> nn.Module:
