@@ -8,7 +8,6 @@ defaults are the fields of :class:`daam_fast.outputs.ExplainOptions`.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -16,8 +15,8 @@ import time
 from typing import Optional
 
 from ..outputs import ExplainOptions, explain_files
-from .options import (EXIT_FAILED, EXIT_OK, UsageError, add_mode, add_model_args, add_overwrite, add_quiet,
-                      daam_args, load_model)
+from .options import (EXIT_FAILED, EXIT_OK, UsageError, add_model_args, add_options, add_overwrite, add_quiet,
+                      daam_args, default_of, from_args, load_model)
 
 __all__ = ["add_cli"]
 
@@ -42,8 +41,7 @@ def _cmd_explain(args) -> int:
     outputs = args.outputs + (",html" if args.html else "")
     if args.no_video:
         outputs = ",".join(o for o in outputs.split(",") if o.strip().lower() != "mp4") or "maps"
-    opt = ExplainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ExplainOptions)
-                            if f.name not in ("method", "outputs")}, method=daam.method, outputs=outputs)
+    opt = from_args(ExplainOptions, args, method=daam.method, outputs=outputs)
     try:
         outputs = opt.check()
     except ValueError as e:
@@ -81,17 +79,10 @@ def add_cli(sub) -> None:
     """Register ``daam-fast explain``; its flags and defaults are :class:`ExplainOptions`' fields."""
     p = sub.add_parser("explain", help="explain image files (per image: overlay and maps; grid, GIF, MP4, html on request)")
     p.add_argument("images", nargs="+", help="files, directories or glob patterns")
-    d = ExplainOptions()
-    add_model_args(p, batch_size=d.batch_size)
+    add_model_args(p, batch_size=default_of(ExplainOptions, "batch_size"))
     p.add_argument("--out", required=True, help="output directory")
     add_overwrite(p, "replace the contents of an existing --out")
-    add_mode(p, d.mode)
-    for f in dataclasses.fields(ExplainOptions):
-        if f.name in ("method", "batch_size", "mode"):               # the model's and the rendering's own flags
-            continue
-        kind = {"target": int, "workers": int, "boxes": float}.get(f.name, type(f.default))
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
-                       choices=f.metadata.get("choices"), help=f"{f.metadata['help']} (default {f.default})")
+    add_options(p, ExplainOptions)
     p.add_argument("--html", action="store_true",
                    help="also write the run's interactive explorer page, explorer.html (= adding html to --outputs)")
     p.add_argument("--no-video", action="store_true", help="leave the MP4s out even when --outputs has mp4")

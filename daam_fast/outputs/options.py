@@ -33,8 +33,13 @@ def parse_outputs(spec) -> Tuple[str, ...]:
     return tuple(o for o in OUTPUTS if o in names)
 
 
-def _help(text: str) -> Any:
-    return {"help": text}
+def _help(text: str, **more) -> Any:
+    return {"help": text + " (default %(default)s)", **more}
+
+
+def _modes() -> Tuple[str, ...]:
+    from ..render import MODES
+    return tuple(MODES)
 
 
 @dataclass
@@ -62,23 +67,24 @@ class ExplainOptions:
         mp4_fps: frames (blocks) per second of the MP4s.
     """
 
-    method: str = field(default="grad", metadata=_help("DAAM method"))
-    target: Optional[int] = field(default=None, metadata=_help("class to explain (default: each image's prediction)"))
-    batch_size: int = field(default=16, metadata=_help("images per model call"))
-    mode: str = field(default="nonlinear", metadata=_help("rendering mode"))
+    method: str = field(default="grad", metadata={"cli": False})              # the DAAM options' --method
+    target: Optional[int] = field(default=None, metadata={
+        "help": "class to explain (default: each image's prediction)"})
+    batch_size: int = field(default=16, metadata={"cli": False})              # the model options' --batch-size
+    mode: str = field(default="nonlinear", metadata=_help("rendering", choices=_modes))
     outputs: str = field(default=",".join(DEFAULT_OUTPUTS), metadata=_help(
         f"comma-separated, from {','.join(OUTPUTS)} (or all). One picture per image in a folder per output: "
         "overlay/STEM.jpg, grid/STEM.jpg, gif/STEM.gif, mp4/STEM.mp4; maps: the run's arrays in maps/ "
         "(maps.npy, block_maps.npy, targets.npy ..., one row per image, index.json); html: explorer.html"))
-    image_format: str = field(default="jpg", metadata={"help": "format of the overlays and grids",
-                                                       "choices": encode.IMAGE_FORMATS})
+    image_format: str = field(default="jpg", metadata=_help("format of the overlays and grids",
+                                                             choices=encode.IMAGE_FORMATS))
     quality: int = field(default=encode.QUALITY, metadata=_help("JPEG / WebP quality, 1 .. 100"))
-    workers: Optional[int] = field(default=None, metadata=_help(
+    workers: Optional[int] = field(default=None, metadata={"help": (
         "writer threads beside the model (0: write each batch after explaining it; default: the cores the "
-        "model leaves free on a CPU, at least 1, up to 4 beside a GPU)"))
+        "model leaves free on a CPU, at least 1, up to 4 beside a GPU)")})
     boxes: Optional[float] = field(default=None, metadata=_help(
         "draw the box of each final map's salient region on the overlay (threshold: a fraction of the map's "
-        "maximum, e.g. 0.5); also stored in maps/boxes.npy"))
+        "maximum, e.g. 0.5); also stored in maps/boxes.npy", metavar="THRESHOLD"))
     max_side: int = field(default=encode.MAX_SIDE, metadata=_help("longer side of the drawn pictures, at most "
                                                                   "(0: the image's own)"))
     min_side: int = field(default=encode.MIN_SIDE, metadata=_help(

@@ -5,8 +5,8 @@ The pipeline streams: a reader thread decodes frames with PyAV, batches and prep
 calling thread runs the model (:class:`daam_fast.DAAM`, any of its methods);
 a writer thread renders the overlays (:func:`daam_fast.render`), encodes them (H.264, or
 MPEG-4 where this FFmpeg has no libx264) into an MP4 at the input's frame rate and size,
-and optionally streams the maps into a compressed ``.npz`` (or ``.zarr`` when zarr is
-installed), with the input's sound copied along (or re-encoded to AAC where MP4 cannot
+and optionally streams the maps into a maps folder (the layout of every run:
+:func:`daam_fast.outputs.load_maps`), with the input's sound copied along (or re-encoded to AAC where MP4 cannot
 hold its codec). Decoding and encoding overlap the model; at most ``queue_size`` batches
 wait in each queue, so memory stays bounded whatever the video's length.
 
@@ -27,8 +27,8 @@ As the EMA is linear it commutes with the sum over blocks: smoothing D_b equals
 accumulating the smoothed L_b.
 
 Modules, in pipeline order: ``info`` (probe_video, VideoInfo, VideoSummary, VideoDecodeError),
-``reader`` (decode thread), ``stream`` (explain loop, EMA), ``compose`` (panels -> frame),
-``maps`` (npz / zarr writers), ``codec`` (encoder, audio), ``writer`` (encode thread),
+``reader`` (decoding, one batch ahead in a thread), ``stream`` (explain loop, EMA), ``compose`` (panels -> frame),
+``codec`` (encoder, audio), ``writer`` (encode thread),
 ``options`` (:class:`VideoOptions`: defaults and checks), ``api`` (:func:`explain_video`,
 :func:`iter_video_maps`). The ``daam-fast video`` command is :mod:`daam_fast.cli.video`.
 
@@ -39,13 +39,12 @@ Example:
     ...     pass
 """
 from .api import explain_video, iter_video_maps  # noqa: F401
-from .codec import MP4_AUDIO, OUT_TIME_BASE, X264_PRESETS, _Audio, _pick_codec  # noqa: F401
+from .codec import MP4_AUDIO, OUT_TIME_BASE, X264_PRESETS, _Audio  # noqa: F401
 from .compose import LAYOUTS, BlockSpec, _Composer, _even, _resolve_blocks  # noqa: F401
 from .info import (VideoDecodeError, VideoInfo, VideoSummary, _audio_codec, _quarter_turns,  # noqa: F401
                    probe_video)
-from .maps import _maps_writer, _NpzMaps, _ZarrMaps  # noqa: F401
 from .options import CODECS, OUTPUT_EXTENSIONS, VideoOptions  # noqa: F401
-from .reader import _End, _Failed, _put, _Reader  # noqa: F401
+from .reader import _End, _Failed, _Frames  # noqa: F401
 from .stream import _default_model, _ema, _stream  # noqa: F401
 from .writer import _Writer  # noqa: F401
 

@@ -22,18 +22,6 @@ def encoder_options(codec: str, crf: int, preset: str) -> dict:
     return {}
 
 
-def _pick_codec(codec: str) -> str:
-    import av
-    names = ["libx264", "mpeg4"] if codec == "auto" else [codec]
-    for name in names:
-        try:
-            av.codec.Codec(name, "w")
-            return name
-        except Exception:  # noqa: BLE001 - this FFmpeg build lacks the encoder
-            continue
-    raise ValueError(f"codec={codec!r}: no such video encoder in this FFmpeg build (PyAV)")
-
-
 # Output video time base: fine enough for any frame timing, and within MPEG-4 part 2's limit
 # (time base denominators <= 65535): 30000/1001 fps is exactly 2002 ticks per frame.
 OUT_TIME_BASE = Fraction(1, 60000)
@@ -49,7 +37,8 @@ class _Audio:
     video frame is dropped, so picture and sound stay in step."""
 
     def __init__(self, src: str, out, t0: Optional[float] = None):
-        import av
+        from ..outputs.encode import import_av
+        av = import_av()
         self.inp = av.open(src)
         self.ain = self.inp.streams.audio[0]
         v = self.inp.streams.video[0]

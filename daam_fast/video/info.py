@@ -91,7 +91,8 @@ def probe_video(src: str) -> VideoInfo:
     Raises:
         VideoDecodeError: the file cannot be opened or holds no video stream.
     """
-    import av
+    from ..outputs.encode import import_av
+    av = import_av()
     if not os.path.isfile(src):
         raise VideoDecodeError(src, 0, "no such file")
     try:

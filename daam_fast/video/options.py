@@ -1,8 +1,8 @@
-"""The options of :func:`daam_fast.video.explain_video`, their defaults (typed once) and their checks."""
+"""The options of :func:`daam_fast.video.explain_video` and ``daam-fast video``: their defaults
+(written once, here) and their checks."""
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -13,6 +13,7 @@ from .compose import LAYOUTS, BlockSpec
 OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
 CODECS = ("auto", "libx264", "mpeg4", "h264_nvenc")
 CORRUPT = ("error", "keep")
+MAPS_DTYPES = ("float32", "float16")
 
 
 def daam_methods() -> tuple:
@@ -21,34 +22,70 @@ def daam_methods() -> tuple:
     return tuple(METHODS)
 
 
+def _modes() -> tuple:
+    from ..render import MODES
+    return tuple(MODES)
+
+
 @dataclass
 class VideoOptions:
-    """How a video is explained and drawn; the defaults of :func:`explain_video`,
-    :func:`iter_video_maps` and ``daam-fast video`` (see :func:`explain_video` for each field).
+    """How a video is explained, drawn and encoded: the defaults of :func:`explain_video`,
+    :func:`iter_video_maps` and ``daam-fast video``.
+
+    Attributes:
+        method: a DAAM method: "grad" (exact), "direct" (forward only), ...
+        block: which accumulated map(s) D_b to show, 0-based, negative from the end: an int
+            (default -1: the final map D_L), a list of ints, or "all" (the attention flow).
+        layout: "auto" (an int -> "single", a list -> "row", "all" -> "grid"), "single", "row"
+            (side by side) or "grid" (tiled, about square).
+        scale: size of each panel relative to the input frame; None: 1 for "single" and "row",
+            1 / columns for "grid" (the grid is then as wide as the input).
+        mode: rendering, "nonlinear", "linear" or "raw" (:func:`daam_fast.render`).
+        batch_size: frames per model call.
+        target: None (each frame's prediction) or one class index for every frame.
+        smoothing: EMA weight of the past frames in [0, 1), 0 = off (:mod:`daam_fast.video`).
+        maps_dtype: dtype of the stored maps, "float32" or "float16".
+        codec: "auto" (libx264, else mpeg4), "libx264", "mpeg4", or "h264_nvenc" (NVIDIA's
+            hardware encoder).
+        crf: quality, 0 (best) .. 51 (libx264's constant rate factor; mapped to MPEG-4's quantiser).
+        preset: libx264 speed preset (for h264_nvenc mapped onto p1 .. p7). "ultrafast": per
+            1080p frame about 21 ms of CPU against 71 for "veryfast", files about 1.7x larger.
+        encoder_threads: encoder threads; 0: FFmpeg's choice.
+        queue_size: batches decoded ahead of the model, and batches waiting for the writer, at most.
+        corrupt: "error": a frame the decoder flags as corrupt stops the run like a decoding
+            error; "keep": explain it anyway (listed in the summary).
+        audio: keep the input's first audio stream: copied when MP4 can hold its codec, else
+            re-encoded to AAC; aligned to the first video frame and cut at the last one.
+        boxes: None, or draw on each panel the box of its map's salient region, this fraction
+            of the map's maximum as the threshold (:func:`daam_fast.boxes.boxes_from_maps`).
 
     Example:
         >>> VideoOptions().crf, VideoOptions(block="all").block
         (18, 'all')
     """
 
-    method: str = "grad"
-    block: BlockSpec = -1
-    layout: str = "auto"
-    scale: Optional[float] = None
-    mode: str = "nonlinear"
-    batch_size: int = 16
-    target: Optional[int] = None
-    smoothing: float = 0.0
-    maps_dtype: type = np.float32
-    codec: str = "auto"
-    crf: int = 18
-    preset: str = "ultrafast"
-    encoder_threads: int = 0
-    queue_size: int = 2
-    corrupt: str = "error"
-    audio: bool = True
-    boxes: Optional[float] = None
-    overlap: Optional[bool] = None
+    method: str = field(default="grad", metadata={"cli": False})
+    block: BlockSpec = field(default=-1, metadata={"cli": False})
+    layout: str = field(default="auto", metadata={"choices": LAYOUTS, "help": "panel layout (default %(default)s)"})
+    scale: Optional[float] = field(default=None, metadata={"help": "panel size relative to the frame"})
+    mode: str = field(default="nonlinear", metadata={"choices": _modes, "help": "rendering (default %(default)s)"})
+    batch_size: int = field(default=16, metadata={"cli": False})
+    target: Optional[int] = field(default=None, metadata={
+        "help": "class to explain in every frame (default: prediction)"})
+    smoothing: float = field(default=0.0, metadata={
+        "help": "EMA over frames: S_t = (1-s) D_t + s S_(t-1), s in [0, 1); 0 = off"})
+    maps_dtype: str = field(default="float32", metadata={"choices": MAPS_DTYPES, "help": "dtype of the stored maps"})
+    codec: str = field(default="auto", metadata={"choices": CODECS, "help": "video encoder (default %(default)s)"})
+    crf: int = field(default=18, metadata={"help": "quality 0 (best) .. 51 (default %(default)s)"})
+    preset: str = field(default="ultrafast", metadata={"choices": X264_PRESETS,
+                                                       "help": "libx264 speed preset (default %(default)s)"})
+    encoder_threads: int = field(default=0, metadata={"help": "encoder threads (0: FFmpeg's choice)"})
+    queue_size: int = field(default=2, metadata={"help": "batches decoded ahead, and waiting for the writer, at most"})
+    corrupt: str = field(default="error", metadata={"cli": False})
+    audio: bool = field(default=True, metadata={"help": "leave out the input's sound (default: kept)"})
+    boxes: Optional[float] = field(default=None, metadata={
+        "metavar": "THRESHOLD", "help": "draw on each panel the box of its map's salient region (threshold: a "
+                                        "fraction of the map's maximum, e.g. 0.5)"})
 
     def check_stream(self) -> None:
         """The checks of the explain loop (what :func:`iter_video_maps` uses), raising ``ValueError``."""
@@ -60,8 +97,6 @@ class VideoOptions:
             raise ValueError(f"smoothing must be in [0, 1) (the EMA weight of the past frames), got {self.smoothing!r}")
         if not isinstance(self.queue_size, int) or self.queue_size < 1:
             raise ValueError(f"queue_size must be a positive integer, got {self.queue_size!r}")
-        if self.overlap is not None and not isinstance(self.overlap, bool):
-            raise ValueError(f"overlap must be None (threads where a core is free), True or False, got {self.overlap!r}")
         methods = daam_methods()
         if self.method not in methods:
             raise ValueError(f"method must be one of {', '.join(map(repr, methods))}, got {self.method!r}")
@@ -72,9 +107,10 @@ class VideoOptions:
     def check(self) -> None:
         """Every check of :func:`explain_video` that needs neither the video nor the model."""
         self.check_stream()
-        from ..render import MODES
-        if self.mode not in MODES:
-            raise ValueError(f"mode={self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.mode not in _modes():
+            raise ValueError(f"mode={self.mode!r}: expected one of {', '.join(_modes())}")
+        if np.dtype(self.maps_dtype).name not in MAPS_DTYPES:
+            raise ValueError(f"maps_dtype={self.maps_dtype!r}: expected one of {', '.join(MAPS_DTYPES)}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout={self.layout!r}: expected one of {', '.join(LAYOUTS)}")
         if not isinstance(self.crf, int) or not 0 <= self.crf <= 51:
@@ -90,6 +126,3 @@ class VideoOptions:
         if self.scale is not None and not (isinstance(self.scale, (int, float)) and 0 < self.scale <= 8):
             raise ValueError(f"scale must be a number in (0, 8], got {self.scale!r}")
 
-
-DEFAULTS = VideoOptions()
-FIELDS = tuple(f.name for f in dataclasses.fields(VideoOptions))

@@ -1,5 +1,5 @@
-"""The writer: render and encode batches into the output MP4; in its own thread behind a bounded
-queue, or called batch by batch in the caller's thread where no core is free for it."""
+"""The writer: render and encode batches into the output MP4, in its own thread behind a bounded
+queue (the frames of a video are encoded in order: one thread)."""
 from __future__ import annotations
 
 import queue
@@ -7,22 +7,24 @@ import threading
 from fractions import Fraction
 from typing import List, Optional
 
-import torch
+import numpy as np
 
 from .codec import OUT_TIME_BASE, _Audio, encoder_options
 from .compose import _Composer
+from ..outputs.encode import import_av
 
 
 class _Writer(threading.Thread):
-    """Renders and encodes batches (:meth:`write`) from a bounded queue when started as a thread;
-    opens the output on the first batch; :meth:`finish` closes it."""
+    """Renders and encodes batches ``(start, rgb, maps, targets, times)`` from a bounded queue
+    until None; writes the maps into ``store`` (a :class:`~daam_fast.outputs.store.MapStore`, or
+    None); opens the output on the first batch and closes it at the end."""
 
-    def __init__(self, dst: str, fps: Fraction, codec: str, crf: int, preset: str, compose: _Composer, maps,
-                 q: "queue.Queue", audio_src: Optional[str] = None, threads: int = 0):
+    def __init__(self, dst: str, fps: Fraction, codec: str, crf: int, preset: str, compose: _Composer, store,
+                 maps_dtype: np.dtype, q: "queue.Queue", audio_src: Optional[str] = None, threads: int = 0):
         super().__init__(name="daam-video-writer", daemon=True)
         self.threads = threads                    # encoder threads, 0: FFmpeg's choice
         self.dst, self.fps, self.codec, self.crf, self.preset = dst, fps, codec, crf, preset
-        self.compose, self.maps, self.q = compose, maps, q
+        self.compose, self.store, self.maps_dtype, self.q = compose, store, maps_dtype, q
         self.audio_src = audio_src
         self.t_first: Optional[float] = None      # the input's first frame time: output time 0
         self.last_pts: Optional[int] = None
@@ -35,7 +37,7 @@ class _Writer(threading.Thread):
         self._out = self._stream = None           # the output container and its video stream, once opened
 
     def _open(self):
-        import av
+        av = import_av()
         out = av.open(self.dst, mode="w")
         stream = out.add_stream(self.codec, rate=self.fps)
         stream.height, stream.width = self.compose.size
@@ -100,7 +102,6 @@ class _Writer(threading.Thread):
             self._audio_failed(e)
 
     def run(self) -> None:
-        torch.set_num_threads(1)    # per thread, as in the reader
         try:
             while True:
                 item = self.q.get()
@@ -116,16 +117,13 @@ class _Writer(threading.Thread):
             self.finish()
 
     def write(self, item) -> None:
-        """Render, encode and mux one batch ``(rgb, maps, targets, times)`` (in this thread, or in
-        the caller's when no core is free for it). An error is kept in :attr:`error`, :attr:`failed`
-        set, and later batches are dropped."""
-        import av
+        """Render, encode and mux one batch ``(start, rgb, maps, targets, times)``. An error is kept
+        in :attr:`error`, :attr:`failed` set, and later batches are dropped."""
+        av = import_av()
         if self.failed.is_set():
             return
         try:
-            rgb, maps, targets, times = item
-            if self.maps is not None:
-                self.maps.write(maps.float().cpu().numpy(), targets.cpu().numpy())
+            start, rgb, maps, targets, times = item
             frames = self.compose(rgb, maps)
             if self.t_first is None:
                 self.t_first = next((t for t in times if t is not None), None)
@@ -138,6 +136,11 @@ class _Writer(threading.Thread):
                 for packet in self._stream.encode(vf):
                     self._out.mux(packet)
                 self.frames += 1
+            if self.store is not None:
+                self.store.write(range(start, start + len(frames)),
+                                 {"maps": maps.float().cpu().numpy().astype(self.maps_dtype),
+                                  "targets": targets.cpu().numpy().astype(np.int64),
+                                  "time": np.array(self.frame_times[-len(frames):], dtype=np.float64)})
             self._mux_audio(self._out)
         except Exception as e:  # noqa: BLE001 - surfaced by explain_video
             self.error = e
