@@ -42,7 +42,8 @@ class VideoOptions:
             1 / columns for "grid" (the grid is then as wide as the input).
         mode: rendering, "nonlinear", "linear" or "raw" (:func:`daam_fast.render`).
         batch_size: frames per model call.
-        target: None (each frame's prediction) or one class index for every frame.
+        target: None (each frame's prediction), one class index for every frame, or a target
+            (a callable of the model's output, :class:`daam_fast.DAAM`).
         smoothing: EMA weight of the past frames in [0, 1), 0 = off (:mod:`daam_fast.video`).
         maps_dtype: dtype of the stored maps, "float32" or "float16".
         codec: "auto" (libx264, else mpeg4), "libx264", "mpeg4", or "h264_nvenc" (NVIDIA's
@@ -100,8 +101,10 @@ class VideoOptions:
         methods = daam_methods()
         if self.method not in methods:
             raise ValueError(f"method must be one of {', '.join(map(repr, methods))}, got {self.method!r}")
-        if self.target is not None and (isinstance(self.target, bool) or not isinstance(self.target, int)):
-            raise ValueError(f"target must be None (each frame's prediction) or one class index for all frames, "
+        if self.target is not None and not callable(self.target) and \
+                (isinstance(self.target, bool) or not isinstance(self.target, int)):
+            raise ValueError(f"target must be None (each frame's prediction), one class index for all frames or "
+                             f"a target (a callable of the model's output), "
                              f"got {self.target!r}")
 
     def check(self) -> None:
