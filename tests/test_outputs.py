@@ -479,3 +479,20 @@ def test_ahead_runs_one_item_ahead_and_stops():
     assert got == [1]
 
 
+
+
+def test_load_maps_reads_a_batch_run(tmp_path):
+    """load_maps reads a ``daam-fast batch`` run (its Parquet shards) as it reads the others."""
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed (comes with ray[data])")
+    from daam_fast.distributed import ModelSpec, _Explainer, load_results
+    from daam_fast.zoo.shapes import make_shapes
+    imgs = np.empty(3, dtype=object)                          # one (64, 64, 3) uint8 picture per row
+    for i, im in enumerate(make_shapes(3, seed=2).images.permute(0, 2, 3, 1).numpy()):
+        imgs[i] = im
+    _Explainer(ModelSpec(), str(tmp_path), "grad", None, 2, "cpu", 1)(
+        {"id": np.array(["c", "a", "b"], dtype=object), "image": imgs})
+    (tmp_path / "run.json").write_text(json.dumps({"map_shape": [6, 8, 8], "classes": []}))
+    z, ref = load_maps(str(tmp_path)), load_results(str(tmp_path))
+    assert z["index"]["ids"] == ["a", "b", "c"] and z["index"]["grid"] == [8, 8]
+    assert np.array_equal(z["maps"], ref["maps"]) and z["maps"].shape == (3, 6, 8, 8)
+    assert np.array_equal(z["targets"], ref["targets"])

@@ -148,8 +148,10 @@ def load_maps(path: str, mmap: bool = True) -> dict:
     "index": the index.json dict}; arrays memory-mapped unless ``mmap=False``.
 
     Args:
-        path: a maps folder (``out/maps``, a video's ``--maps`` folder) or the run's folder
-            (``out``, which holds ``maps/``).
+        path: a maps folder (``out/maps``, a video's ``--maps`` folder), an explain run's folder
+            (``out``, which holds ``maps/``), or a ``daam-fast batch`` run's folder (its Parquet
+            shards, read whole: :func:`daam_fast.distributed.load_results`; "index" then holds
+            the image ids, the classes and the map shape).
 
     Example:
         >>> z = load_maps("out")
@@ -157,6 +159,11 @@ def load_maps(path: str, mmap: bool = True) -> dict:
     """
     if not os.path.exists(os.path.join(path, "index.json")) and os.path.isdir(os.path.join(path, MAPS_DIR)):
         path = os.path.join(path, MAPS_DIR)
+    if os.path.exists(os.path.join(path, "run.json")) and not os.path.exists(os.path.join(path, "index.json")):
+        from ..distributed.results import load_results
+        res = load_results(path)
+        index = {"ids": res.pop("ids").tolist(), "classes": res.pop("classes"), "grid": list(res.pop("map_shape"))[1:]}
+        return dict(res, index=index)
     if not os.path.exists(os.path.join(path, "index.json")):
         raise FileNotFoundError(f"{path}: no index.json: not the maps of a run")
     with open(os.path.join(path, "index.json")) as f:
