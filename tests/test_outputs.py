@@ -496,3 +496,13 @@ def test_load_maps_reads_a_batch_run(tmp_path):
     assert z["index"]["ids"] == ["a", "b", "c"] and z["index"]["grid"] == [8, 8]
     assert np.array_equal(z["maps"], ref["maps"]) and z["maps"].shape == (3, 6, 8, 8)
     assert np.array_equal(z["targets"], ref["targets"])
+
+
+def test_mp4_without_pyav_names_the_extra(tmp_path, shapes_model, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "av", None)                       # as if PyAV were not installed
+    with pytest.raises(ImportError, match=r'pip install "daam-fast\[video\]"'):
+        save_mp4(_frames(L=2), str(tmp_path / "a.mp4"))
+    with pytest.raises(ImportError, match=r'pip install "daam-fast\[video\]"'):
+        explain_files([], shapes_model, str(tmp_path / "o"), quiet=True, outputs="overlay,mp4")
+    explain_files([], shapes_model, str(tmp_path / "o"), quiet=True, outputs="overlay,gif")    # no MP4: no PyAV

@@ -39,12 +39,9 @@ GIF_MOSAIC = 4        # the palette is made from every 4th pixel each way (1/16 
 
 
 def import_av():
-    """PyAV, or an ImportError that names the extra to install."""
-    try:
-        import av
-    except ImportError:
-        raise ImportError('video files need PyAV: pip install "daam-fast[video]"') from None
-    return av
+    """PyAV, or an ImportError of one line that names the extra to install (``video``)."""
+    from .._extras import require
+    return require("av", "video files")
 
 
 def _np(frames) -> np.ndarray:

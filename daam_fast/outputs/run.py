@@ -151,6 +151,9 @@ def explain_files(paths: List[str], model, out: str, options: Optional[ExplainOp
 
     opt = dataclasses.replace(options or ExplainOptions(), **fields)
     outs = opt.check()
+    if "mp4" in outs:
+        from .encode import import_av
+        import_av()                               # a missing extra fails here, in one line, before any work
     spec = input_spec(model)
     names = class_names(model)
     device = next(model.parameters()).device
