@@ -350,7 +350,7 @@ def test_explain_files_threads_unchanged(tmp_path, shapes_model):
 
 def test_explorer_names_each_image_by_its_file(tmp_path, shapes_model):
     """The html output names each image by its file name, HTML in names escaped."""
-    from daam_fast.explore import read_page
+    from daam_fast.explorer import read_page
     from daam_fast.zoo.shapes import make_shapes
     names = ['cat <b>bold</b>.png', 'a&b "q" \'s\'.png', "</script><script>alert(1)</script>.png"]
     batch = make_shapes(3, seed=2)

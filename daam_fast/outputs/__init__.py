@@ -14,7 +14,7 @@ maps       ``maps/*.npy``, index.json    the run's arrays, one row per input in 
 grid       ``grid/<stem>.jpg``           the input and D_1 ... D_L, titled
 gif        ``gif/<stem>.gif``            the attention flow, one frame per block, one palette
 mp4        ``mp4/<stem>.mp4``            the same at 1 frame per second (H.264)
-html       ``explorer.html``             one explorer page for the run (``daam_fast.explore``)
+html       ``explorer.html``             one explorer page for the run (``daam_fast.explorer``)
 =========  ============================  ==================================================
 
 Example:
