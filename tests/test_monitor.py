@@ -311,3 +311,52 @@ def test_bad_input(probe):
     mon = AttentionMonitor(tiny(global_pool="avg", class_token=False), probe.images[:2], method="grad", every=1)
     assert mon.step(0) == [] and mon.history.maps[0].shape == (2, 2, 4, 4)   # the method it names works
     assert mon.step(0) is None and mon.step(1) == []                       # a step already logged: skipped
+
+
+def test_history_replay_gives_the_monitors_alerts(probe):
+    rule = AlertRule(region=0.0, per_image=True)
+    mon = AttentionMonitor(tiny(), probe.images[:3], regions=CORNER, every=1, rule=rule)
+    for s in range(3):
+        mon.step(s)
+    assert mon.alerts and mon.history.replay(rule) == mon.alerts
+    assert mon.history.replay(AlertRule(region=None, factor=None, drift=None)) == []
+
+
+def test_view_page_in_a_browser(tmp_path, probe):
+    """The page in headless Chromium (skipped without it): no script error, no request, the
+    sliders and the alert list work, a probe's name shows as text."""
+    import shutil
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    exe = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if exe is None:
+        pytest.skip("no Chromium on this machine (apt-get install -y chromium)")
+    mon = AttentionMonitor(tiny(), probe.images[:3], masks=probe.masks[:3], every=1, regions=CORNER,
+                           names=["<b>x</b>", "b", "c"], rule=AlertRule(region=0.0, per_image=True))
+    for s in range(3):
+        mon.step(s)
+    path = write_page(mon.history, tmp_path / "p.html")
+    try:
+        pw = sync_api.sync_playwright().start()
+    except Exception as e:  # noqa: BLE001 - any start-up failure is a reason to skip
+        pytest.skip(f"playwright could not start: {e}")
+    try:
+        b = pw.chromium.launch(executable_path=exe, args=["--headless=new", "--no-sandbox", "--disable-gpu"])
+        page = b.new_page()
+        errors, requests = [], []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto("file://" + os.path.abspath(path))
+        assert page.inner_text("#list button >> nth=0").startswith("<b>x</b>")
+        assert page.inner_text("#readout").startswith("step 2, D_2 of 2")
+        page.fill("#step", "0")
+        page.dispatch_event("#step", "input")
+        page.fill("#block", "0")
+        page.dispatch_event("#block", "input")
+        assert page.inner_text("#readout").startswith("step 0, D_1 of 2")
+        page.locator("#alertlist li").last.click()
+        assert page.locator(".chart").count() == 5 and page.locator(".chart circle").count() >= 1
+        assert errors == [] and [u for u in requests if not u.startswith(("file:", "data:"))] == []
+        b.close()
+    finally:
+        pw.stop()

@@ -69,7 +69,7 @@ class AlertRule:
         per_image: also check each probe image (else only the probes' mean).
     """
 
-    outside: Optional[float] = 0.9
+    outside: Optional[float] = 0.95
     region: Optional[float] = 0.5
     factor: Optional[float] = 4.0
     floor: float = 0.2

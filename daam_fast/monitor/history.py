@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .alerts import Alert
+from .alerts import Alert, AlertRule, AlertTracker
 
 __all__ = ["History", "load_history", "LogFiles", "FOLDER"]
 
@@ -57,6 +57,11 @@ class History:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def replay(self, rule: AlertRule) -> List[Alert]:
+        """The alerts ``rule`` raises over the logged steps (the same as a monitor with ``rule``)."""
+        tracker = AlertTracker(rule, self.names)
+        return [a for step, s in zip(self.steps, self.scalars) for a in tracker.update(step, s)]
 
     def series(self, name: str) -> Tensor:
         """(T, N) float32 values of scalar ``name`` over the logged steps (NaN where missing)."""

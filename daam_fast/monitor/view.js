@@ -64,6 +64,7 @@
 
   // ---- curves ----
   const CHARTS = Object.keys(D.scalars).filter((k) => !["pred", "target"].includes(k));
+  const who = (a) => (a.image === null ? "the probes' mean" : `image ${a.image} (${D.names[a.image]})`);
   const quantityOf = (k) => (k === "mask_energy" ? "outside" : k);
   function curve(k) {
     const box = document.createElement("div"); box.className = "chart";
@@ -100,16 +101,17 @@
         if (d) el(c.svg, "path", { d, fill: "none", stroke: colour, "stroke-width": width });
       };
       const mean = D.scalars[c.k].map((row) => { const g = row.filter((v) => v !== null); return g.length ? g.reduce((a, b) => a + b, 0) / g.length : null; });
-      line(mean, "#aaa", 1);
+      line(mean, "#999", 1.2);
       line(D.scalars[c.k].map((row) => row[state.image]), "#2f6fdb", 1.6);
       el(c.svg, "line", { x1: X(D.steps[state.t]), x2: X(D.steps[state.t]), y1: 5, y2: 112, stroke: "#1d2430", "stroke-dasharray": "2,2" });
       for (const a of D.alerts) {
         if (quantityOf(c.k) !== a.quantity) continue;
-        const t = D.steps.indexOf(a.step), v = t >= 0 ? value(c.k, t, a.image) : null;
-        if (v === null) continue;
-        const mine = a.image === state.image;
-        const dot = el(c.svg, "circle", { cx: X(a.step), cy: Y(v), r: mine ? 4 : 2, fill: mine ? "#d0312d" : "none", stroke: "#d0312d" });
-        el(dot, "title", {}).textContent = `image ${a.image} (${D.names[a.image]}): ${a.reason}`;
+        const t = D.steps.indexOf(a.step);
+        const v = t < 0 ? null : a.image === null ? mean[t] : value(c.k, t, a.image);
+        if (v === null || v === undefined) continue;
+        const strong = a.image === null || a.image === state.image;
+        const dot = el(c.svg, "circle", { cx: X(a.step), cy: Y(v), r: strong ? 4 : 2, fill: strong ? "#d0312d" : "none", stroke: "#d0312d" });
+        el(dot, "title", {}).textContent = who(a) + ": " + a.reason;
       }
     }
   }
@@ -126,8 +128,11 @@
   });
   D.alerts.forEach((a) => {
     const li = document.createElement("li");
-    li.textContent = `step ${a.step}, image ${a.image} (${D.names[a.image]}): ${a.reason}`;
-    li.addEventListener("click", () => { state.t = Math.max(0, D.steps.indexOf(a.step)); $("step").value = state.t; select(a.image); });
+    li.textContent = `step ${a.step}, ${who(a)}: ${a.reason}`;
+    li.addEventListener("click", () => {
+      state.t = Math.max(0, D.steps.indexOf(a.step)); $("step").value = state.t;
+      select(a.image === null ? state.image : a.image);
+    });
     $("alertlist").appendChild(li);
   });
   if (!D.alerts.length) { const li = document.createElement("li"); li.textContent = "none"; li.style.color = "#5b6573"; $("alertlist").appendChild(li); }
