@@ -245,11 +245,12 @@ class AttentionMonitor:
                 "method": self.method, "every": self.every}
 
     def _write(self, step: int, maps: Tensor, scalars, alerts: List[Alert]) -> None:
-        if self.log_dir is None:
+        if self.log_dir is not None:
+            if self._files is None:
+                self._files = LogFiles(self.log_dir, self._meta(), self.pictures)
+            self._files.write(step, maps, scalars, alerts)
+        if self.log_dir is None and self._writer is None:
             return
-        if self._files is None:
-            self._files = LogFiles(self.log_dir, self._meta(), self.pictures)
-        self._files.write(step, maps, scalars, alerts)
         w = self._tensorboard()
         for key, vals in scalars.items():
             if key in ("pred", "target"):
