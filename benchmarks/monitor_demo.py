@@ -22,7 +22,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from daam_fast.monitor import load_history  # noqa: E402
-from daam_fast.render import render  # noqa: E402
 
 RUNS = (("marker", "marker"), ("clean", ""))
 
@@ -41,9 +40,13 @@ def figures(runs: str) -> dict:
     return out
 
 
-def draw(fig_path: str, r: dict, images=(0, 1, 2, 3)) -> None:
+def draw(fig_path: str, r: dict, images=(0, 1, 2, 3), corner_box=(0, 0, 8, 8)) -> None:
+    """The figure: the corner's and the outside's mass over the steps for both runs, and D_L of
+    a few probes (jet, each map min-max; the marker's corner dashed) at the
+    first step, the first alert and the last step of the shortcut run, and the clean run's last."""
     import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.patches  # noqa: F401
     import matplotlib.pyplot as plt
     mk, cl = r["marker"], r["clean"]
     hm, hc = mk["history"], cl["history"]
@@ -51,11 +54,11 @@ def draw(fig_path: str, r: dict, images=(0, 1, 2, 3)) -> None:
     t_alert = hm.steps.index(alert.step) if alert else len(hm.steps) // 2
     cols = [("shortcut run", hm, 0), ("shortcut run", hm, t_alert), ("shortcut run", hm, len(hm) - 1),
             ("clean run", hc, len(hc) - 1)]
-    fig = plt.figure(figsize=(10, 8.2), dpi=110)
-    gs = fig.add_gridspec(1 + len(images), 4, height_ratios=[1.5] + [1] * len(images), hspace=0.35, wspace=0.08)
+    fig = plt.figure(figsize=(9, 10.5), dpi=100)
+    gs = fig.add_gridspec(1 + len(images), 5, height_ratios=[1.6] + [1] * len(images), hspace=0.6, wspace=0.08)
     for j, (key, title) in enumerate((("corner", "mass in the marker's corner (mean of 16 probes)"),
                                       ("outside", "mass outside the object masks (mean)"))):
-        ax = fig.add_subplot(gs[0, 2 * j:2 * j + 2])
+        ax = fig.add_subplot(gs[0, 3:5] if j else gs[0, 0:2])
         ax.plot(hm.steps, mk[key].numpy(), "-o", ms=3, color="#d0312d", label="shortcut (--shortcut marker)")
         ax.plot(hc.steps, cl[key].numpy(), "-o", ms=3, color="#2f6fdb", label="clean")
         if alert:
@@ -66,12 +69,23 @@ def draw(fig_path: str, r: dict, images=(0, 1, 2, 3)) -> None:
         ax.set_xlabel("training step", fontsize=8)
         ax.tick_params(labelsize=7)
         if j == 0:
-            ax.legend(fontsize=7, loc="center right")
+            ax.legend(fontsize=7, loc="lower right")
+    for i, k in enumerate(images):
+        ax = fig.add_subplot(gs[1 + i, 0])
+        ax.imshow(hm.pictures[k].permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i == 0:
+            ax.set_title("probe picture\n(marker top left)", fontsize=8)
     for c, (label, h, t) in enumerate(cols):
-        frames = render(h.maps[t][list(images), -1:].float(), images=h.pictures[list(images)])   # (n, 1, H, W, 3)
-        for i in range(len(images)):
-            ax = fig.add_subplot(gs[1 + i, c])
-            ax.imshow(frames[i, 0].numpy())
+        for i, k in enumerate(images):
+            ax = fig.add_subplot(gs[1 + i, 1 + c])
+            H, W = h.pictures.shape[-2:]
+            m = h.maps[t][k, -1].float()
+            m = (m - m.min()) / (m.max() - m.min() + 1e-10)
+            ax.imshow(m.numpy(), cmap="jet", extent=(0, W, H, 0), interpolation="nearest", vmin=0, vmax=1)
+            ax.add_patch(matplotlib.patches.Rectangle((0, 0), corner_box[2], corner_box[3], fill=False, ec="white",
+                                                      lw=1.5, ls="--"))
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
