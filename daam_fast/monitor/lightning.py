@@ -5,12 +5,10 @@ from typing import Any, Optional, Union
 
 from torch import nn
 
-try:
-    from lightning.pytorch import Callback
-except ImportError as e:                                   # pragma: no cover - depends on the install
-    raise ImportError(f"DAAMCallback needs lightning: pip install 'daam-fast[monitor]' ({e})") from None
-
+from .._extras import require
 from .monitor import AttentionMonitor
+
+Callback = require("lightning.pytorch", "daam_fast.monitor.DAAMCallback").Callback
 
 __all__ = ["DAAMCallback"]
 

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import Tensor, nn
 
+from .._extras import require
 from ..explainer import DAAM
 from ..preprocess import input_spec, prepare
 from ..render import render
@@ -282,11 +283,8 @@ class AttentionMonitor:
 
     def _tensorboard(self):
         if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:                                 # pragma: no cover - depends on the install
-                raise ImportError(f"logging to TensorBoard needs tensorboard: pip install 'daam-fast[monitor]' "
-                                  f"({e})") from None
+            require("tensorboard", "the attention monitor's log_dir (TensorBoard events)")
+            from torch.utils.tensorboard import SummaryWriter
             self._writer, self._own_writer = SummaryWriter(self.log_dir), True
         return self._writer
 
