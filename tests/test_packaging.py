@@ -98,6 +98,7 @@ out["cli"] = {
     "batch": cli("batch", "pics", "--out", "b"),
     "eval": cli("eval", "--out", "e", "--num-images", "2"),
     "heif": cli("explain", "photo.heic", "--out", "h", "--quiet"),
+    "mp4": cli("explain", "pics", "--out", "m", "--quiet", "--outputs", "overlay,mp4"),
 }
 def api(f):
     try:
@@ -107,7 +108,9 @@ def api(f):
     return None
 from daam_fast.io import read_image
 from daam_fast.distributed import explain_dataset
-out["api"] = {"ray": api(lambda: explain_dataset("pics", "b2"))}
+from daam_fast.video import explain_video
+out["api"] = {"ray": api(lambda: explain_dataset("pics", "b2")),
+              "video": api(lambda: explain_video("clip.mp4", "v2.mp4", model))}
 from daam_fast.io import ImageReadError
 try:
     read_image("photo.heic")
@@ -130,13 +133,14 @@ def test_core_only_environment(tmp_path):
     rc, err = out["explain"]
     assert rc == 0, err
     assert (work / "ex" / "explorer.html").exists() and (work / "ex" / "summary.json").exists()
-    for feature, extra in (("video", "video"), ("batch", "ray"), ("eval", "eval"), ("heif", "heif")):
+    for feature, extra in (("video", "video"), ("batch", "ray"), ("eval", "eval"), ("heif", "heif"),
+                           ("mp4", "video")):
         rc, err = out["cli"][feature]
         hint = f'pip install "daam-fast[{extra}]"'
         assert rc in (1, 2) and hint in err, (feature, rc, err)
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and "Traceback" not in err, (feature, err)
-    for feature, extra in (("heif", "heif"), ("ray", "ray")):
+    for feature, extra in (("heif", "heif"), ("ray", "ray"), ("video", "video")):
         msg = out["api"][feature]
         assert msg and f'pip install "daam-fast[{extra}]"' in msg and "\n" not in msg, (feature, msg)
 
