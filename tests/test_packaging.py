@@ -111,6 +111,9 @@ from daam_fast.distributed import explain_dataset
 from daam_fast.video import explain_video
 out["api"] = {"ray": api(lambda: explain_dataset("pics", "b2")),
               "video": api(lambda: explain_video("clip.mp4", "v2.mp4", model))}
+import daam_fast.monitor as monitor
+out["api"]["tensorboard"] = api(lambda: monitor.AttentionMonitor(model, make_shapes(1).images, log_dir="mon").log(0))
+out["api"]["lightning"] = api(lambda: monitor.DAAMCallback)
 from daam_fast.io import ImageReadError
 try:
     read_image("photo.heic")
@@ -122,7 +125,8 @@ print("RESULT " + json.dumps(out))
 
 def test_core_only_environment(tmp_path):
     """import daam_fast, DAAM, render, prepare and ``explain`` need the core alone; video, batch
-    (Ray), eval (matplotlib) and HEIC fail with one line that names their extra."""
+    (Ray), eval (matplotlib), HEIC and the monitor's TensorBoard and Lightning parts fail with one
+    line that names their extra."""
     py = _core_env(tmp_path / "core")
     work = tmp_path / "work"
     work.mkdir()
@@ -140,7 +144,8 @@ def test_core_only_environment(tmp_path):
         assert rc in (1, 2) and hint in err, (feature, rc, err)
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and "Traceback" not in err, (feature, err)
-    for feature, extra in (("heif", "heif"), ("ray", "ray"), ("video", "video")):
+    for feature, extra in (("heif", "heif"), ("ray", "ray"), ("video", "video"), ("tensorboard", "monitor"),
+                           ("lightning", "monitor")):
         msg = out["api"][feature]
         assert msg and f'pip install "daam-fast[{extra}]"' in msg and "\n" not in msg, (feature, msg)
 
