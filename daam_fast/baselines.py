@@ -30,7 +30,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, ContextManager, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +39,7 @@ from ._capture import bias_mask, block_attention
 from ._checks import Checks, check_images
 from ._removed import REMOVED_CALL_KEYWORDS, reject_keywords
 from ._rows import attention_row, query_row, softmax_rows
-from ._session import frozen, patched
+from ._session import Patches, frozen, in_this_call, patched
 from .adapters import Adapter, get_adapter
 from .result import DAAMResult
 from .targets import Scored, Target, TargetLike, as_target
@@ -51,7 +51,7 @@ HEAD_FUSIONS = ("mean", "max", "min")
 
 
 # ---------------------------------------------------------------------------------- capture
-def _capture(adapter: Adapter, on_block: Callable) -> patched:
+def _capture(adapter: Adapter, on_block: Callable) -> ContextManager[Patches]:
     """Each block's attention forward replaced (through the model's adapter: timm, Hugging Face,
     torchvision) by the shared attention core (:func:`daam_fast._capture.block_attention`: the
     family's own q / k / v, SDPA and output ops), calling ``on_block(b, q, k, v, T, bias, x)``
@@ -285,7 +285,7 @@ def gradcam(model: nn.Module, images: Tensor, target: TargetLike = None) -> DAAM
             x.requires_grad_(True)
 
     with frozen(model), _capture(adapter, on_block), torch.enable_grad():
-        handle = adapter.attns[-1].register_forward_pre_hook(pre_hook, with_kwargs=True)
+        handle = adapter.attns[-1].register_forward_pre_hook(in_this_call(pre_hook), with_kwargs=True)   # this call only
         try:
             out = adapter.run(x)
         finally:

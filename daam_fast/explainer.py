@@ -20,7 +20,9 @@ residual + MLP path keeps a graph on the [class] row only.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from typing import Callable, List, Optional, Tuple
 
 import torch
@@ -30,13 +32,18 @@ from torch import Tensor, nn
 from ._capture import CallState
 from ._checks import check_images
 from ._removed import REMOVED_CALL_KEYWORDS, REMOVED_OPTIONS, reject_keywords
-from ._session import frozen, patched
+from ._session import Patches, current, frozen, resume
 from .adapters import get_adapter
 from .methods import METHODS
 from .result import DAAMResult
 from .targets import Scored, TargetLike, as_target
 
 __all__ = ["DAAM", "METHODS"]
+
+
+# compile=True calls take turns: the recompile limit is raised for the call through Dynamo's
+# configuration, which is process-wide (two overlapping calls could restore it out of order)
+_COMPILED_CALLS = threading.Lock()
 
 
 def _compiled(f: Callable, depth: int) -> Callable:
@@ -71,6 +78,12 @@ class DAAM:
     restored, also when an exception is raised (it is re-raised). Outside a DAAM call the
     patched modules compute exactly what the library's do, so the model can be used as usual
     in between.
+
+    Threads and asyncio tasks may share one model and one explainer: each call keeps its own
+    state in its context, plain ``model(x)`` calls elsewhere run the library's forward, and
+    the model is restored when the last explainer on it exits (docs/serving.md).
+    ``compile=True`` calls take turns (a process-wide lock); every other option runs
+    concurrently.
 
     Args:
         model: a timm VisionTransformer / DeiT / EVA / BEiT (incl. distilled, register tokens, q/k-norm,
@@ -142,27 +155,28 @@ class DAAM:
         self._reduce_last = (impl.reduce_last_block and adapter.head_rows is not None
                              and adapter.can_reduce_last_block())
         self._reduce_first = impl.reduce_first_block and adapter.can_reduce_first_block()
-        self._patches: Optional[patched] = None     # built once (compiled code is reused)
-        self._state: Optional[CallState] = None
-        self._depth = 0
+        self._patches: Optional[Patches] = None     # built once (compiled code is reused)
+        self._lock = threading.Lock()
+        self._depth = 0                             # holders (contexts and calls, any thread)
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "DAAM":
-        if self._depth == 0:
+        with self._lock:
             if self._patches is None:
                 self._patches = self._build()
-            self._patches.__enter__()
-        self._depth += 1
+            if self._depth == 0:
+                self._patches.acquire()
+            self._depth += 1
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._depth -= 1
-        if self._depth == 0:
-            self._state = None
-            self._patches.__exit__(exc_type, exc, tb)
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                self._patches.release()
         return False  # never swallow
 
-    def _build(self) -> patched:
+    def _build(self) -> Patches:
         """The patch set: each attention's capturing forward and, where an option needs it, the
         block forwards (row reductions, checkpointing, compiled blocks)."""
         adapter = self.adapter
@@ -183,30 +197,29 @@ class DAAM:
                 if ckpt:
                     f = self._checkpointed(f)
                 blocks.append((blk, "forward", f))
-        state = lambda: self._state  # noqa: E731
-        return patched(adapter, lambda b: self._impl.core(adapter, b, state), self._active,
+        return Patches(adapter, lambda b: self._impl.core(adapter, b, current),
                        wrap=torch.compiler.disable if self.compile and not self._impl.traceable else None,
                        extra=blocks)
 
     def _checkpointed(self, f: Callable) -> Callable:
         """Block forward under non-reentrant checkpointing: the first pass keeps nothing of the
         block (not even the k, v its map needs); the recompute, which the backward runs
-        before the gradient reaches the block's T, saves them."""
+        before the gradient reaches the block's T, saves them. The recompute runs with the
+        call's context again (on a GPU the backward runs in autograd's device thread)."""
         def forward(*args, **kwargs):
-            if self._state is None or not torch.is_grad_enabled():      # ("grad" only)
+            if current() is None or not torch.is_grad_enabled():      # ("grad" only)
                 return f(*args, **kwargs)
-            return torch.utils.checkpoint.checkpoint(f, *args, use_reentrant=False, **kwargs)
+            return torch.utils.checkpoint.checkpoint(f, *args, use_reentrant=False,
+                                                     context_fn=lambda: (contextlib.nullcontext(), resume()()),
+                                                     **kwargs)
         return forward
 
-    def _active(self) -> bool:
-        return self._state is not None
-
     def _reduce_rows(self) -> Optional[int]:
-        st = self._state
+        st = current()
         return None if st is None else st.reduce_rows
 
     def _split_first(self) -> bool:
-        st = self._state
+        st = current()
         return st is not None and st.split_first and torch.is_grad_enabled()
 
     # ------------------------------------------------------------------ the call
@@ -234,11 +247,20 @@ class DAAM:
             ValueError / TypeError naming the problem (bad images, targets, a model output
             that is not finite; a removed spelling such as ``bank=`` or ``topk=`` names the
             target to use); the value checks are read once, after the maps are formed.
+
+        Safe from many threads or asyncio tasks at once, on one model and one explainer
+        (docs/serving.md). Inside ``torch.inference_mode()`` the call leaves it for its
+        duration (images may be inference tensors; the result's tensors are ordinary ones).
         """
         reject_keywords("DAAM call", removed, REMOVED_CALL_KEYWORDS)
-        if self._depth == 0:
-            with self:
-                return self(images, target=target)
+        # Each call holds the patch set (so that another thread's exit cannot restore the model
+        # under it) and leaves inference mode, if the caller is in it, for its duration: the
+        # inputs may be inference tensors (no forward saves them for a backward), everything
+        # the call makes is an ordinary tensor.
+        with self, torch.inference_mode(False), (_COMPILED_CALLS if self.compile else contextlib.nullcontext()):
+            return self._explain(images, target)
+
+    def _explain(self, images: Tensor, target: TargetLike) -> DAAMResult:
         adapter = self.adapter
         bad_images = check_images(images, adapter, finite=False)
         tgt = as_target(target, adapter, images.shape[0])
@@ -250,15 +272,13 @@ class DAAM:
         st.checks.add_images(bad_images)
         # Parameters are constants for the explanation: with requires_grad off for the call,
         # autograd saves no layer inputs for weight gradients (about 40 % less memory).
-        with frozen(self.model):
-            self._state = st
+        # The call's state is active in this context only: other threads' forwards run the model.
+        with frozen(self.model), self._patches.active(st):
             try:
                 scored = self._impl.run(st, tgt.expand(images))
             except Exception:
                 st.checks.raise_first()                  # bad input first: it explains the failure
                 raise
-            finally:
-                self._state = None
         for flags, make in tgt.deferred():
             st.checks.add(flags, make)
         st.checks.raise_first()                          # the call's one host synchronisation

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from daam_fast import DAAM
+from daam_fast._session import current
 from models import tiny_vit
 
 
@@ -51,15 +52,31 @@ def test_exception_in_call_leaves_no_state():
             daam(x, target=99)
         res = daam(x)                       # still works after an error
         assert res.maps.shape == (2, 3, 4, 4)
-        assert daam._state is None
+        assert current() is None
 
 
-def test_two_explainers_on_one_model_refused():
+def test_two_explainers_on_one_model_share_it():
+    """Two explainers (two methods) held on one model at once: each call gets its own maps, and
+    the model is restored when the last one exits."""
     model = tiny_vit()
-    with DAAM(model):
-        with pytest.raises(RuntimeError, match="already patched"):
-            with DAAM(model):
-                pass
+    x = torch.randn(2, 3, 32, 32)
+    want_grad, want_row = DAAM(model)(x).block_maps, DAAM(model, method="row")(x).block_maps
+    with DAAM(model) as grad:
+        with DAAM(model, method="row") as row:
+            assert torch.equal(row(x).block_maps, want_row)
+            assert torch.equal(grad(x).block_maps, want_grad)
+        assert "forward" in model.blocks[0].attn.__dict__                 # still held by the first
+        assert torch.equal(grad(x).block_maps, want_grad)
+    assert _state(model) == _state(tiny_vit())
+
+
+def test_foreign_patch_refused():
+    model = tiny_vit()
+    model.blocks[1].attn.forward = lambda *a, **k: None                   # another hook library's
+    with pytest.raises(RuntimeError, match=r"blocks\[1\]\.attn\.forward is already patched"):
+        with DAAM(model):
+            pass
+    del model.blocks[1].attn.forward
     assert _state(model) == _state(tiny_vit())
 
 

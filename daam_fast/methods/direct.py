@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .._capture import CallState, RowSlot, formed_row, slot_map
+from .._session import in_this_call
 from ..adapters import Adapter
 from ..targets import Scored
 from .base import Method
@@ -43,7 +44,7 @@ class Direct(Method):
         def grab(_mod, args):
             st.x_last = args[0].detach()
 
-        handle = adapter.final_norm().register_forward_pre_hook(grab)
+        handle = adapter.final_norm().register_forward_pre_hook(in_this_call(grab))       # this call only
         try:
             with torch.no_grad():
                 adapter.run(images)

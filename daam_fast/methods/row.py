@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .._capture import CallState, QKVSlot, RowSlot, block_attention, coefficients, slot_map
 from .._rows import softmax_rows
+from .._session import in_this_call
 from ..adapters import Adapter
 from ..targets import Scored
 from .base import Method
@@ -112,7 +113,7 @@ class RowCall:
         """Phase 1: the forward without a graph, stopped after the last block's k, v."""
         adapter = self.adapter
         self.phase = "forward"
-        handle = adapter.blocks[0].register_forward_pre_hook(self.grab_input, with_kwargs=True)
+        handle = adapter.blocks[0].register_forward_pre_hook(in_this_call(self.grab_input), with_kwargs=True)
         try:
             with torch.no_grad():
                 adapter.run(images)

@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .._session import in_this_call
 from ..adapters import Adapter
 from ..targets import Scored, Target
 
@@ -18,7 +19,7 @@ def support(adapter: Adapter) -> Optional[str]:
 
 def coefficients(adapter: Adapter, x: Tensor, store: List[dict], target: Target) -> Tuple[List[Tensor], Scored]:
     x_last: list = []
-    hook = adapter.final_norm().register_forward_pre_hook(lambda _mod, args: x_last.append(args[0]))
+    hook = adapter.final_norm().register_forward_pre_hook(in_this_call(lambda _mod, args: x_last.append(args[0])))
     try:
         out = adapter.run(x)
     finally:
