@@ -45,7 +45,9 @@ Slot = Union[QKVSlot, RowSlot]
 
 
 class CallState:
-    """Everything one call holds; dropped as soon as the call ends.
+    """Everything one call holds; dropped as soon as the call ends. Active in the calling
+    context only (:meth:`daam_fast._session.Patches.active`): the patched forwards read it
+    with :func:`daam_fast._session.current`, so concurrent calls never see each other's.
 
     Attributes:
         adapter, method, target: the model's adapter, the method object, the bound target.

@@ -39,7 +39,7 @@ from torch import nn
 from .adapters import Adapter
 from .adapters.base import Core
 
-__all__ = ["Patches", "frozen", "patched", "current", "in_this_call"]
+__all__ = ["Patches", "frozen", "patched", "current", "in_this_call", "resume"]
 
 Replacement = Tuple[nn.Module, str, Callable]
 
@@ -257,10 +257,6 @@ class Patches:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.release()
         return False  # never swallow
-
-    @property
-    def held(self) -> bool:
-        return self._refs > 0
 
     def active(self, state: Any = None) -> contextlib.AbstractContextManager:
         """Context: this patch set, with one call's ``state`` (read back by :func:`current`), is

@@ -78,11 +78,15 @@ def test_bank_misuse():
         DAAM(ssl)(torch.randn(1, 3, 32, 32), target=BankTarget(wrong))
 
 
-def test_inference_mode_refused_clearly():
+def test_inference_mode_left_by_daam_refused_clearly_by_the_baselines():
+    """DAAM leaves inference mode for its call (tests/test_threads.py checks its maps); a
+    baseline that needs autograd refuses it with a clear error."""
+    from daam_fast.baselines import grad_rollout
     model = tiny_vit()
     with torch.inference_mode():
+        assert DAAM(model)(torch.randn(1, 3, 32, 32)).maps.shape == (1, 3, 4, 4)
         with pytest.raises(RuntimeError, match="inference_mode"):
-            DAAM(model)(torch.randn(1, 3, 32, 32))
+            grad_rollout(model, torch.randn(1, 3, 32, 32))
 
 
 def test_no_grad_context_is_fine():

@@ -204,13 +204,15 @@ def test_restores_model_and_reraises(monkeypatch):
         assert _state(model) == before
 
 
-def test_refuses_inside_daam_context():
+def test_runs_inside_daam_context():
+    """A baseline on a model a DAAM context holds: the same result, DAAM's patches untouched."""
     from daam_fast import DAAM
     model, x, _ = _setup("tiny-N17-P1")
-    with DAAM(model):
-        with pytest.raises(RuntimeError, match="already patched"):
-            baselines.rollout(model, x)
-        assert all("forward" in blk.attn.__dict__ for blk in model.blocks)   # DAAM's patches untouched
+    want = baselines.rollout(model, x).maps
+    with DAAM(model) as daam:
+        assert torch.equal(baselines.rollout(model, x).maps, want)
+        assert all("forward" in blk.attn.__dict__ for blk in model.blocks)   # still held by DAAM
+        daam(x)
     assert not any("forward" in blk.attn.__dict__ for blk in model.blocks)
 
 

@@ -107,6 +107,7 @@ def test_activation_checkpointing_without_recompute_still_gives_the_maps(monkeyp
 
     def no_recompute(f, *args, **kw):                   # keeps everything: nothing is recomputed
         kw.pop("use_reentrant", None)
+        kw.pop("context_fn", None)
         return f(*args, **kw)
 
     monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", no_recompute)

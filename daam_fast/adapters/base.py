@@ -94,6 +94,10 @@ class Adapter:
         computation); otherwise it checks the call (no masks), and returns what
         ``core(x, rows, ctx)`` computes, packed as the module returns it. It accepts an extra
         keyword ``rows`` (the row reduction of the last block).
+
+        The replacement is not set on the module itself: :class:`daam_fast._session.Patches`
+        routes to it only from a context (thread, asyncio task) where its explanation is
+        active; every other forward of the module runs the library's code.
         """
         raise NotImplementedError
 
