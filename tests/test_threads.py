@@ -170,7 +170,7 @@ def test_activation_checkpointing_recompute_in_another_thread(setup):
 
     torch.autograd.grad = grad_elsewhere
     try:
-        res = DAAM(model, checkpoint=True)(xs[0])
+        res = DAAM(model, activation_checkpointing=True)(xs[0])
     finally:
         torch.autograd.grad = real
     assert_close(res.block_maps, want[("grad", 0)], name="checkpointed, backward in another thread")
