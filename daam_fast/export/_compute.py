@@ -1,0 +1,230 @@
+"""The computation an exported graph holds: DAAM's "row" and "grad" methods written as one
+function of (weights, pixels), for tracing.
+
+This is the computation of :mod:`daam_fast.methods.row` (docs/method.md §8) and of
+:mod:`daam_fast.methods.grad` (§2-§3) restated without the explainer's per-call machinery
+(value checks read on the host, top-k rows, kernels chosen at run time): every step is an
+ordinary tensor op, so ``make_fx`` can trace it, the backward included, into a graph of aten
+ops with no autograd in it. The model is run through its adapter, with each block's
+attention patched for the duration of the trace (:class:`daam_fast._session.patched`).
+
+- "row": a forward without a graph that stops once the last block's k, v exist, keeping
+  each block's k_b, v_b (and, with a position bias, its first R rows); then the R rows the
+  head reads run through every block again, attending over their own keys and values and
+  the other tokens' kept ones; one backward from the score to every block's T_b[:R].
+- "grad": the whole forward with an explicit softmax in every block (its backward is then
+  plain matrix products), T_1 a leaf of the graph, one backward from the score to every T_b.
+
+The map of block b: ReLU(sum_h a^h[n] <g^h, v^h[n]>) over the patch tokens, with a the
+[class] query's attention row and g = G_b = dY/dT_b[0] (ReLU'd for a model with a head; a
+mean-pooled model, "grad" only: the mean of the patch queries' rows and dY/dT_b summed over
+the patch rows, §7),
+formed by the pure-PyTorch forms of the package's ops (:func:`block_map_reference`,
+:func:`daam_fast._rows.row_map`).
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._rows import row_map
+from ..adapters import Adapter
+from ..bank import dimension_weights, label_free_weights
+from ..ops.block_map.reference import block_map_reference
+from ._targets import TargetSpec
+
+__all__ = ["Computation", "METHODS"]
+
+METHODS = ("row", "grad")
+
+
+class _Stop(BaseException):
+    """Raised by the last block's attention in the row forward once its k, v are kept (a
+    BaseException, so that a model's ``except Exception`` cannot swallow it)."""
+
+
+class _Trace:
+    """What one traced call keeps per block, and where the trace is (for error messages)."""
+
+    def __init__(self, depth: int):
+        self.phase = "forward"
+        self.block: Optional[int] = None                              # the block being traced, for messages
+        self.x1: Optional[Tensor] = None                              # row: (B, R, C) rows of block 1's input
+        self.kv: List[Optional[Tuple[Tensor, Tensor, Optional[Tensor]]]] = [None] * depth
+        self.T: List[Optional[Tensor]] = [None] * depth               # (B, R or N, C) in the graph
+        self.q0: List[Optional[Tensor]] = [None] * depth              # (B, H, d) the [class] query
+        self.a0: List[Optional[Tensor]] = [None] * depth              # (B, H, N) its row (bias models)
+
+
+class Computation(nn.Module):
+    """``forward(x, target=None) -> (output, block_maps)``: DAAM as one traceable function.
+
+    Holds the model as a submodule, so ``torch.func.functional_call`` can run it on weights
+    given as inputs. Call it with the model's attentions patched by :meth:`cores` (the
+    tracer does).
+
+    Args:
+        model: the model, in eval mode.  adapter: its adapter.  method: "row" or "grad".
+        target: what is scored (:class:`daam_fast.export._targets.TargetSpec`).
+        bank: (features (K_bank, C), labels (K_bank,)) of a memory bank, or None.
+    """
+
+    def __init__(self, model: nn.Module, adapter: Adapter, method: str, target: TargetSpec):
+        super().__init__()
+        self.model = model
+        self.adapter = adapter
+        self.method = method
+        self.target = target
+        self.relu = target.relu(adapter)
+        self.trace: Optional[_Trace] = None
+
+    # ------------------------------------------------------------------ attention cores
+    def core(self, b: int):
+        """Block b's attention ``core(x, rows, ctx)`` for :func:`daam_fast._session.patched`."""
+        def core(x: Tensor, rows: Optional[int], ctx: Any) -> Tensor:
+            self.trace.block = b
+            if self.method == "grad":
+                return self._grad_attention(b, x, rows, ctx)
+            return self._row_attention(b, x, rows, ctx)
+        return core
+
+    def _row_attention(self, b: int, x: Tensor, rows: Optional[int], ctx: Any) -> Tensor:
+        ad, tr = self.adapter, self.trace
+        H, d, R, scale = ad.num_heads, ad.head_dim, ad.head_rows, ad.scale(b)
+        B = x.shape[0]
+        if tr.phase == "forward":
+            with torch.no_grad():
+                q, k, v = ad.qkv(b, x, rows, ctx)
+                bias = ad.attn_bias(b, ctx)
+                tr.kv[b] = (k, v, None if bias is None else bias[:, :, :R])
+                if b == ad.depth - 1:
+                    raise _Stop()
+                mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+                return ad.attn_out(b, o.transpose(1, 2).reshape(B, q.shape[2], H * d), x, rows)
+        kc, vc, brow = tr.kv[b]
+        q, k, v = ad.qkv(b, x, None, None)                   # the first R < P rows: no rotary embedding
+        logits = torch.cat([q @ k.transpose(-2, -1), q @ kc[:, :, R:].transpose(-2, -1)], dim=-1) * scale
+        if brow is not None:
+            logits = logits + brow
+        a = logits.float().softmax(dim=-1).to(v.dtype)                          # (B, H, R, N)
+        o = a[..., :R] @ v + a[..., R:] @ vc[:, :, R:]                           # (B, H, R, d)
+        T = o.transpose(1, 2).reshape(B, R, H * d)
+        tr.T[b] = T
+        tr.q0[b] = q[:, :, 0].detach()
+        if brow is not None:
+            tr.a0[b] = a[:, :, 0].detach().float()
+        return ad.attn_out(b, T, x, None)
+
+    def _grad_attention(self, b: int, x: Tensor, rows: Optional[int], ctx: Any) -> Tensor:
+        ad, tr = self.adapter, self.trace
+        H, d, scale = ad.num_heads, ad.head_dim, ad.scale(b)
+        B = x.shape[0]
+        q, k, v = ad.qkv(b, x, rows, ctx)
+        bias = ad.attn_bias(b, ctx)
+        logits = (q @ k.transpose(-2, -1)) * scale
+        if bias is not None:
+            logits = logits + bias[:, :, :q.shape[2]].to(logits.dtype)
+        a = logits.float().softmax(dim=-1).to(v.dtype)                          # (B, H, N, N)
+        T = (a @ v).transpose(1, 2).reshape(B, q.shape[2], H * d)
+        if b == 0:
+            T = T.detach().requires_grad_(True)          # the graph starts at T_1: dY/dT_b is exact for every b
+        tr.T[b] = T
+        tr.kv[b] = (k.detach(), v.detach(), None)
+        tr.q0[b] = q[:, :, 0].detach()
+        if ad.pool == "avg":                            # the mean of the patch queries' rows (§7)
+            tr.a0[b] = a[:, :, ad.num_prefix:].float().mean(dim=2).detach()
+        elif bias is not None:
+            tr.a0[b] = a[:, :, 0].detach().float()
+        return ad.attn_out(b, T, x, rows)
+
+    # ------------------------------------------------------------------ the call
+    def _grab_input(self, _mod: nn.Module, args, kwargs) -> None:
+        if self.trace.phase == "forward":
+            x = args[0] if args else next(iter(kwargs.values()))
+            self.trace.x1 = x[:, :self.adapter.head_rows].detach()
+
+    def _row_output(self, x: Tensor) -> Tensor:
+        ad, tr = self.adapter, self.trace
+        handle = ad.blocks[0].register_forward_pre_hook(self._grab_input, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                ad.run(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        missing = [b for b, s in enumerate(tr.kv) if s is None]
+        if tr.x1 is None or missing:
+            raise RuntimeError(f"method='row': the forward did not reach blocks {missing or [0]} "
+                               "(does the model run its blocks in order on one token sequence?)")
+        tr.phase = "graph"
+        h = tr.x1.requires_grad_(True)
+        for b, blk in enumerate(ad.blocks):
+            tr.block = b
+            h = blk(h)
+            if isinstance(h, (tuple, list)):
+                h = h[0]
+        tr.block = None
+        return ad.head(h)
+
+    def forward(self, x: Tensor, target: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """The model output, the block maps and the classes explained of a batch.
+
+        Args:
+            x: (B, C, H, W) pixels, normalised as the model expects.
+            target: (B,) int64 classes, when the target is the graph's second input.
+
+        Returns:
+            (output, block_maps, targets): logits (B, K) or the feature (B, C) float32, the
+            per-block maps (B, L, N - P) float32 (docs/method.md §3), and (B,) int64 the class
+            explained (the bank's vote with a bank; -1 where there is no class).
+        """
+        ad = self.adapter
+        self.trace = tr = _Trace(ad.depth)
+        try:
+            with torch.enable_grad():
+                out = self._row_output(x) if self.method == "row" else ad.run(x)
+                tr.block = None
+                y, cls = self._score(out, target)
+                grads = torch.autograd.grad(y.sum(), tr.T)
+            maps = []
+            for b, g in enumerate(grads):
+                G = g[:, 0] if ad.pool == "token" else g[:, ad.num_prefix:].sum(dim=1)
+                maps.append(self._block_map(b, G.clamp_min(0) if self.relu else G))
+            return out.detach().float(), torch.stack(maps, dim=1), cls
+        finally:
+            self.trace = None
+
+    def _score(self, out: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """(B,) the score Y per image whose gradient gives the coefficients, and (B,) the class."""
+        spec = self.target
+        none = torch.full_like(out[:, 0], -1, dtype=torch.long).detach()
+        if spec.kind == "prediction":
+            idx = out.detach().argmax(dim=1)
+        elif spec.kind == "class":
+            idx = torch.full_like(out[:, 0], spec.index, dtype=torch.long)
+        elif spec.kind == "input":
+            idx = target.to(torch.long)
+        elif spec.kind == "score":
+            return spec.fn(out), none
+        else:                                                              # "label-free" / "bank"
+            if spec.kind == "bank":
+                w, cls = dimension_weights(out.detach(), spec.bank)
+            else:
+                w, cls = label_free_weights(out.detach()), none
+            return (w.to(out.dtype) * out).sum(dim=1), cls
+        return out.gather(1, idx[:, None])[:, 0], idx
+
+    def _block_map(self, b: int, G: Tensor) -> Tensor:
+        """(B, N - P) map of block b from its coefficients G (B, C)."""
+        ad, tr = self.adapter, self.trace
+        g = G.reshape(G.shape[0], ad.num_heads, ad.head_dim)
+        _, v, _ = tr.kv[b]
+        if tr.a0[b] is not None:
+            return row_map(tr.a0[b], v, g, ad.num_prefix)
+        k = tr.kv[b][0]
+        return block_map_reference(tr.q0[b], k, v, g.to(k.dtype), ad.scale(b), ad.num_prefix)
