@@ -1,7 +1,7 @@
 """``daam-fast``: explain images, run the demo, build memory banks, and more (see docs/cli.md).
 
 One module per sub-command (``explain``, ``demo``, ``bank``, ``bench``, ``video``, ``eval``,
-``batch``, ``monitor``), each with ``add_cli(subparsers)``; what they share (modes, quiet, overwrite, the
+``batch``, ``monitor``, ``export``), each with ``add_cli(subparsers)``; what they share (modes, quiet, overwrite, the
 model spec and bank, the DAAM options and their checks, exit codes) is :mod:`daam_fast.cli.options`.
 A command raises :class:`UsageError` for bad usage; :func:`main` prints it and returns 2.
 """
@@ -21,7 +21,7 @@ __all__ = ["main", "build_parser", "add_model_args", "model_from_args", "daam_op
            "UsageError"]
 
 # The sub-commands, in the order of ``daam-fast --help``: module of this package -> add_cli(subparsers).
-COMMANDS = ("explain", "demo", "bank", "bench", "video", "eval", "batch", "monitor")
+COMMANDS = ("explain", "demo", "bank", "bench", "video", "eval", "batch", "monitor", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

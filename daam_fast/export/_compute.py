@@ -24,6 +24,7 @@ formed by the pure-PyTorch forms of the package's ops (:func:`block_map_referenc
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -69,7 +70,6 @@ class Computation(nn.Module):
     Args:
         model: the model, in eval mode.  adapter: its adapter.  method: "row" or "grad".
         target: what is scored (:class:`daam_fast.export._targets.TargetSpec`).
-        bank: (features (K_bank, C), labels (K_bank,)) of a memory bank, or None.
     """
 
     def __init__(self, model: nn.Module, adapter: Adapter, method: str, target: TargetSpec):
@@ -80,6 +80,9 @@ class Computation(nn.Module):
         self.target = target
         self.relu = target.relu(adapter)
         self.trace: Optional[_Trace] = None
+        if target.kind == "bank":                       # the bank: tensors of the graph, like the weights
+            self.register_buffer("bank_features", target.bank.features.detach().clone())
+            self.register_buffer("bank_labels", target.bank.labels.detach().clone())
 
     # ------------------------------------------------------------------ attention cores
     def core(self, b: int):
@@ -213,7 +216,9 @@ class Computation(nn.Module):
             return spec.fn(out), none
         else:                                                              # "label-free" / "bank"
             if spec.kind == "bank":
-                w, cls = dimension_weights(out.detach(), spec.bank)
+                bank = copy.copy(spec.bank)
+                bank.features, bank.labels = self.bank_features, self.bank_labels
+                w, cls = dimension_weights(out.detach(), bank)
             else:
                 w, cls = label_free_weights(out.detach()), none
             return (w.to(out.dtype) * out).sum(dim=1), cls

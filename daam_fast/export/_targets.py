@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from torch import Tensor
+
 from ..adapters import Adapter
 from ..bank import MemoryBank
-from ..targets import BankTarget, ClassTarget, LabelFree, Score
+from ..targets import BankTarget, Target
 
 __all__ = ["ClassInput", "TargetSpec", "target_spec"]
 
@@ -29,7 +31,7 @@ class TargetSpec:
 
     Attributes:
         kind: "prediction" (each image's argmax), "class" (``index`` for every image),
-            "input" (the graph's second input), "label-free", "bank" (the memory bank's
+            "input" (the graph's second input), "label-free" (a model without a head), "bank" (the memory bank's
             vote; ``bank`` becomes constants of the graph) or "score" (``fn(output) -> (B,)``,
             traced into the graph).
         index: the class of kind "class".  bank: the bank of kind "bank".
@@ -61,18 +63,16 @@ def target_spec(target, adapter: Adapter) -> TargetSpec:
     Args:
         target: None (the prediction; a model without a head: the label-free weights), an
             int (that class for every image), :class:`ClassInput` (the graph's second input),
-            ``ClassTarget(int)``, ``BankTarget(bank)`` or ``LabelFree()`` (a model without a
-            head), or a ``Score`` / callable ``f(output) -> (B,)`` that traces.
+            ``BankTarget(bank)`` (a model without a head), or a callable ``f(output) -> (B,)``
+            (``Similarity(query)`` too) that traces.
 
     Raises:
         ValueError / TypeError: the target cannot be held by a graph or does not fit the model.
     """
     head = adapter.num_classes > 0
-    if isinstance(target, ClassTarget):
-        if target.index is not None and not isinstance(target.index, int):
-            raise ValueError("an exported graph holds one class for every image (an int); per-image classes "
-                             "are the graph's second input: target=ClassInput()")
-        target = target.index
+    if isinstance(target, (list, tuple, Tensor)) or hasattr(target, "__array__"):
+        raise ValueError("an exported graph holds one class for every image (an int); per-image classes are "
+                         "the graph's second input: target=ClassInput()")
     if target is None:
         return TargetSpec("prediction" if head else "label-free")
     if isinstance(target, bool):
@@ -92,13 +92,13 @@ def target_spec(target, adapter: Adapter) -> TargetSpec:
         if head:
             raise ValueError("BankTarget is for models without a classifier head (num_classes=0)")
         return TargetSpec("bank", bank=target.bank)
-    if isinstance(target, LabelFree):
-        if head:
-            raise ValueError("LabelFree is for models without a classifier head (num_classes=0)")
-        return TargetSpec("label-free")
-    if isinstance(target, Score):
-        return TargetSpec("score", fn=target.fn, relu_override=target.relu)
+    if isinstance(target, Target):
+        fn = getattr(target, "fn", None)            # a score of the output (Similarity): traced as it is
+        if callable(fn):
+            return TargetSpec("score", fn=fn, relu_override=getattr(target, "relu", None))
+        raise ValueError(f"{type(target).__name__} cannot be held by an exported graph (one row per image); "
+                         "use None, an int, ClassInput(), BankTarget(bank) or a callable")
     if callable(target):
         return TargetSpec("score", fn=target)
-    raise TypeError(f"an exported graph's target is None, an int, ClassInput(), BankTarget(bank), LabelFree() "
-                    f"or a callable f(output) -> (B,); got {type(target).__name__}")
+    raise TypeError(f"an exported graph's target is None, an int, ClassInput(), BankTarget(bank) or a callable "
+                    f"f(output) -> (B,); got {type(target).__name__}")

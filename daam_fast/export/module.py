@@ -129,7 +129,7 @@ def saliency_module(model: nn.Module, method: str = "row", target=None, *, block
         target: None (each image's prediction; a model without a head: the label-free
             weights), an int (that class), :class:`ClassInput` (the class is the graph's
             second input (B,)), ``BankTarget(bank)`` (the bank's features become constants of
-            the graph), ``LabelFree()``, or a callable ``f(output) -> (B,)`` that traces.
+            the graph), or a callable ``f(output) -> (B,)`` (``Similarity(query)``) that traces.
         block_maps: also return the per-block maps (B, L, h, w).
         targets: also return the classes explained (B,) int64 (last).
         input_size: (H, W) of the pixels (default: the model's own, :func:`model_input_size`).
@@ -175,8 +175,8 @@ def saliency_module(model: nn.Module, method: str = "row", target=None, *, block
             raise
         except Exception as e:
             where = comp.trace.block if comp.trace is not None else None
-            at = f"blocks[{where}]" if where is not None else "outside the blocks (embedding, head or target)"
-            raise ExportError(f"method={method!r}: tracing {type(model).__name__} failed in {at}: "
+            at = f"in blocks[{where}]" if where is not None else "outside the blocks (embedding, head or target)"
+            raise ExportError(f"method={method!r}: tracing {type(model).__name__} failed {at}: "
                               f"{type(e).__name__}: {e}") from e
     out_name = "logits" if adapter.num_classes > 0 else "features"
     return SaliencyModule(graph, weights, method=method, grid=(h, w), input_size=size, in_chans=adapter.in_chans,
