@@ -5,7 +5,8 @@ median over rounds of each round's time over ONNX Runtime inference's in the sam
 
 - ``ort-infer``: the plain model exported with ``torch.onnx.export(dynamo=True)``, in ONNX Runtime;
 - ``ort-row``: ``to_onnx(model)`` (method="row"), in ONNX Runtime;
-- ``ort-grad``: ``to_onnx(model, method="grad")`` (``--grad``);
+- ``ort-grad``: ``to_onnx(model, method="grad")``, and ``torch-grad``: eager ``DAAM(model,
+  method="grad")`` (models named in ``--grad``);
 - ``torch-infer``: the model in eager PyTorch under ``inference_mode``;
 - ``torch-row``: eager ``DAAM(model, method="row")``;
 - ``module-row``: the exported module (``saliency_module``) in eager PyTorch under ``no_grad``.
@@ -15,7 +16,7 @@ Targets (docs/export.md): ort-row / ort-infer <= 1.15 for deit_small_patch16_224
 sizes (fx nodes of the traced module, ONNX nodes).
 
     .venv/bin/python benchmarks/bench_export.py --threads 2 --reps 7
-    .venv/bin/python benchmarks/bench_export.py --cases shapes_vit:16,shapes_vit:1 --grad
+    .venv/bin/python benchmarks/bench_export.py --cases shapes_vit:16,shapes_vit:1 --grad shapes_vit
 """
 from __future__ import annotations
 
@@ -52,26 +53,46 @@ def _onnx_nodes(path: str) -> int:
     return len(onnx.load(path, load_external_data=False).graph.node)
 
 
-def run_case(name: str, batch: int, threads: int, reps: int, grad: bool, tmp: str, optimize: bool) -> dict:
-    from daam_fast import DAAM
+def export_all(name: str, grad: bool, tmp: str, optimize: bool) -> dict:
+    """The model, its row module, and the ONNX files (plain, row[, grad]) with sizes and export times (s)."""
     from daam_fast.export import saliency_module, to_onnx
     model = _model(name)
+    t0 = time.perf_counter()
     sal = saliency_module(model, model_name=name)
-    x = torch.randn(batch, sal.in_chans, *sal.input_size, generator=torch.Generator().manual_seed(0))
-    xn = x.numpy()
-    info = {"fx_nodes_row": len(sal.graph.graph.nodes)}
+    info = {"trace_row_s": time.perf_counter() - t0, "fx_nodes_row": len(sal.graph.graph.nodes)}
     t0 = time.perf_counter()
-    row_path = to_onnx(sal, os.path.join(tmp, f"{name}-row.onnx"), optimize=optimize)
-    info["export_row_s"] = time.perf_counter() - t0
-    info["onnx_nodes_row"] = _onnx_nodes(row_path)
-    plain = os.path.join(tmp, f"{name}-plain.onnx")
+    paths = {"row": to_onnx(sal, os.path.join(tmp, f"{name}-row.onnx"), optimize=optimize)}
+    info["onnx_row_s"] = time.perf_counter() - t0
+    info["onnx_nodes_row"] = _onnx_nodes(paths["row"])
+    paths["plain"] = os.path.join(tmp, f"{name}-plain.onnx")
+    x = torch.randn(2, sal.in_chans, *sal.input_size)
     t0 = time.perf_counter()
-    torch.onnx.export(model, (x[:2],), plain, dynamo=True, input_names=["pixels"], output_names=["logits"],
+    torch.onnx.export(model, (x,), paths["plain"], dynamo=True, input_names=["pixels"], output_names=["logits"],
                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},), verbose=False,
                       optimize=optimize)
-    info["export_plain_s"] = time.perf_counter() - t0
-    info["onnx_nodes_plain"] = _onnx_nodes(plain)
-    s_inf, s_row = _session(plain, threads), _session(row_path, threads)
+    info["onnx_plain_s"] = time.perf_counter() - t0
+    info["onnx_nodes_plain"] = _onnx_nodes(paths["plain"])
+    if grad:
+        t0 = time.perf_counter()
+        gsal = saliency_module(model, method="grad", model_name=name)
+        info["trace_grad_s"] = time.perf_counter() - t0
+        info["fx_nodes_grad"] = len(gsal.graph.graph.nodes)
+        t0 = time.perf_counter()
+        paths["grad"] = to_onnx(gsal, os.path.join(tmp, f"{name}-grad.onnx"), optimize=optimize)
+        info["onnx_grad_s"] = time.perf_counter() - t0
+        info["onnx_nodes_grad"] = _onnx_nodes(paths["grad"])
+        info["onnx_mib_grad"] = os.path.getsize(paths["grad"]) / 2 ** 20
+    info["onnx_mib_row"] = os.path.getsize(paths["row"]) / 2 ** 20
+    info["onnx_mib_plain"] = os.path.getsize(paths["plain"]) / 2 ** 20
+    return {"model": model, "sal": sal, "paths": paths, "info": info}
+
+
+def run_case(ex: dict, batch: int, threads: int, reps: int) -> dict:
+    from daam_fast import DAAM
+    model, sal, paths = ex["model"], ex["sal"], ex["paths"]
+    x = torch.randn(batch, sal.in_chans, *sal.input_size, generator=torch.Generator().manual_seed(0))
+    xn = x.numpy()
+    s_inf, s_row = _session(paths["plain"], threads), _session(paths["row"], threads)
     daam = DAAM(model, method="row")
     providers = {
         "ort-infer": lambda: s_inf.run(None, {"pixels": xn}),
@@ -80,14 +101,8 @@ def run_case(name: str, batch: int, threads: int, reps: int, grad: bool, tmp: st
         "torch-row": lambda: daam(x),
         "module-row": lambda: _no_grad(sal, x),
     }
-    if grad:
-        gsal = saliency_module(model, method="grad", model_name=name)
-        info["fx_nodes_grad"] = len(gsal.graph.graph.nodes)
-        t0 = time.perf_counter()
-        grad_path = to_onnx(gsal, os.path.join(tmp, f"{name}-grad.onnx"), optimize=optimize)
-        info["export_grad_s"] = time.perf_counter() - t0
-        info["onnx_nodes_grad"] = _onnx_nodes(grad_path)
-        s_grad = _session(grad_path, threads)
+    if "grad" in paths:
+        s_grad = _session(paths["grad"], threads)
         gdaam = DAAM(model, method="grad")
         providers.update({"ort-grad": lambda: s_grad.run(None, {"pixels": xn}), "torch-grad": lambda: gdaam(x)})
     for f in providers.values():          # warm-up
@@ -101,7 +116,7 @@ def run_case(name: str, batch: int, threads: int, reps: int, grad: bool, tmp: st
     base = times["ort-infer"]
     rows = {k: (1000 * statistics.median(v) / batch, statistics.median([t / b for t, b in zip(v, base)]))
             for k, v in times.items()}
-    return {"rows": rows, "info": info}
+    return rows
 
 
 def _infer(model, x):
@@ -120,24 +135,30 @@ def main() -> None:
                     help="model:batch, comma-separated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--grad", action="store_true", help="also export and time method='grad'")
+    ap.add_argument("--grad", default="", help="models (comma-separated) also exported and timed with method='grad'")
     ap.add_argument("--no-optimize", action="store_true", help="leave out the exporter's ONNX optimiser")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
+    grad = set(filter(None, args.grad.split(",")))
+    exported = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, batch in cases:
-            r = run_case(name, batch, args.threads, args.reps, args.grad, tmp, not args.no_optimize)
+            if name not in exported:
+                exported[name] = export_all(name, name in grad, tmp, not args.no_optimize)
+                info = exported[name]["info"]
+                print(f"\n{name}: sizes and export times (s): "
+                      + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()),
+                      flush=True)
+            rows = run_case(exported[name], batch, args.threads, args.reps)
             print(f"\n### {name}, batch {batch}, {args.threads} threads, median of {args.reps} rounds")
             print("| provider | ms / image | ratio to ort-infer (same round) |\n|---|---|---|")
-            for k, (ms, ratio) in r["rows"].items():
+            for k, (ms, ratio) in rows.items():
                 print(f"| {k} | {ms:.2f} | {ratio:.3f} |")
             target = TARGETS.get((name, batch))
             if target is not None:
-                ok = r["rows"]["ort-row"][1] <= target
-                print(f"target ort-row / ort-infer <= {target}: {'met' if ok else 'NOT met'}")
-            print("sizes and export times: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
-                                                          for k, v in r["info"].items()))
+                ok = rows["ort-row"][1] <= target
+                print(f"target ort-row / ort-infer <= {target}: {'met' if ok else 'NOT met'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ formed by the pure-PyTorch forms of the package's ops (:func:`block_map_referenc
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -80,6 +81,7 @@ class Computation(nn.Module):
         self.target = target
         self.relu = target.relu(adapter)
         self.trace: Optional[_Trace] = None
+        self.failed_in: Optional[int] = None            # the block a failed trace stopped in
         if target.kind == "bank":                       # the bank: tensors of the graph, like the weights
             self.register_buffer("bank_features", target.bank.features.detach().clone())
             self.register_buffer("bank_labels", target.bank.labels.detach().clone())
@@ -188,6 +190,8 @@ class Computation(nn.Module):
         """
         ad = self.adapter
         self.trace = tr = _Trace(ad.depth)
+        hooks = [blk.register_forward_pre_hook(functools.partial(self._enter, b)) for b, blk in enumerate(ad.blocks)]
+        hooks.append(ad.blocks[-1].register_forward_hook(functools.partial(self._enter, None)))
         try:
             with torch.enable_grad():
                 out = self._row_output(x) if self.method == "row" else ad.run(x)
@@ -199,8 +203,17 @@ class Computation(nn.Module):
                 G = g[:, 0] if ad.pool == "token" else g[:, ad.num_prefix:].sum(dim=1)
                 maps.append(self._block_map(b, G.clamp_min(0) if self.relu else G))
             return out.detach().float(), torch.stack(maps, dim=1), cls
+        except Exception:
+            self.failed_in = tr.block                   # where the trace stopped, for the error message
+            raise
         finally:
             self.trace = None
+            for hk in hooks:
+                hk.remove()
+
+    def _enter(self, b: Optional[int], *_) -> None:
+        """Block hook: the trace is now in block b (None: past the last block)."""
+        self.trace.block = b
 
     def _score(self, out: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         """(B,) the score Y per image whose gradient gives the coefficients, and (B,) the class."""

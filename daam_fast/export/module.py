@@ -174,7 +174,7 @@ def saliency_module(model: nn.Module, method: str = "row", target=None, *, block
         except (ValueError, TypeError, ExportError):
             raise
         except Exception as e:
-            where = comp.trace.block if comp.trace is not None else None
+            where = comp.failed_in
             at = f"in blocks[{where}]" if where is not None else "outside the blocks (embedding, head or target)"
             raise ExportError(f"method={method!r}: tracing {type(model).__name__} failed {at}: "
                               f"{type(e).__name__}: {e}") from e
