@@ -16,10 +16,7 @@ __all__ = ["add_cli"]
 
 
 def _cmd_export(args) -> int:
-    try:
-        from ..export import to_onnx
-    except ImportError as e:
-        raise UsageError(str(e)) from None
+    from ..export import to_onnx               # a missing onnx: main() names the extra
     if os.path.exists(args.out) and not args.overwrite:
         raise UsageError(f"--out {args.out} exists: pass --overwrite to replace it")
     model, bank = load_model(args, headless=False)

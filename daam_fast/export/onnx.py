@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._extras import require
 from ..result import DAAMResult
 from ..targets import BankTarget
 from .module import ExportError, SaliencyModule, _where, export_program, saliency_module
@@ -22,11 +23,7 @@ _PREFIX = "daam_fast."                     # metadata keys: daam_fast.method, da
 
 
 def _need(module: str):
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"daam_fast.export needs {module}: pip install daam-fast[export]") from e
+    return require(module, "daam_fast.export's ONNX files")
 
 
 def to_onnx(model: Union[nn.Module, SaliencyModule], path: Union[str, os.PathLike], method: str = "row",
