@@ -69,7 +69,7 @@ def export_all(name: str, grad: bool, tmp: str, optimize: bool) -> dict:
     t0 = time.perf_counter()
     torch.onnx.export(model, (x,), paths["plain"], dynamo=True, input_names=["pixels"], output_names=["logits"],
                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},), verbose=False,
-                      optimize=optimize)
+                      optimize=optimize, external_data=False)
     info["onnx_plain_s"] = time.perf_counter() - t0
     info["onnx_nodes_plain"] = _onnx_nodes(paths["plain"])
     if grad:
@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--grad", default="", help="models (comma-separated) also exported and timed with method='grad'")
-    ap.add_argument("--no-optimize", action="store_true", help="leave out the exporter's ONNX optimiser")
+    ap.add_argument("--optimize", action="store_true", help="run the exporter's ONNX optimiser on both files")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
@@ -145,7 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, batch in cases:
             if name not in exported:
-                exported[name] = export_all(name, name in grad, tmp, not args.no_optimize)
+                exported[name] = export_all(name, name in grad, tmp, args.optimize)
                 info = exported[name]["info"]
                 print(f"\n{name}: sizes and export times (s): "
                       + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()),

@@ -68,9 +68,7 @@ class Exported:
         self.onnx = None
         if HAVE_ONNX:
             from daam_fast.export import to_onnx
-            # the exporter's optimiser (on by default) is left out here to keep the file fast;
-            # test_onnx_export_is_deterministic and the CLI test run it
-            self.onnx = to_onnx(self.sal, os.path.join(tmp, f"{name}.onnx"), optimize=False)
+            self.onnx = to_onnx(self.sal, os.path.join(tmp, f"{name}.onnx"))
 
     def eager(self, x):
         with DAAM(self.model, method="row") as daam:
@@ -140,6 +138,8 @@ def test_onnx_export_is_deterministic(tmp_path):
     model = tiny_vit(depth=1)
     a = to_onnx(model, tmp_path / "a.onnx")
     b = to_onnx(model, tmp_path / "b.onnx")
+    c = to_onnx(model, tmp_path / "c.onnx", optimize=True)      # the exporter's optimiser too
+    assert open(c, "rb").read() == open(to_onnx(model, tmp_path / "d.onnx", optimize=True), "rb").read()
     assert open(a, "rb").read() == open(b, "rb").read()
     assert b"/work" not in open(a, "rb").read() and b"stack_trace" not in open(a, "rb").read()
 
@@ -242,3 +242,37 @@ def test_bad_targets_are_refused():
         saliency_module(model, target=BankTarget(MemoryBank(torch.randn(4, 48), torch.arange(4))))
     with pytest.raises(ValueError, match="method="):
         saliency_module(model, method="direct")
+
+
+@needs_onnx
+def test_cli_export_then_explain_with_onnx_runtime(tmp_path, capsys):
+    """``daam-fast export`` writes the shipped model's graph; ``daam-fast explain --onnx`` on a
+    folder gives the PyTorch run's maps.npy (within 1e-4) and the same classes in summary.json."""
+    import json
+
+    import numpy as np
+
+    from daam_fast.cli import main
+    from daam_fast.export.onnx import read_metadata
+    from daam_fast.zoo.shapes import make_shapes, save_pngs
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    save_pngs(make_shapes(3, seed=8), str(pics))
+    graph = tmp_path / "shapes.onnx"
+    assert main(["export", "--model", "shapes_vit", "--out", str(graph)]) == 0
+    meta = read_metadata(graph)
+    assert meta["model"] == "shapes_vit" and meta["method"] == "row" and meta["grid"] == "8,8"
+    assert main(["export", "--model", "shapes_vit", "--out", str(graph)]) == 2          # exists: --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    runs = {}
+    for name, extra in (("torch", ["--method", "row"]), ("onnx", ["--onnx", str(graph)])):
+        out = tmp_path / name
+        assert main(["explain", str(pics), "--out", str(out), "--outputs", "maps", "--quiet"] + extra) == 0
+        runs[name] = (np.load(out / "maps" / "maps.npy"), json.loads((out / "summary.json").read_text()))
+    assert_close(torch.from_numpy(runs["onnx"][0]), torch.from_numpy(runs["torch"][0]), name="maps.npy",
+                 max_rel=ORT_TOL)
+    pick = lambda s: [(e["path"], e["target"], e["class"]) for e in s["explained"]]  # noqa: E731
+    assert pick(runs["onnx"][1]) == pick(runs["torch"][1])
+    assert main(["explain", str(pics), "--out", str(tmp_path / "bad"), "--onnx", str(graph), "--quiet",
+                 "--model", "vit_tiny_patch16_224", "--random-weights"]) == 2
+    assert "exported from" in capsys.readouterr().err

@@ -8,6 +8,7 @@ defaults are the fields of :class:`daam_fast.outputs.ExplainOptions`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -32,6 +33,26 @@ def _prepare_out(out: str, overwrite: bool) -> Optional[str]:
             shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
     os.makedirs(out, exist_ok=True)
     return None
+
+
+def _onnx_explainer(args, model):
+    """``--onnx FILE``: the ONNX Runtime explainer, checked against ``--model`` (its input size)."""
+    from ..export import OnnxExplainer
+    from ..preprocess import input_spec
+    try:
+        explainer = OnnxExplainer(args.onnx)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"--onnx {args.onnx}: {e}") from None
+    except ImportError:
+        raise
+    except Exception as e:                 # ONNX Runtime's own errors (not an ONNX file, ...)
+        raise UsageError(f"--onnx {args.onnx}: cannot be loaded by ONNX Runtime: {e}") from None
+    size = tuple(input_spec(model).size)
+    if explainer.input_size != size:
+        raise UsageError(f"--onnx {args.onnx} takes {explainer.input_size} pixels, --model "
+                         f"{args.model or 'shapes_vit'} {size}: give the --model it was exported from "
+                         f"({explainer.model_name})")
+    return explainer
 
 
 def _cmd_explain(args) -> int:
@@ -60,12 +81,15 @@ def _cmd_explain(args) -> int:
             raise UsageError(f"--out {args.out} holds input images ({inside[0]}, ...): --overwrite would delete them; "
                              "choose another --out")
     model, bank = load_model(args)
+    explainer = _onnx_explainer(args, model) if args.onnx else None
+    if explainer is not None:
+        opt = dataclasses.replace(opt, method=explainer.method)
     err = _prepare_out(args.out, args.overwrite)
     if err:
         raise UsageError(err)
     t0 = time.time()
     s = explain_files(paths, model, args.out, opt, bank=bank, quiet=args.quiet, daam_options=daam.keywords(),
-                      failed_inputs=problems)
+                      failed_inputs=problems, explainer=explainer)
     failed = [(d["path"], d["reason"]) for d in s["failed"]]
     if (s.get("html") or {}).get("error"):
         failed.append((os.path.join(args.out, "explorer.html"), s["html"]["error"]))
@@ -85,6 +109,9 @@ def add_cli(sub) -> None:
     add_options(p, ExplainOptions)
     p.add_argument("--html", action="store_true",
                    help="also write the run's interactive explorer page, explorer.html (= adding html to --outputs)")
+    p.add_argument("--onnx", default=None, metavar="FILE",
+                   help="explain with this ONNX graph (written by daam-fast export) in ONNX Runtime instead of "
+                        "PyTorch; --model names the model it was exported from (its preprocessing and class names)")
     p.add_argument("--no-video", action="store_true", help="leave the MP4s out even when --outputs has mp4")
     add_quiet(p)
     p.set_defaults(func=_cmd_explain)

@@ -170,7 +170,9 @@ def saliency_module(model: nn.Module, method: str = "row", target=None, *, block
     example = (x, torch.zeros(2, dtype=torch.long)) if spec.takes_input else (x,)
     with frozen(model), patched(adapter, comp.core):
         try:
-            graph = make_fx(run, tracing_mode="symbolic", record_module_stack=True)(weights, *example)
+            # tensors the target closes over (a callable's query) are constants of the graph
+            graph = make_fx(run, tracing_mode="symbolic", record_module_stack=True,
+                            _allow_non_fake_inputs=True)(weights, *example)
         except (ValueError, TypeError, ExportError):
             raise
         except Exception as e:

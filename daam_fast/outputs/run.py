@@ -113,7 +113,7 @@ def _read_record(info: Optional[dict]) -> dict:
 
 def explain_files(paths: List[str], model, out: str, options: Optional[ExplainOptions] = None, *, bank=None,
                   quiet: bool = False, daam_options: Optional[dict] = None,
-                  failed_inputs: Sequence[Tuple[str, str]] = (), **fields) -> dict:
+                  failed_inputs: Sequence[Tuple[str, str]] = (), explainer=None, **fields) -> dict:
     """Explain image files and write the chosen outputs: the maps of the whole run in
     ``out/maps/`` (:mod:`~daam_fast.outputs.store`, one row per input) and the pictures in one
     folder per output, ``out/overlay/<stem>.jpg``, ``out/gif/<stem>.gif`` ...
@@ -130,6 +130,9 @@ def explain_files(paths: List[str], model, out: str, options: Optional[ExplainOp
         quiet: no progress bar.
         failed_inputs: (path or pattern, reason) of inputs that never became a file to read
             (e.g. :func:`daam_fast.io.expand_inputs`'s problems); listed first in "failed".
+        explainer: an object called as :class:`daam_fast.DAAM` is, used in its place (e.g.
+            :class:`daam_fast.export.OnnxExplainer`, which explains in ONNX Runtime); ``model``
+            then gives the preprocessing and the class names.
 
     Returns:
         {"explained": [{"path", "row", "target", "class", "files", "orientation"}, ...] ("row": the
@@ -158,7 +161,7 @@ def explain_files(paths: List[str], model, out: str, options: Optional[ExplainOp
     names = class_names(model)
     device = next(model.parameters()).device
     stems = unique_stems(paths)
-    daam = DAAM(model, method=opt.method, **(daam_options or {}))   # bad options raise before any thread starts
+    daam = explainer if explainer is not None else DAAM(model, method=opt.method, **(daam_options or {}))   # bad options raise before any thread starts
     workers = writer_threads(device) if opt.workers is None else opt.workers
     os.makedirs(out, exist_ok=True)
     pictures = [o for o in outs if o in PICTURES]
