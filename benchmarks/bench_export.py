@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--grad", default="", help="models (comma-separated) also exported and timed with method='grad'")
-    ap.add_argument("--optimize", action="store_true", help="run the exporter's ONNX optimiser on both files")
+    ap.add_argument("--no-optimize", action="store_true", help="leave out the exporter's ONNX optimiser (both files)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
@@ -145,7 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, batch in cases:
             if name not in exported:
-                exported[name] = export_all(name, name in grad, tmp, args.optimize)
+                exported[name] = export_all(name, name in grad, tmp, not args.no_optimize)
                 info = exported[name]["info"]
                 print(f"\n{name}: sizes and export times (s): "
                       + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()),

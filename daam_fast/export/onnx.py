@@ -29,7 +29,7 @@ def _need(module: str):
 def to_onnx(model: Union[nn.Module, SaliencyModule], path: Union[str, os.PathLike], method: str = "row",
             opset: int = DEFAULT_OPSET, *, target=None, block_maps: bool = False, targets: bool = True,
             input_size: Optional[Tuple[int, int]] = None, model_name: str = "",
-            metadata: Optional[Dict[str, str]] = None, optimize: bool = False) -> str:
+            metadata: Optional[Dict[str, str]] = None, optimize: bool = True) -> str:
     """Write DAAM of ``model`` as an ONNX file that ONNX Runtime runs without PyTorch.
 
     The graph has the input ``pixels`` (B, C, H, W) float32 (and ``target`` (B,) int64 with
@@ -47,10 +47,10 @@ def to_onnx(model: Union[nn.Module, SaliencyModule], path: Union[str, os.PathLik
             (``targets`` on by default: :class:`OnnxExplainer` reports them).
         opset: the ONNX opset (default 18).
         metadata: more metadata entries (str -> str), e.g. the checkpoint, mean and std.
-        optimize: run the exporter's ONNX optimiser (constant folding, fewer nodes). Off by
-            default: ONNX Runtime folds and fuses the graph itself when it loads it, the
-            conversion then takes about a third of the time, and the file holds each weight
-            once (the optimiser folds transposed copies of the weights into new constants).
+        optimize: run the exporter's ONNX optimiser (default): constant folding and fused
+            patterns leave about a quarter of the nodes, and ONNX Runtime then runs the graph
+            faster where each op's fixed cost counts (small models, small batches). Off, the
+            conversion takes about half the time.
 
     Returns:
         The path written.
