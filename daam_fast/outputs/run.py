@@ -161,7 +161,8 @@ def explain_files(paths: List[str], model, out: str, options: Optional[ExplainOp
     names = class_names(model)
     device = next(model.parameters()).device
     stems = unique_stems(paths)
-    daam = explainer if explainer is not None else DAAM(model, method=opt.method, **(daam_options or {}))   # bad options raise before any thread starts
+    # bad options raise before any thread starts
+    daam = explainer if explainer is not None else DAAM(model, method=opt.method, **(daam_options or {}))
     workers = writer_threads(device) if opt.workers is None else opt.workers
     os.makedirs(out, exist_ok=True)
     pictures = [o for o in outs if o in PICTURES]
