@@ -99,6 +99,7 @@ out["cli"] = {
     "eval": cli("eval", "--out", "e", "--num-images", "2"),
     "heif": cli("explain", "photo.heic", "--out", "h", "--quiet"),
     "mp4": cli("explain", "pics", "--out", "m", "--quiet", "--outputs", "overlay,mp4"),
+    "export": cli("export", "--out", "m.onnx"),
 }
 def api(f):
     try:
@@ -114,6 +115,8 @@ out["api"] = {"ray": api(lambda: explain_dataset("pics", "b2")),
 import daam_fast.monitor as monitor
 out["api"]["tensorboard"] = api(lambda: monitor.AttentionMonitor(model, make_shapes(1).images, log_dir="mon").log(0))
 out["api"]["lightning"] = api(lambda: monitor.DAAMCallback)
+from daam_fast.export import to_onnx
+out["api"]["onnx"] = api(lambda: to_onnx(model, "m2.onnx"))
 from daam_fast.io import ImageReadError
 try:
     read_image("photo.heic")
@@ -125,8 +128,8 @@ print("RESULT " + json.dumps(out))
 
 def test_core_only_environment(tmp_path):
     """import daam_fast, DAAM, render, prepare and ``explain`` need the core alone; video, batch
-    (Ray), eval (matplotlib), HEIC and the monitor's TensorBoard and Lightning parts fail with one
-    line that names their extra."""
+    (Ray), eval (matplotlib), HEIC, the monitor's TensorBoard and Lightning parts and the ONNX
+    export fail with one line that names their extra."""
     py = _core_env(tmp_path / "core")
     work = tmp_path / "work"
     work.mkdir()
@@ -138,14 +141,14 @@ def test_core_only_environment(tmp_path):
     assert rc == 0, err
     assert (work / "ex" / "explorer.html").exists() and (work / "ex" / "summary.json").exists()
     for feature, extra in (("video", "video"), ("batch", "ray"), ("eval", "eval"), ("heif", "heif"),
-                           ("mp4", "video")):
+                           ("mp4", "video"), ("export", "export")):
         rc, err = out["cli"][feature]
         hint = f'pip install "daam-fast[{extra}]"'
         assert rc in (1, 2) and hint in err, (feature, rc, err)
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and "Traceback" not in err, (feature, err)
     for feature, extra in (("heif", "heif"), ("ray", "ray"), ("video", "video"), ("tensorboard", "monitor"),
-                           ("lightning", "monitor")):
+                           ("lightning", "monitor"), ("onnx", "export")):
         msg = out["api"][feature]
         assert msg and f'pip install "daam-fast[{extra}]"' in msg and "\n" not in msg, (feature, msg)
 
