@@ -52,7 +52,7 @@ bench-video: $(STAMP)
 # The evaluation report in docs/eval/ (shipped model, 500 shapes images, every metric group; about 20 min on 1 thread).
 eval-report: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/daam-fast eval --model shapes_vit --data shapes --num-images 500 --seed 0 \
-	    --methods daam,direct,row,rollout,grad_rollout,attention,gradcam,random --threads 1 --out docs/eval --overwrite
+	    --methods grad,direct,row,rollout,grad_rollout,attention,gradcam,random --threads 1 --out docs/eval --overwrite
 
 # GPU benchmark (every op backend, fp32 and bf16, ViT-S/16 and ViT-B/16 end to end) into gpu_out/.
 bench-gpu: $(STAMP)

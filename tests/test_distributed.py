@@ -22,8 +22,11 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'daam
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (comes with ray[data])")
 
 from daam_fast import DAAM  # noqa: E402
-from daam_fast.distributed import (ModelSpec, _Explainer, _image_from_array, explain_dataset,  # noqa: E402
-                                   load_errors, load_results)
+from daam_fast.distributed.actor import _Explainer  # noqa: E402
+from daam_fast.distributed.inputs import _image_from_array  # noqa: E402
+from daam_fast.distributed.results import load_errors, load_results  # noqa: E402
+from daam_fast.distributed.run import explain_dataset  # noqa: E402
+from daam_fast.distributed.spec import ModelSpec  # noqa: E402
 from daam_fast.io import read_image  # noqa: E402
 from daam_fast.preprocess import input_spec, prepare  # noqa: E402
 from daam_fast.zoo import load_model  # noqa: E402

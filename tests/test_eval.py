@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from daam_fast import DAAM, cli, metrics
-from daam_fast.evaluate import DAAM_METHODS, METHODS, spearman
+from daam_fast.evaluate.config import DAAM_METHODS, METHODS
+from daam_fast.metrics import spearman
 from daam_fast.preprocess import input_spec, prepare
 from daam_fast.zoo import load_model
 from daam_fast.zoo.shapes import make_shapes, save_pngs
@@ -48,7 +49,7 @@ def test_eval_writes_table_figure_json(shapes_run):
         assert set(js["table"][key]) == set(METHODS), key
     assert len(js["fractions"]) == 3
     assert set(js["blocks"]) == set(DAAM_METHODS) | {"rollout", "grad_rollout"}   # the methods with L > 1
-    assert len(js["blocks"]["daam"]["accumulated"]) == 6                          # shapes_vit has 6 blocks
+    assert len(js["blocks"]["grad"]["accumulated"]) == 6                          # shapes_vit has 6 blocks
     assert -1 <= js["direct_vs_grad"]["spearman"][0] <= 1
     from PIL import Image
     with Image.open(os.path.join(out, "eval.png")) as im:
@@ -71,14 +72,14 @@ def test_eval_numbers_equal_metrics_called_directly(shapes_run):
     e = metrics.energy_pointing_game(sal, batch.masks)
     p = metrics.pointing_game(sal, batch.masks)
     t = js["table"]
-    assert math.isclose(t["deletion"]["daam"]["mean"], d.auc.mean().item(), rel_tol=1e-4)
-    assert math.isclose(t["energy"]["daam"]["mean"], e.mean().item(), rel_tol=1e-4)
-    assert math.isclose(t["pointing"]["daam"]["mean"], 100 * p.mean().item(), rel_tol=1e-4)
+    assert math.isclose(t["deletion"]["grad"]["mean"], d.auc.mean().item(), rel_tol=1e-4)
+    assert math.isclose(t["energy"]["grad"]["mean"], e.mean().item(), rel_tol=1e-4)
+    assert math.isclose(t["pointing"]["grad"]["mean"], 100 * p.mean().item(), rel_tol=1e-4)
     se = e.double().std().item() / math.sqrt(8)
-    assert math.isclose(t["energy"]["daam"]["se"], se, rel_tol=1e-3)
+    assert math.isclose(t["energy"]["grad"]["se"], se, rel_tol=1e-3)
     blocks = metrics.energy_pointing_game(res.maps, batch.masks).mean(0)
-    assert torch.allclose(torch.tensor(js["blocks"]["daam"]["accumulated"]), blocks, atol=1e-5)
-    assert math.isclose(js["blocks"]["daam"]["accumulated"][-1], e.mean().item(), rel_tol=1e-4)
+    assert torch.allclose(torch.tensor(js["blocks"]["grad"]["accumulated"]), blocks, atol=1e-5)
+    assert math.isclose(js["blocks"]["grad"]["accumulated"][-1], e.mean().item(), rel_tol=1e-4)
 
 
 def test_eval_on_a_directory_with_masks_matches_generated(tmp_path, shapes_run):
@@ -115,12 +116,12 @@ def test_eval_trust_metrics(shapes_run):
     from PIL import Image
     with Image.open(os.path.join(out, "randomisation.png")) as im:
         assert im.size[0] > 1000
-    r = js["randomisation"]["daam"]
+    r = js["randomisation"]["grad"]
     assert r["steps"] == ["original", "head"] + [f"block {b}" for b in range(6, 0, -1)] + ["embedding"]
     assert r["layers"] == r["steps"][1:]
     assert math.isclose(r["cascading"]["spearman"][0], 1.0, abs_tol=1e-6)
     assert r["cascading"]["spearman"][-1] < 0.5                                   # DAAM depends on the weights
-    assert math.isclose(js["table"]["randomisation"]["daam"]["mean"], r["cascading"]["spearman"][-1], rel_tol=1e-5)
+    assert math.isclose(js["table"]["randomisation"]["grad"]["mean"], r["cascading"]["spearman"][-1], rel_tol=1e-5)
     for m in METHODS:
         assert set(js["metric_ms_per_image"][m]) == {"faithfulness", "localisation", "boxes", "randomisation",
                                                      "robustness", "complexity"}
@@ -131,13 +132,13 @@ def test_eval_trust_metrics(shapes_run):
     with DAAM(model) as daam:
         sal = daam(x).final
     t = js["table"]
-    assert math.isclose(t["sparseness"]["daam"]["mean"], metrics.sparseness(sal).mean().item(), rel_tol=1e-4)
-    assert math.isclose(t["complexity"]["daam"]["mean"], metrics.complexity(sal).mean().item(), rel_tol=1e-4)
+    assert math.isclose(t["sparseness"]["grad"]["mean"], metrics.sparseness(sal).mean().item(), rel_tol=1e-4)
+    assert math.isclose(t["complexity"]["grad"]["mean"], metrics.complexity(sal).mean().item(), rel_tol=1e-4)
     ba = metrics.max_box_acc(sal, masks_to_boxes(batch.masks), (64, 64), thresholds=20)
-    assert math.isclose(t["max_box_acc"]["daam"]["mean"], 100 * ba.value.item(), rel_tol=1e-4, abs_tol=1e-6)
-    assert js["max_box_acc"]["daam"]["best_threshold"] == pytest.approx(ba.best_threshold.tolist())
+    assert math.isclose(t["max_box_acc"]["grad"]["mean"], 100 * ba.value.item(), rel_tol=1e-4, abs_tol=1e-6)
+    assert js["max_box_acc"]["grad"]["best_threshold"] == pytest.approx(ba.best_threshold.tolist())
     px = metrics.pxap(sal, batch.masks, thresholds=20)
-    assert math.isclose(t["pxap"]["daam"]["mean"], px.pxap.item(), rel_tol=1e-4)
+    assert math.isclose(t["pxap"]["grad"]["mean"], px.pxap.item(), rel_tol=1e-4)
 
 
 def test_eval_metric_groups(tmp_path, capsys):
@@ -161,8 +162,10 @@ def test_threads_option_is_restored(tmp_path):
 
 def test_eval_bad_usage(tmp_path, capsys, shapes_run):
     _, out = shapes_run
-    assert cli.main(["eval", "--methods", "daam,lime", "--out", str(tmp_path / "a")]) == 2
+    assert cli.main(["eval", "--methods", "grad,lime", "--out", str(tmp_path / "a")]) == 2
     assert "lime" in capsys.readouterr().err
+    assert cli.main(["eval", "--methods", "daam,rollout", "--out", str(tmp_path / "a")]) == 2      # the old name
+    assert "'daam' is now 'grad'" in capsys.readouterr().err
     before = os.path.getmtime(os.path.join(out, "results.md"))
     assert cli.main(["eval", "--num-images", "2", "--methods", "attention", "--out", out]) == 2
     assert "--overwrite" in capsys.readouterr().err

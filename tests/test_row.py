@@ -11,7 +11,7 @@ from timm.layers import Attention
 from timm.models.vision_transformer import ResPostBlock
 
 from daam_fast import DAAM, BankTarget, MemoryBank, daam_reference
-from daam_fast.adapters import load_dino
+from daam_fast.models import load_dino
 from models import MODEL_CASES, randomize, tiny_vit
 from test_adapters import CASES as ADAPTER_CASES
 from test_adapters import DinoViT, _dino_checkpoint, _make, eva, spread

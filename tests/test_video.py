@@ -18,8 +18,9 @@ av = pytest.importorskip("av")
 
 from daam_fast import DAAM, render  # noqa: E402
 from daam_fast.preprocess import input_spec, prepare  # noqa: E402
-from daam_fast.video import (VideoDecodeError, _Composer, explain_video, iter_video_maps,  # noqa: E402
-                             probe_video)
+from daam_fast.video.api import explain_video, iter_video_maps  # noqa: E402
+from daam_fast.video.compose import _Composer  # noqa: E402
+from daam_fast.video.info import VideoDecodeError, probe_video  # noqa: E402
 from daam_fast.zoo import load_model  # noqa: E402
 from daam_fast.zoo.shapes import make_shapes  # noqa: E402
 from tolerances import assert_close  # noqa: E402
@@ -480,14 +481,14 @@ def _silent_video(tmp_path):
 
 
 def test_audio_failure_keeps_the_video(tmp_path, model, monkeypatch):
-    import daam_fast.video as V
+    from daam_fast.video.codec import _Audio
     src = tmp_path / "a.mp4"
     make_av_video(src, "aac")
 
     def broken(self, out, t_end):
         raise RuntimeError("demuxer exploded")
 
-    monkeypatch.setattr(V._Audio, "until", broken)
+    monkeypatch.setattr(_Audio, "until", broken)
     with pytest.warns(RuntimeWarning, match="audio was left out"):
         s = explain_video(str(src), str(tmp_path / "o.mp4"), model, progress=False)
     assert s.frames == 30 and s.audio.startswith("failed: RuntimeError: demuxer exploded")

@@ -9,8 +9,7 @@ Families (tried in this order by :func:`get_adapter`):
 - ``torchvision``: torchvision ``VisionTransformer`` (``torchvision_vit.py``)
 
 DINO / DINOv2 checkpoints are converted to timm beside model loading, in
-:mod:`daam_fast.models` (``models/dino.py``, ``models/dinov2.py``); :func:`load_dino`,
-:func:`dino_to_timm`, :func:`load_dinov2` and :func:`dinov2_to_timm` stay importable from here.
+:mod:`daam_fast.models` (``models/dino.py``, ``models/dinov2.py``).
 
 Example:
     >>> from daam_fast.adapters import get_adapter
@@ -29,11 +28,8 @@ from . import timm_eva as _timm_eva  # noqa: F401
 from . import timm_beit as _timm_beit  # noqa: F401
 from . import hf_vit as _hf_vit  # noqa: F401
 from . import torchvision_vit as _tv_vit  # noqa: F401
-from ..models.dino import dino_to_timm, load_dino          # documented re-exports (README)
-from ..models.dinov2 import dinov2_to_timm, load_dinov2
 
-__all__ = ["Adapter", "ADAPTERS", "get_adapter", "register", "load_dino", "dino_to_timm", "load_dinov2",
-           "dinov2_to_timm", "families"]
+__all__ = ["Adapter", "ADAPTERS", "get_adapter", "register", "families"]
 
 
 def families() -> List[str]:

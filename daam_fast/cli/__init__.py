@@ -13,12 +13,9 @@ import sys
 from typing import List, Optional
 
 from .._extras import missing_extra
-from .explain import explain_files
-from .options import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_args, daam_options,  # noqa: F401
-                      model_from_args)
+from .options import EXIT_OK, EXIT_USAGE, UsageError
 
-__all__ = ["main", "build_parser", "add_model_args", "model_from_args", "daam_options", "explain_files",
-           "UsageError"]
+__all__ = ["main", "build_parser", "COMMANDS"]
 
 # The sub-commands, in the order of ``daam-fast --help``: module of this package -> add_cli(subparsers).
 COMMANDS = ("explain", "demo", "bank", "bench", "video", "eval", "batch", "monitor", "export")

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import torch
 
-from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_args, add_quiet, default_param, load_model
+from .options import EXIT_USAGE, UsageError, add_model_args, add_quiet, default_param, finish, load_model
 
 __all__ = ["add_cli"]
 
@@ -49,10 +48,8 @@ def _cmd_bank_build(args) -> int:
     bank.save(args.out)
     with open(os.path.splitext(args.out)[0] + "_labels.json", "w") as f:
         json.dump({v: k for k, v in labels_map.items()}, f, indent=1)
-    for p, r in failed:
-        print(f"failed: {p}: {r}", file=sys.stderr)
-    print(f"bank: {len(labels)} features of dim {bank.dim}, {len(labels_map)} classes -> {args.out}; failed {len(failed)}")
-    return EXIT_FAILED if failed else EXIT_OK
+    return finish(failed, f"bank: {len(labels)} features of dim {bank.dim}, {len(labels_map)} classes -> {args.out}; "
+                          f"failed {len(failed)}")
 
 
 def add_cli(sub) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 import sys
 
 from .._extras import require
-from .options import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_args, add_overwrite, add_quiet,
-                      daam_args, default_param, model_spec)
+from ..distributed.options import BatchOptions
+from .options import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_model_args, add_options, add_quiet, daam_args,
+                      default_of, from_args, model_spec)
 
 __all__ = ["add_cli"]
 
 
 def _cmd_batch(args) -> int:
     require("ray", "this command")
-    from ..distributed import explain_dataset, load_errors
+    from ..distributed.results import load_errors
+    from ..distributed.run import explain_dataset
     from ..models import ModelLoadError
     src = args.src[0] if len(args.src) == 1 else list(args.src)
     problems = []
@@ -25,13 +27,11 @@ def _cmd_batch(args) -> int:
             raise UsageError("no input images")
         src = paths
     daam = daam_args(args)
-    gpus = args.gpus_per_actor if args.device != "cuda" or args.gpus_per_actor > 0 else 1.0
+    opts = from_args(BatchOptions, args, progress=not args.quiet, daam_options=daam.keywords())
+    if args.device == "cuda" and opts.num_gpus_per_actor == 0:
+        opts.num_gpus_per_actor = 1.0
     try:
-        m = explain_dataset(src, args.out, model_spec(args), method=daam.method, target=args.target,
-                            num_actors=args.num_actors, num_cpus_per_actor=args.cpus_per_actor,
-                            num_gpus_per_actor=gpus, shard_size=args.shard_size,
-                            batch_size=args.batch_size, overwrite=args.overwrite, ray_address=args.ray_address,
-                            num_cpus=args.num_cpus, progress=not args.quiet, daam_options=daam.keywords())
+        m = explain_dataset(src, args.out, model_spec(args), opts)
     except (ValueError, ModelLoadError, FileNotFoundError, RuntimeError) as e:
         raise UsageError(str(e)) from None
     if not args.quiet:
@@ -45,27 +45,14 @@ def _cmd_batch(args) -> int:
 
 
 def add_cli(sub) -> None:
-    """Register ``daam-fast batch SRC --out DIR [--ray-address auto] [--num-actors N]``; the defaults
-    are :func:`daam_fast.distributed.explain_dataset`'s."""
-    from ..distributed import explain_dataset
-
-    def d(name):
-        return default_param(explain_dataset, name)
+    """Register ``daam-fast batch SRC --out DIR [--ray-address auto] [--num-actors N]``: its flags
+    are :class:`daam_fast.distributed.options.BatchOptions`' fields, with their defaults."""
     p = sub.add_parser("batch", help="explain many images on Ray (sharded Parquet, resumable)",
                        description="Explain images with a Ray Data actor pool; writes shards/*.parquet, "
                                    "errors.parquet and manifest.json to --out. Rerun to resume.")
     p.add_argument("src", nargs="+", help="a folder, glob patterns or image files")
-    add_model_args(p, batch_size=d("batch_size"))
+    add_model_args(p, batch_size=default_of(BatchOptions, "batch_size"))     # --method is the DAAM options'
     p.add_argument("--out", required=True, help="output directory (reused to resume)")
-    p.add_argument("--ray-address", default=d("ray_address"),
-                   help="Ray cluster to join ('auto'); default: start a local Ray")
-    p.add_argument("--num-actors", type=int, default=d("num_actors"), help="actors in the pool (one model each)")
-    p.add_argument("--num-cpus", type=int, default=d("num_cpus"), help="CPUs of the local Ray instance (default: all)")
-    p.add_argument("--cpus-per-actor", type=float, default=d("num_cpus_per_actor"), help="CPUs (torch threads) per actor")
-    p.add_argument("--gpus-per-actor", type=float, default=d("num_gpus_per_actor"),
-                   help="GPUs per actor (--device cuda implied)")
-    p.add_argument("--shard-size", type=int, default=d("shard_size"), help="images per shard file")
-    p.add_argument("--target", type=int, default=d("target"), help="class to explain (default: each image's prediction)")
-    add_overwrite(p, "replace results of a run with other settings")
+    add_options(p.add_argument_group("run"), BatchOptions, exclude=("method", "batch_size"))
     add_quiet(p)
     p.set_defaults(func=_cmd_batch)

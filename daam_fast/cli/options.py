@@ -116,6 +116,8 @@ def add_options(p, config_cls, *, only: Optional[Iterable[str]] = None, exclude:
             kw.update(default=default, type=md.get("type", typ))
             if choices is not None:
                 kw["choices"] = tuple(choices)
+            if md.get("flag") and isinstance(flag, str):        # argparse would name the value after the field
+                kw["metavar"] = flag.lstrip("-").replace("-", "_").upper()
             for key in ("metavar", "required"):
                 if key in md:
                     kw[key] = md[key]
@@ -128,11 +130,44 @@ def add_options(p, config_cls, *, only: Optional[Iterable[str]] = None, exclude:
     return actions
 
 
+def to_argv(config) -> list:
+    """The flags that give the dataclass instance ``config`` back through :func:`add_options`, one
+    per field (None left out; a switch only where it differs from its default): the command line
+    that reproduces a run."""
+    argv = []
+    for f in dataclasses.fields(config):
+        value, md = getattr(config, f.name), f.metadata
+        if not md.get("cli", True) or value is None:
+            continue
+        flag = md.get("flag") or "--" + f.name.replace("_", "-")
+        flag = flag if isinstance(flag, str) else flag[0]
+        if isinstance(value, bool):
+            default = default_of(config, f.name)
+            if value != default:
+                argv.append(flag if md.get("flag") or not default else "--no-" + f.name.replace("_", "-"))
+            continue
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        argv += [flag, str(value)]
+    return argv
+
+
 def from_args(config_cls, args, **overrides):
     """An instance of the dataclass ``config_cls`` from the parsed arguments of the same names."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
     values.update(overrides)
     return config_cls(**values)
+
+
+def finish(failed, summary: str) -> int:
+    """Print ``failed: PATH: REASON`` to stderr for each (path, reason) of ``failed``, then the
+    run's one-line ``summary``; returns the exit code (:data:`EXIT_FAILED` if any failed)."""
+    for p, r in failed:
+        print(f"failed: {p}: {r}", file=sys.stderr)
+    print(summary)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # ------------------------------------------------------------------------------------ small flags
@@ -236,11 +271,6 @@ def daam_args(args) -> DAAMOptions:
     return opts
 
 
-def daam_options(args) -> dict:
-    """DAAM keyword options (``activation_checkpointing``, ``compile``, ``backend``) from the parsed arguments, checked."""
-    return daam_args(args).keywords()
-
-
 # ------------------------------------------------------------------------------------ model spec
 def add_model_args(p: argparse.ArgumentParser, batch_size: int = 16, bank: bool = True, daam: bool = True,
                    method: bool = True) -> None:
@@ -276,11 +306,6 @@ def load_model(args, headless: bool = False):
         return model_spec(args, headless=headless).load(args.device)
     except (ModelLoadError, ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
-
-
-def model_from_args(args):
-    """The model of the parsed model options (see :func:`load_model`)."""
-    return load_model(args)[0]
 
 
 @contextlib.contextmanager

@@ -24,28 +24,17 @@ input ends up in exactly one shard row: inputs = results + errors.
 Resuming: a rerun reads the ids of the complete shards and skips those images; temporary
 files of an interrupted run are deleted. A lock file keeps two live runs out of one folder.
 
-Modules: ``spec`` (:class:`ModelSpec`, the accepted DAAM options), ``inputs``, ``actor``
-(the UDF), ``shards`` (run folder, lock, manifest), ``run`` (:func:`explain_dataset`),
-``results`` (:func:`load_results`, :func:`load_errors`); the command is :mod:`daam_fast.cli.batch`.
+Modules: ``spec`` (:class:`ModelSpec`, the accepted DAAM options), ``options``
+(:class:`BatchOptions`: every option of a run and its default, from which the command's flags
+are derived), ``inputs``, ``actor`` (the UDF), ``shards`` (run folder, lock, manifest), ``run``
+(:func:`explain_dataset`), ``results`` (:func:`load_results`, :func:`load_errors`).
 
 On a cluster, ``out_dir`` and the image paths must be reachable from every node (a shared
 file system), as with any Ray Data file sink.
 """
-from .actor import _Explainer  # noqa: F401
-from .inputs import _ids_for_paths, _image_from_array, _path_inputs  # noqa: F401
-from .results import load_errors, load_results  # noqa: F401
-from .run import _RUN_KEYS, _run, _run_config, explain_dataset  # noqa: F401
-from .shards import (FORMAT_VERSION, SHARD_DIR, _clean, _complete_shards, _finalize,  # noqa: F401
-                     _Lock, _pid_alive,
-                     _shard_ids, _vector_column, _write_json, _write_shard)
-from .spec import (BACKWARD_OPTIONS, MAP_OPTIONS, ModelSpec, check_run_options,  # noqa: F401
-                   daam_option_names)
+from .options import BatchOptions
+from .results import load_errors, load_results
+from .run import explain_dataset
+from .spec import ModelSpec, daam_option_names
 
-__all__ = ["ModelSpec", "explain_dataset", "load_results", "load_errors", "daam_option_names"]
-
-
-def __getattr__(name: str):
-    if name == "add_cli":              # the sub-command moved to daam_fast.cli.batch; kept for old callers
-        from ..cli.batch import add_cli
-        return add_cli
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["ModelSpec", "BatchOptions", "explain_dataset", "load_results", "load_errors", "daam_option_names"]

@@ -50,8 +50,7 @@ def check_run_options(method: str, daam_options: Optional[dict]) -> dict:
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A picklable description of the model and its memory bank, resolved inside each actor; also
-    the one place the command line resolves ``--model`` / ``--checkpoint`` / ``--bank``
-    (:func:`daam_fast.cli.options.load_model`).
+    the one place where ``--model`` / ``--checkpoint`` / ``--bank`` of the command line are resolved.
 
     Args:
         name: a shipped model ("shapes_vit", "shapes_vit_ssl"; None = "shapes_vit"), a timm name,

@@ -13,31 +13,24 @@ the cost of each metric in ms per image), ``results.json``, and two figures: ``e
 mean deletion / insertion curves and the per-block energy pointing game of the methods that
 give one map per block (DAAM's D_b and L_b: how localisation forms through the blocks), and
 ``randomisation.png``, the cascading and independent randomisation curves per method. With
-both "daam" and "direct", the report also says how closely the forward-only "direct" maps
+both "grad" and "direct", the report also says how closely the forward-only "direct" maps
 follow the exact "grad" ones. The DAAM methods are the explainer's method table
-("daam" = grad, "direct", ...), so a method added there is evaluated without other edits.
+("grad", "direct", ...), so a method added there is evaluated without other edits.
 
-Modules: ``config`` (method keys, :class:`EvalConfig`), ``runner`` (:func:`explain`,
-:func:`evaluate`), ``statistics`` (:func:`spearman`, :func:`summarize`), ``report``
-(:func:`write_report`), ``loader`` (:func:`load_data`); the command is :mod:`daam_fast.cli.eval`.
+Modules: ``config`` (method names, :class:`EvalOptions`: every option and its default, from
+which the command's flags are derived), ``runner`` (:func:`explain`, :func:`evaluate`),
+``statistics`` (:func:`summarize`), ``report`` (:func:`write_report`), ``loader``
+(:func:`load_data`).
 
 Example:
     daam-fast eval --model shapes_vit --data shapes --num-images 500 --out eval_out/
     daam-fast eval --model deit_small_patch16_224 --checkpoint w.pth --data photos/ --masks masks/ --out e/
 """
-from .config import (ALL_METRICS, BASELINE_METHODS, DAAM_METHODS, DEFAULT_METHODS, EVAL_DEFAULTS,  # noqa: F401
-                     EVAL_FIELDS, GRAD_ONLY_OPTIONS, LABELS, METHODS, METRIC_GROUPS, OUTPUT_FILES, ROWS, EvalConfig,
-                     metric_groups)
-from .loader import EvalData, _load_dir, load_data  # noqa: F401
-from .report import _figure, _fmt, _table_md, write_report  # noqa: F401
-from .runner import _predict, evaluate, explain  # noqa: F401
-from .statistics import _mean_se, spearman, summarize  # noqa: F401
+from .config import DAAM_METHODS, METHODS, EvalOptions
+from .loader import EvalData, load_data
+from .report import table_markdown, write_report
+from .runner import evaluate, explain
+from .statistics import summarize
 
-__all__ = ["METHODS", "EvalConfig", "explain", "evaluate", "summarize", "spearman", "write_report", "load_data"]
-
-
-def __getattr__(name: str):
-    if name == "add_cli":              # the sub-command moved to daam_fast.cli.eval; kept for old callers
-        from ..cli.eval import add_cli
-        return add_cli
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["METHODS", "DAAM_METHODS", "EvalOptions", "EvalData", "explain", "evaluate", "summarize", "write_report",
+           "table_markdown", "load_data"]

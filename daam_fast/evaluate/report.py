@@ -12,10 +12,10 @@ from .._extras import require
 from .config import DAAM_METHODS, LABELS, METHODS, ROWS
 from .statistics import _mean_se, summarize
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "table_markdown"]
 
 # a fixed colour per method of the figure; methods added later take the next free one
-_COLORS = {"daam": "C3", "direct": "C1", "rollout": "C0", "grad_rollout": "C2", "attention": "C4", "gradcam": "C5",
+_COLORS = {"grad": "C3", "direct": "C1", "rollout": "C0", "grad_rollout": "C2", "attention": "C4", "gradcam": "C5",
            "random": "0.6"}
 _SPARE = ("C6", "C7", "C8", "C9", "k")
 
@@ -31,7 +31,10 @@ def _fmt(m: float, se: float, digits: int) -> str:
     return f"{m:.{digits}f} ± {se:.{digits}f}" if not math.isnan(se) else f"{m:.{digits}f}"
 
 
-def _table_md(results: dict, summary: dict) -> str:
+def table_markdown(results: dict, summary: dict) -> str:
+    """The results table in Markdown: one row per metric of :data:`ROWS` that was measured, one
+    column per method, each cell "mean ± standard error" (``results`` of :func:`evaluate`,
+    ``summary`` of :func:`summarize`)."""
     methods = results["methods"]
     head = "| metric | " + " | ".join(LABELS[m] for m in methods) + " |"
     sep = "|---|" + "---:|" * len(methods)
@@ -78,7 +81,7 @@ def _randomisation_figure(results: dict, path: str, title: str) -> bool:
                 continue
             y = r["cascading"][sim]
             ax.plot(range(len(y)), y, marker="o", ms=3, color=colors[m], lw=2 if m in DAAM_METHODS else 1.2,
-                    ls="--" if DAAM_METHODS.get(m, "grad") != "grad" else "-", label=LABELS[m])
+                    ls="--" if m in DAAM_METHODS and m != "grad" else "-", label=LABELS[m])
             steps = r["steps"]
         ax.set_xticks(range(len(steps)))
         ax.set_xticklabels([st.replace("block ", "b") for st in steps], rotation=45, fontsize=7)
@@ -125,7 +128,7 @@ def _figure(results: dict, path: str, title: str) -> None:
             c = results["curves"][m][kind]
             aucs = results["per_image"][m][kind]
             ax.plot(x, c.mean(0).numpy(), color=colors[m], lw=2 if m in DAAM_METHODS else 1.3,
-                    ls="--" if DAAM_METHODS.get(m, "grad") != "grad" else "-", label=f"{LABELS[m]} ({aucs.mean():.3f})")
+                    ls="--" if m in DAAM_METHODS and m != "grad" else "-", label=f"{LABELS[m]} ({aucs.mean():.3f})")
         ax.set_xlabel(f"fraction of {results['config']['order']}s {'removed' if kind == 'deletion' else 'inserted'}")
         ax.set_ylabel("target probability (mean)")
         ax.set_title(f"{kind.capitalize()} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)", fontsize=10)
@@ -140,7 +143,7 @@ def _figure(results: dict, path: str, title: str) -> None:
             b = range(1, L + 1)
             for key, ls, lab in (("accumulated", "-", "D_b (accumulated)" if m in DAAM_METHODS else "through b"),
                                  ("per_block", ":", "L_b (block alone)" if m in DAAM_METHODS else "block alone")):
-                if key == "per_block" and m not in ("daam",):
+                if key == "per_block" and m != "grad":
                     continue
                 v = blk[key]
                 mean = torch.nanmean(v, 0).numpy()
@@ -216,7 +219,7 @@ def write_report(results: dict, out: str, meta: dict, per_image: bool = False) -
            f"target; average drop / increase: x' = E x + (1 - E) '{cfg['drop_baseline']}' with E the min-max "
            f"normalised map; pointing games against the object masks (tolerance {cfg['tolerance']:g} px). "
            f"Rollout: discard ratio {cfg['rollout_discard']:g}, head fusion '{cfg['rollout_fusion']}'.", ""]
-    md += [_table_md(results, summary), ""]
+    md += [table_markdown(results, summary), ""]
     if results.get("chance_energy") is not None:
         md += [f"Chance level: a uniform map scores the mean mask area, {results['chance_energy']:.3f}, in the energy "
                f"pointing game; a random point hits with about that probability ({100 * results['chance_energy']:.1f} %).", ""]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -12,35 +13,35 @@ from torch import Tensor, nn
 from .. import baselines as _baselines
 from .. import metrics as M
 from ..result import DAAMResult
-from .config import DAAM_METHODS, DEFAULT_METHODS, GRAD_ONLY_OPTIONS, METHODS, ROWS, EvalConfig, metric_groups
+from .config import DAAM_METHODS, GRAD_ONLY_OPTIONS, METHODS, RENAMED_METHODS, ROWS, EvalOptions, metric_groups
 from .trust import batch_metrics, dataset_metrics
 
 __all__ = ["explain", "evaluate"]
 
 
-def explain(model: nn.Module, images: Tensor, method: str, target=None, config: Optional[EvalConfig] = None,
+def explain(model: nn.Module, images: Tensor, method: str, target=None, options: Optional[EvalOptions] = None,
             daam=None, generator: Optional[torch.Generator] = None) -> DAAMResult:
     """One method's explanation of a batch, as a DAAMResult.
 
     Args:
         model: a timm ViT with a classifier head.
         images: (B, C, H, W) normalised model input.
-        method: one of :data:`METHODS` ("daam" is DAAM with method="grad"; the other DAAM keys
-            are the explainer's method names, see :data:`DAAM_METHODS`).
+        method: one of :data:`METHODS`: a DAAM method of the explainer (:data:`DAAM_METHODS`:
+            "grad", "direct", ...), a baseline, or "random".
         target: None, int or (B,) classes.
-        config: rollout options and the seed of "random".
+        options: :class:`EvalOptions` (rollout options and the seed of "random" are used).
         daam: an entered :class:`daam_fast.DAAM` to reuse for a DAAM method (optional).
-        generator: CPU generator of the "random" maps (default: one seeded with ``config.seed``).
+        generator: CPU generator of the "random" maps (default: one seeded with ``options.seed``).
 
     Returns:
         DAAMResult with maps (B, L, h, w).
     """
     from ..explainer import DAAM
-    cfg = config or EvalConfig()
+    cfg = options or EvalOptions()
     if method in DAAM_METHODS:
         if daam is not None:
             return daam(images, target=target)
-        with DAAM(model, method=DAAM_METHODS[method]) as d:
+        with DAAM(model, method=method) as d:
             return d(images, target=target)
     if method == "rollout":
         return _baselines.rollout(model, images, target, discard_ratio=cfg.rollout_discard,
@@ -52,6 +53,8 @@ def explain(model: nn.Module, images: Tensor, method: str, target=None, config: 
         return DAAMResult(block_maps=r, maps=r, targets=res.targets, logits=res.logits, method="random", grid=res.grid)
     if method in _baselines.BASELINES:
         return _baselines.explain(model, images, method, target)
+    if method in RENAMED_METHODS:
+        raise ValueError(f"renamed method: {method!r} is now {RENAMED_METHODS[method]!r}")
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -64,13 +67,12 @@ def _predict(model, images: Tensor, batch_size: int) -> Tensor:
     return torch.cat(outs)
 
 
-def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, methods: Sequence[str] = DEFAULT_METHODS,
-             targets: Optional[Tensor] = None, config: Optional[EvalConfig] = None, progress: bool = True,
-             daam_options: Optional[dict] = None,
-             input_norm: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> dict:
-    """Explain ``images`` with every method and score every final map.
+def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, targets: Optional[Tensor] = None,
+             options: Optional[EvalOptions] = None, *, progress: bool = True, daam_options: Optional[dict] = None,
+             input_norm: Optional[Tuple[Sequence[float], Sequence[float]]] = None, **fields) -> dict:
+    """Explain ``images`` with every method of ``options.methods`` and score every final map.
 
-    The metric groups of ``config.metrics`` (:data:`~daam_fast.evaluate.config.METRIC_GROUPS`):
+    The metric groups of ``options.metrics`` (:data:`~daam_fast.evaluate.config.METRIC_GROUPS`):
     faithfulness and localisation per batch (as before), robustness and complexity per batch,
     boxes (MaxBoxAccV2, PxAP) and the randomisation test over all images at once (the best box
     threshold is chosen over the data set; the model copy is re-randomised once per step).
@@ -79,14 +81,16 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         model: a timm ViT with a classifier head (eval mode).
         images: (n, C, H, W) normalised model input (on the model's device).
         masks: (n, H, W) bool object masks, or None (no pointing games).
-        methods: names from :data:`METHODS`.
         targets: (n,) classes to explain, or None for each image's prediction.
-        config: :class:`EvalConfig`.
+        options: :class:`EvalOptions` (default: its defaults); its fields ``data``, ``masks``,
+            ``num_images`` and ``target`` say where the images came from and are not read here.
         progress: tqdm progress bars.
         daam_options: extra :class:`daam_fast.DAAM` keywords for the DAAM methods (``compile``;
-            ``activation_checkpointing`` for "daam" only, dropped for the others). They change the cost, not the maps.
+            ``activation_checkpointing`` for "grad" only, dropped for the others). They change the cost, not the maps.
         input_norm: (mean, std) of the model input, so that the stability copies change brightness
             and contrast in pixel space (clipped to [0, 1]); None: in model-input units.
+        **fields: :class:`EvalOptions` fields that replace those of ``options``
+            (e.g. ``methods=("grad", "rollout")``).
 
     Returns:
         dict with "per_image" {method: {metric: (n,) tensor}}, "curves" {method: {"deletion",
@@ -95,18 +99,18 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         "final" {method: (n, h, w)}, "seconds" {method: explain time}, "metric_seconds" {method:
         {group: seconds}}, "trust" {method: dataset-level box / PxAP / randomisation results},
         "groups", "targets", "predictions", "config", "methods".
+
+    Raises:
+        ValueError: an option out of range (:meth:`EvalOptions.check`), a model without a
+            classifier head, or masks that do not match the images.
     """
     from tqdm import tqdm
     from ..adapters import get_adapter
     from ..explainer import DAAM
-    cfg = config or EvalConfig()
+    cfg = dataclasses.replace(options or EvalOptions(), **fields)
+    cfg.check()
     groups = metric_groups(cfg.metrics)
-    methods = list(methods)
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown method(s) {', '.join(bad)}; expected from {', '.join(METHODS)}")
-    if not methods:
-        raise ValueError("no methods to evaluate")
+    methods = list(cfg.methods)
     adapter = get_adapter(model)
     if adapter.num_classes == 0:
         raise ValueError("evaluation needs a model with a classifier head (deletion / insertion track a class score)")
@@ -131,10 +135,10 @@ def evaluate(model: nn.Module, images: Tensor, masks: Optional[Tensor] = None, m
         daam = None
         if meth in DAAM_METHODS:
             opts = dict(daam_options or {})
-            if DAAM_METHODS[meth] != "grad":
+            if meth != "grad":
                 for key in GRAD_ONLY_OPTIONS:
                     opts.pop(key, None)
-            daam = DAAM(model, method=DAAM_METHODS[meth], **opts)
+            daam = DAAM(model, method=meth, **opts)
         gen = torch.Generator().manual_seed(cfg.seed)               # "random": one stream over all images
         bar = tqdm(total=n, desc=f"{meth:>12}", unit="img", disable=not progress, leave=True)
 

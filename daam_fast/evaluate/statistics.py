@@ -7,9 +7,9 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
-from ..metrics import spearman  # noqa: F401  (one implementation: daam_fast.metrics.similarity)
+from ..metrics import spearman
 
-__all__ = ["spearman", "summarize"]
+__all__ = ["summarize"]
 
 
 def _mean_se(v: Tensor) -> Tuple[float, float, int]:
@@ -39,8 +39,8 @@ def summarize(results: dict) -> dict:
     summary = {"table": table, "ms_per_image": {m: 1000 * s / n for m, s in results["seconds"].items()},
                "metric_ms_per_image": {m: {g: 1000 * s / n for g, s in d.items()}
                                        for m, d in results.get("metric_seconds", {}).items()}}
-    if "daam" in results["final"] and "direct" in results["final"]:
-        g, d = results["final"]["daam"], results["final"]["direct"]
+    if "grad" in results["final"] and "direct" in results["final"]:
+        g, d = results["final"]["grad"], results["final"]["direct"]
         rho = spearman(d, g)
         same = (g.flatten(1).argmax(1) == d.flatten(1).argmax(1)).float()
         q = torch.nanquantile(rho.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .. import metrics as M
 from ..boxes import masks_to_boxes
-from .config import EvalConfig
+from .config import EvalOptions
 
 __all__ = ["batch_metrics", "dataset_metrics"]
 
@@ -29,7 +29,7 @@ class _Timer:
 
 
 def batch_metrics(groups: Sequence[str], model: nn.Module, explain: ExplainMaps, predict: Callable[[Tensor], Tensor],
-                  x: Tensor, t: Tensor, sal: Tensor, cfg: EvalConfig, per: Dict[str, List[Tensor]],
+                  x: Tensor, t: Tensor, sal: Tensor, cfg: EvalOptions, per: Dict[str, List[Tensor]],
                   secs: Dict[str, float], norm: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
                   seed: int = 0) -> None:
     """Robustness and complexity of one batch's final maps ``sal`` (B, h, w), appended to ``per``.
@@ -54,7 +54,7 @@ def batch_metrics(groups: Sequence[str], model: nn.Module, explain: ExplainMaps,
 
 
 def dataset_metrics(groups: Sequence[str], model: nn.Module, explain: ExplainMaps, images: Tensor, targets: Tensor,
-                    finals: Tensor, masks: Optional[Tensor], cfg: EvalConfig, per: Dict[str, Tensor],
+                    finals: Tensor, masks: Optional[Tensor], cfg: EvalOptions, per: Dict[str, Tensor],
                     secs: Dict[str, float]) -> dict:
     """Boxes / pixel AP (needs masks) and the randomisation test over all images of one method.
 

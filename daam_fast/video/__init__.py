@@ -30,7 +30,7 @@ Modules, in pipeline order: ``info`` (probe_video, VideoInfo, VideoSummary, Vide
 ``reader`` (decoding, one batch ahead in a thread), ``stream`` (explain loop, EMA), ``compose`` (panels -> frame),
 ``codec`` (encoder, audio), ``writer`` (encode thread),
 ``options`` (:class:`VideoOptions`: defaults and checks), ``api`` (:func:`explain_video`,
-:func:`iter_video_maps`). The ``daam-fast video`` command is :mod:`daam_fast.cli.video`.
+:func:`iter_video_maps`).
 
 Example:
     >>> from daam_fast.video import explain_video, iter_video_maps
@@ -38,22 +38,9 @@ Example:
     >>> for i, maps in iter_video_maps("in.mp4"):               # tensors only: (L, h, w) per frame
     ...     pass
 """
-from .api import explain_video, iter_video_maps  # noqa: F401
-from .codec import MP4_AUDIO, OUT_TIME_BASE, X264_PRESETS, _Audio  # noqa: F401
-from .compose import LAYOUTS, BlockSpec, _Composer, _even, _resolve_blocks  # noqa: F401
-from .info import (VideoDecodeError, VideoInfo, VideoSummary, _audio_codec, _quarter_turns,  # noqa: F401
-                   probe_video)
-from .options import CODECS, OUTPUT_EXTENSIONS, VideoOptions  # noqa: F401
-from .reader import _End, _Failed, _Frames  # noqa: F401
-from .stream import _default_model, _ema, _stream  # noqa: F401
-from .writer import _Writer  # noqa: F401
+from .api import explain_video, iter_video_maps
+from .info import VideoDecodeError, VideoInfo, VideoSummary, probe_video
+from .options import VideoOptions
 
 __all__ = ["explain_video", "iter_video_maps", "probe_video", "VideoInfo", "VideoSummary", "VideoDecodeError",
            "VideoOptions"]
-
-
-def __getattr__(name: str):
-    if name == "add_cli":              # the sub-command moved to daam_fast.cli.video; kept for old callers
-        from ..cli.video import add_cli
-        return add_cli
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
