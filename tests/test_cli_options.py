@@ -8,7 +8,7 @@ from typing import Literal, Optional
 import pytest
 
 from daam_fast.cli import build_parser
-from daam_fast.cli.options import DAAMOptions, add_options, default_of, from_args
+from daam_fast.cli.options import DAAMOptions, add_options, default_of, from_args, to_argv
 
 # The entry points whose flags come from one options dataclass each.
 ENTRY_POINTS = ("explain", "video", "eval", "batch")
@@ -85,6 +85,22 @@ def test_add_options_flags_types_and_defaults():
     assert "steps (default 4)" in p.format_help()
 
 
+def test_to_argv_gives_the_options_back():
+    p = argparse.ArgumentParser()
+    add_options(p, _Toy)
+    for opts in (_Toy(), _Toy(steps=7, name="n", scale=2.5, order="patch", fast=True, audio=False, checkpoint=True,
+                              blocks=(3, 4))):
+        assert from_args(_Toy, p.parse_args(to_argv(opts))) == opts
+    argv = to_argv(_Toy(audio=False, checkpoint=True))
+    assert "--no-audio" in argv and "--activation-checkpointing" in argv and "--fast" not in argv
+    assert "--name" not in argv and "hidden" not in " ".join(argv)          # None and cli=False left out
+    from daam_fast.evaluate.config import EvalOptions
+    p = argparse.ArgumentParser()
+    add_options(p, EvalOptions)
+    opts = EvalOptions(methods=("grad", "rollout"), num_images=4, target="label", tolerance=2.5)
+    assert from_args(EvalOptions, p.parse_args(to_argv(opts))) == opts
+
+
 def test_add_options_only_exclude_and_untyped_fields():
     p = argparse.ArgumentParser()
     assert [a.dest for a in add_options(p, _Toy, only=("steps", "fast"))] == ["steps", "fast"]
@@ -103,3 +119,11 @@ def test_daam_options_are_derived():
     ns = p.parse_args(_minimal_argv(p) + ["--activation-checkpointing", "--backend", "torch"])
     assert from_args(DAAMOptions, ns) == DAAMOptions(activation_checkpointing=True, backend="torch")
     assert default_of(DAAMOptions, "method") == "grad"
+
+
+def test_finish_prints_failures_and_gives_the_exit_code(capsys):
+    from daam_fast.cli.options import EXIT_FAILED, EXIT_OK, finish
+    assert finish([], "done 2") == EXIT_OK
+    assert finish([("a.png", "truncated")], "done 1, failed 1") == EXIT_FAILED
+    out = capsys.readouterr()
+    assert out.out == "done 2\ndone 1, failed 1\n" and out.err == "failed: a.png: truncated\n"

@@ -18,6 +18,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("daam_fast.cli", "daam_fast.__main__"),
     ("daam_fast.video", "daam_fast.evaluate", "daam_fast.distributed", "daam_fast.outputs", "daam_fast.explore",
      "daam_fast.monitor", "daam_fast.export", "daam_fast.bench", "daam_fast.viz",
+     "daam_fast.zoo.train_shapes",    # the script that trains the shipped model (it may log through monitor)
      "daam_fast"),                    # the top-level package: the public names, gathered from every layer below
     ("daam_fast.explainer", "daam_fast.methods", "daam_fast.targets", "daam_fast.result", "daam_fast.baselines",
      "daam_fast.reference", "daam_fast.render", "daam_fast.preprocess", "daam_fast.bank",

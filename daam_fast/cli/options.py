@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-from dataclasses import dataclass, field
+import sys
 import typing
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
 import torch
