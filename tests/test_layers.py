@@ -16,7 +16,7 @@ MAX_LINES = 450
 # may import its own layer and those below it, never one above.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("daam_fast.cli", "daam_fast.__main__"),
-    ("daam_fast.video", "daam_fast.evaluate", "daam_fast.distributed", "daam_fast.outputs", "daam_fast.explore",
+    ("daam_fast.video", "daam_fast.evaluate", "daam_fast.distributed", "daam_fast.outputs", "daam_fast.explorer",
      "daam_fast.monitor", "daam_fast.export", "daam_fast.bench", "daam_fast.viz",
      "daam_fast.zoo.train_shapes",    # the script that trains the shipped model (it may log through monitor)
      "daam_fast"),                    # the top-level package: the public names, gathered from every layer below
@@ -30,7 +30,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
 # Imports allowed to run against the rules, each with its reason: a display hook that runs only
 # when a notebook shows a result (the result cannot depend on the explorer otherwise).
 EXCEPTIONS = {
-    ("daam_fast.result", "daam_fast.explore"): "DAAMResult._repr_html_, Jupyter's display hook, shows the explorer",
+    ("daam_fast.result", "daam_fast.explorer"): "DAAMResult._repr_html_, Jupyter's display hook, shows the explorer",
 }
 
 
