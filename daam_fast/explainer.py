@@ -89,8 +89,8 @@ class DAAM:
         model: a timm VisionTransformer / DeiT / EVA / BEiT (incl. distilled, register tokens, q/k-norm,
             layer-scale, rotary embeddings, dynamic or non-square image sizes, ``global_pool``
             'token' or 'avg'), a Hugging Face ViT / DeiT, a torchvision VisionTransformer, or a
-            DINO / DINOv2 checkpoint loaded with :func:`daam_fast.adapters.load_dino` /
-            ``load_dinov2`` (see :mod:`daam_fast.adapters`). A model it cannot explain raises
+            DINO / DINOv2 checkpoint loaded with :func:`daam_fast.models.load_dino` /
+            ``load_dinov2`` (see :mod:`daam_fast.models`). A model it cannot explain raises
             ``ValueError`` naming the reason, here.
         method: a name from :data:`daam_fast.methods.METHODS`: "grad", the paper's exact
             coefficients G_b = dY/dT_b[0] from one backward; or "direct" (docs/method.md §7,
