@@ -126,3 +126,13 @@ def test_finish_prints_failures_and_gives_the_exit_code(capsys):
     assert finish([("a.png", "truncated")], "done 1, failed 1") == EXIT_FAILED
     out = capsys.readouterr()
     assert out.out == "done 2\ndone 1, failed 1\n" and out.err == "failed: a.png: truncated\n"
+
+
+def test_refuse_existing_names_the_flag(tmp_path):
+    from daam_fast.cli.options import UsageError, refuse_existing
+    out = tmp_path / "o.mp4"
+    refuse_existing(str(out), overwrite=False)                   # nothing there yet
+    out.write_bytes(b"")
+    refuse_existing(str(out), overwrite=True)
+    with pytest.raises(UsageError, match="exists: pass --overwrite"):
+        refuse_existing(str(out), overwrite=False)

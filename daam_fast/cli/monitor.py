@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .options import EXIT_OK, EXIT_USAGE, UsageError, add_overwrite
+from .options import EXIT_OK, EXIT_USAGE, UsageError, add_overwrite, refuse_existing
 
 __all__ = ["add_cli"]
 
@@ -11,8 +11,7 @@ __all__ = ["add_cli"]
 def _cmd_view(args) -> int:
     from ..monitor import load_history
     from ..monitor.view import write_page
-    if os.path.exists(args.out) and not args.overwrite:
-        raise UsageError(f"{args.out} exists (pass --overwrite to replace it)")
+    refuse_existing(args.out, args.overwrite)
     try:
         h = load_history(args.log_dir)
     except FileNotFoundError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -160,6 +161,12 @@ def from_args(config_cls, args, **overrides):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
     values.update(overrides)
     return config_cls(**values)
+
+
+def refuse_existing(path: str, overwrite: bool) -> None:
+    """Raises :class:`UsageError` if the output file ``path`` exists and ``--overwrite`` was not given."""
+    if os.path.exists(path) and not overwrite:
+        raise UsageError(f"{path} exists: pass --overwrite to replace it")
 
 
 def finish(failed, summary: str) -> int:

@@ -8,7 +8,7 @@ from typing import List, Optional
 from ..video.compose import BlockSpec
 from ..video.options import VideoOptions
 from .options import (EXIT_FAILED, EXIT_OK, UsageError, add_model_args, add_options, add_overwrite, add_quiet,
-                      daam_args, default_of, from_args, load_model)
+                      daam_args, default_of, from_args, load_model, refuse_existing)
 
 __all__ = ["add_cli"]
 
@@ -36,8 +36,7 @@ def _cmd_video(args) -> int:
     from ..video import VideoDecodeError, explain_video
     if not os.path.isfile(args.input):
         raise UsageError(f"{args.input}: no such file")
-    if os.path.exists(args.out) and not args.overwrite:
-        raise UsageError(f"{args.out} exists: pass --overwrite to replace it")
+    refuse_existing(args.out, args.overwrite)
     try:
         blocks = _parse_blocks(args.blocks)
     except ValueError as e:
