@@ -14,7 +14,7 @@ QUIET_PIP := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2
 EXT_SOURCES := setup.py pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-fast bench bench-video bench-gpu gpu-check eval-report clean
+.PHONY: install demo test test-fast docs bench bench-video bench-gpu gpu-check eval-report clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ demo: $(STAMP)
 # The whole suite (Triton kernels run on the CPU interpreter on small shapes).
 test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -ra tests
+
+# The docs site (mkdocs-material + mkdocstrings), offline; a broken link or reference fails it.
+docs: $(STAMP)
+	$(BIN)/pip install -q -e ".[docs]" --no-build-isolation $(PINS) $(QUIET_PIP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests -k "not triton"
