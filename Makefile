@@ -34,9 +34,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -ra tests
 
-# The docs site (mkdocs-material + mkdocstrings), offline; a broken link or reference fails it.
+# The docs site into site/ (mkdocs-material + mkdocstrings, the `docs` extra, which the `test` extra
+# includes), offline; a broken link or a missing reference fails it.
 docs: $(STAMP)
-	$(BIN)/pip install -q -e ".[docs]" --no-build-isolation $(PINS) $(QUIET_PIP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 test-fast: $(STAMP)
