@@ -244,9 +244,10 @@ class DAAM:
             and weights (R, C); head_maps (R, L, H, h, w) with ``heads=True``.
 
         Raises:
-            ValueError / TypeError naming the problem (bad images, targets, a model output
-            that is not finite; a removed spelling such as ``bank=`` or ``topk=`` names the
-            target to use); the value checks are read once, after the maps are formed.
+            ValueError: bad images or targets, or a model output that is not finite; the value
+                checks are read once, after the maps are formed.
+            TypeError: a removed spelling such as ``bank=`` or ``topk=`` (the message names
+                the target to use).
 
         Safe from many threads or asyncio tasks at once, on one model and one explainer
         (docs/serving.md). Inside ``torch.inference_mode()`` the call leaves it for its

@@ -34,7 +34,8 @@ def render(maps: Tensor, images: Optional[Tensor] = None, mode: str = "nonlinear
             normalised model input).
         mode: "nonlinear" (default), "linear" or "raw" (see :func:`normalize_frames`).
         size: output (H, W); default: the images' size, or (h, w) without images.
-        alpha, beta: weights of the colour map and of the picture (authors: 0.4, 0.8).
+        alpha: weight of the colour map (authors: 0.4).
+        beta: weight of the picture (authors: 0.8).
 
     Returns:
         uint8 (B, L, H, W) heat frames without images, or (B, L, H, W, 3) RGB overlays.

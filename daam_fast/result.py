@@ -137,9 +137,12 @@ class DAAMResult:
         Args:
             block_maps: (B, L, h, w), or (B, L, h * w) with ``grid``, the per-block maps L_b.
             targets: (B,) long, the class explained per row (-1: none).
-            logits, features, weights: as the attributes (``Scored.reported()`` gives them with
-                the targets); detached here.
-            method: the result's ``method``.  grid: (h, w) patch grid (default: block_maps' last two axes).
+            logits: (B, K) or None, as the attribute (``Scored.reported()`` gives it with the
+                targets); detached here.
+            features: (B, C) or None, likewise.
+            weights: (B, C) or None, likewise.
+            method: the result's ``method``.
+            grid: (h, w) patch grid (default: block_maps' last two axes).
             topk: rows per image (``target=TopK(k)``: k).
             normalize: per-block min-max normalisation (L - min) / (max - min + 1e-10).
             head_maps: None or (B, L, H, h, w) / (B, L, H, h * w) per-head terms (not normalised).
