@@ -6,12 +6,14 @@ A block that cannot run here carries a marker on the line before its fence:
     <!-- docs: skip REASON -->        never run (e.g. it needs the network or your own files)
     <!-- docs: requires cuda -->      run only where a CUDA device is present
 
-A skipped block is reported with its reason. A failure names the page and the line of the block
-(tracebacks point at the Markdown file's own line numbers).
+A block written as an interactive session (``>>>`` prompts) runs as a doctest: its printed
+results must match. A skipped block is reported with its reason. A failure names the page and the
+line of the block (tracebacks point at the Markdown file's own line numbers).
 """
 from __future__ import annotations
 
-import os
+import doctest
+import io
 import re
 from pathlib import Path
 from typing import List, NamedTuple, Optional
@@ -65,6 +67,23 @@ def test_collector_reads_markers():
         (3, "x = 1", None, None), (7, "y", "needs the network", None), (12, "z", None, "cuda")]
 
 
+def _run_doctest(page: Path, b: Block, namespace: dict) -> None:
+    test = doctest.DocTestParser().get_doctest(b.code, namespace, page.name, str(page), b.line - 1)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    report = io.StringIO()
+    runner.run(test, out=report.write, clear_globs=False)
+    namespace.update(test.globs)                 # DocTest works on a copy of the namespace
+    assert runner.failures == 0, f"{page.relative_to(ROOT)}, block at line {b.line}:\n{report.getvalue()}"
+
+
+def test_doctest_blocks_are_checked():
+    page, ns = ROOT / "README.md", {}
+    _run_doctest(page, Block(1, ">>> x = 2\n>>> x + 1\n3", None, None), ns)
+    assert ns["x"] == 2                          # the page's namespace carries on
+    with pytest.raises(AssertionError, match="Expected"):
+        _run_doctest(page, Block(1, ">>> 1 + 1\n3", None, None), ns)
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p.read_text())],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_examples_run(page: Path, tmp_path, monkeypatch):
@@ -80,6 +99,9 @@ def test_page_examples_run(page: Path, tmp_path, monkeypatch):
                 continue
             if b.requires == "cuda" and not torch.cuda.is_available():
                 skipped.append(f"line {b.line}: needs a CUDA GPU")
+                continue
+            if b.code.lstrip().startswith(">>>"):
+                _run_doctest(page, b, namespace)
                 continue
             code = compile("\n" * (b.line - 1) + b.code, str(page), "exec")
             try:
