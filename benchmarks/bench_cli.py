@@ -175,7 +175,7 @@ def fresh_dir(path: str) -> str:
     Deleting thousands of files makes ext4 skip their inodes for the next 60-300 s
     (``recently_deleted`` in its inode allocator, which reads each one's inode block): creating a
     file then costs 0.3-0.9 ms of system CPU instead of 0.02 ms on this machine
-    (benchmarks/NOTES.md, 2026-11-30, fourth session: 0.022 -> 0.317 ms per file after three
+    (benchmarks/NOTES.md, 2026-11-30: 0.022 -> 0.317 ms per file after three
     delete-and-rewrite rounds of 10,000 files), a cost of the benchmark's clean-up, not of the
     command, and the main source of the run-to-run spread of the shapes ratios before.
     """

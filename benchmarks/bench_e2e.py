@@ -73,7 +73,7 @@ def test_ratios(benchmark, model_name):
     grad, missed = ratios["daam_fast grad"], []
     if ratios["daam_fast direct"] > DIRECT_TARGET:
         missed.append(f"direct {ratios['daam_fast direct']:.2f}x > {DIRECT_TARGET}x")
-    if "daam_fast row" in ratios and ratios["daam_fast row"] > DIRECT_TARGET:      # issue 17: row <= 1.15x too
+    if "daam_fast row" in ratios and ratios["daam_fast row"] > DIRECT_TARGET:      # row <= 1.15x too
         missed.append(f"row {ratios['daam_fast row']:.2f}x > {DIRECT_TARGET}x")
     if n_tokens <= 197 and grad > GRAD_TARGET:
         missed.append(f"grad {grad:.2f}x > {GRAD_TARGET}x")

@@ -84,7 +84,7 @@ def kernel_backend(backend: Optional[str]) -> Optional[str]:
     "cuda", by ``backend=`` or ``DAAM_FAST_BACKEND``), else None.
 
     Under auto the kernel is not used: no GPU measurement shows it faster than the model's
-    SDPA plus the O(N d) row yet (issue 13), so auto keeps SDPA.
+    SDPA plus the O(N d) row yet, so auto keeps SDPA.
     """
     name = (backend or _config.backend()).lower()
     return name if name in ("triton", "cuda") else None

@@ -23,7 +23,7 @@ def shapes_run(tmp_path_factory):
     return rc, out
 
 
-# the results.json keys of issue 15 and their ranges
+# the results.json keys of the trust suite and their ranges
 TRUST_KEYS = {"randomisation": (-1, 1), "max_sensitivity": (0, 10), "local_lipschitz": (0, 10), "stability": (-1, 1),
               "sparseness": (0, 1), "complexity": (0, math.log(64)), "max_box_acc": (0, 100), "pxap": (0, 1)}
 
@@ -104,7 +104,7 @@ def test_eval_on_a_directory_with_masks_matches_generated(tmp_path, shapes_run):
 
 
 def test_eval_trust_metrics(shapes_run):
-    """Issue 15: every key in results.json, the randomisation curves and figure, the cost of each metric, and the
+    """Every key in results.json, the randomisation curves and figure, the cost of each metric, and the
     numbers equal to the metrics called directly on DAAM's final maps."""
     from daam_fast.boxes import masks_to_boxes
     _, out = shapes_run

@@ -1,4 +1,4 @@
-"""Which attention each method runs (issue 13), exercised on the CPU.
+"""Which attention each method runs, exercised on the CPU.
 
 - "grad" never needs the [class] row in the forward (block_map forms it from q[:, :, 0], k
   and v when the gradient arrives), so it always runs the model's SDPA, whatever the backend.

@@ -1,4 +1,4 @@
-"""Compiled for the GPU without a GPU (issue 13): every Triton kernel at every specialisation the
+"""Compiled for the GPU without a GPU: every Triton kernel at every specialisation the
 dispatchers produce (float32 / float16 / bfloat16; head dims 32, 40, 64, 80, 96, 128, and 72 and 256,
 the dispatcher's Triton limit, on the main shapes; sizes of 1)
 is compiled for sm_80 and sm_90 by Triton's own compiler (``python -m daam_fast.ops._gpu_compile``,

@@ -1,4 +1,4 @@
-"""Per-head maps (issue 16): DAAM(model, heads=True) -> res.head_maps (B, L, H, h, w), each
+"""Per-head maps: DAAM(model, heads=True) -> res.head_maps (B, L, H, h, w), each
 head's term of L_b before the ReLU, formed in the same pass as the maps (the fused block_map
 op for the [class] slot; the row slot for attention biases and mean-pooling; "direct" too).
 

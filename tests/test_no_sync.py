@@ -1,5 +1,5 @@
 """No host synchronisation inside a DAAM call between the forward and the map results
-(issue 13): the value checks (NaN / inf images, a model output that overflowed, class
+the value checks (NaN / inf images, a model output that overflowed, class
 indices on the device) are read once, at the end of the call.
 
 On the CPU: every Python-level read of a tensor's value (``item``, ``bool``, ``int``,

@@ -1,4 +1,4 @@
-"""Trust metrics (issue 15): each batched metric against a straightforward per-image version and known answers."""
+"""Trust metrics: each batched metric against a straightforward per-image version and known answers."""
 import copy
 import math
 

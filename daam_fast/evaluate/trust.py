@@ -1,4 +1,4 @@
-"""The trust metrics of an evaluation (issue 15): robustness and complexity per batch; boxes,
+"""The trust metrics of an evaluation: robustness and complexity per batch; boxes,
 pixel AP and the randomisation test over the whole data set. Each group is timed per method."""
 from __future__ import annotations
 
