@@ -484,7 +484,8 @@ def test_ahead_runs_one_item_ahead_and_stops():
 def test_load_maps_reads_a_batch_run(tmp_path):
     """load_maps reads a ``daam-fast batch`` run (its Parquet shards) as it reads the others."""
     pytest.importorskip("pyarrow", reason="pyarrow is not installed (comes with ray[data])")
-    from daam_fast.distributed import ModelSpec, _Explainer, load_results
+    from daam_fast.distributed import ModelSpec, load_results
+    from daam_fast.distributed.actor import _Explainer
     from daam_fast.zoo.shapes import make_shapes
     imgs = np.empty(3, dtype=object)                          # one (64, 64, 3) uint8 picture per row
     for i, im in enumerate(make_shapes(3, seed=2).images.permute(0, 2, 3, 1).numpy()):
