@@ -19,7 +19,7 @@ import pytest
 import torch
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'daam-fast[ray]')")
-pytest.importorskip("pyarrow", reason="pyarrow is not installed (comes with ray[data])")
+pytest.importorskip("pyarrow", reason="pyarrow is not installed (Ray Data needs it; comes with ray[data])")
 
 from daam_fast import DAAM  # noqa: E402
 from daam_fast.distributed.actor import _Explainer  # noqa: E402
@@ -28,6 +28,7 @@ from daam_fast.distributed.results import load_errors, load_results  # noqa: E40
 from daam_fast.distributed.run import explain_dataset  # noqa: E402
 from daam_fast.distributed.spec import ModelSpec  # noqa: E402
 from daam_fast.io import read_image  # noqa: E402
+from daam_fast.outputs import load_maps  # noqa: E402
 from daam_fast.preprocess import input_spec, prepare  # noqa: E402
 from daam_fast.zoo import load_model  # noqa: E402
 from daam_fast.zoo.shapes import make_shapes, save_pngs  # noqa: E402
@@ -77,10 +78,9 @@ def _single_process_maps(image_dir, ids):
 
 
 def _all_shard_ids(out):
-    import pyarrow.parquet as pq
     d = os.path.join(out, "shards")
     return [i for f in sorted(os.listdir(d)) if f.startswith("shard-")
-            for i in pq.read_table(os.path.join(d, f), columns=["id"]).column("id").to_pylist()]
+            for i in load_maps(os.path.join(d, f))["index"]["ids"]]
 
 
 def test_results_plus_errors_equal_inputs(first_run, image_dir):
@@ -219,13 +219,34 @@ def test_udf_without_ray_writes_complete_shard(tmp_path):
     out = udf(batch)
     assert out["rows"].tolist() == [5] and out["results"].tolist() == [3] and out["errors"].tolist() == [2]
     files = os.listdir(tmp_path / "shards")
-    assert files == [out["shard"][0]]                               # no temporary file left
-    import pyarrow.parquet as pq
-    t = pq.read_table(tmp_path / "shards" / files[0]).to_pylist()
-    errs = {r["id"]: r["error"] for r in t}
+    assert files == [out["shard"][0]]                               # no temporary folder left
+    z = load_maps(str(tmp_path / "shards" / files[0]))              # a shard is a maps folder
+    assert isinstance(z["maps"], np.memmap) and z["maps"].shape == (5, 6, 8, 8)
+    errs = dict(zip(z["index"]["ids"], z["index"]["errors"]))
     assert errs["a"] is None and "wrong mode" in errs["b"] and "wrong mode" in errs["d"]
-    assert all(len(r["maps"]) == 6 * 8 * 8 for r in t if r["error"] is None)
-    assert all(r["maps"] is None and r["target"] is None for r in t if r["error"] is not None)
+    assert z["explained"].tolist() == [True, False, True, False, True]
+    assert z["targets"][[1, 3]].tolist() == [-1, -1] and not z["maps"][[1, 3]].any()
+    assert (z["targets"][[0, 2, 4]] >= 0).all() and z["logits"].shape == (5, 6)
+    ref = DAAM(load_model("shapes_vit"))(prepare(list(make_shapes(3, seed=2).images), input_spec(udf.model))[0])
+    assert_close(torch.from_numpy(np.asarray(z["maps"][[0, 2, 4]])), ref.maps, torch.float32, name="shard maps")
+    assert_close(torch.from_numpy(np.asarray(z["block_maps"][[0, 2, 4]])), ref.block_maps, torch.float32,
+                 name="shard block_maps")
+
+
+def test_shard_write_that_fails_leaves_no_shard(tmp_path, monkeypatch):
+    from daam_fast.distributed import shards
+    rows = [{"id": "a", "path": None, "error": None, "target": 1, "maps": np.ones((2, 3, 3), np.float32),
+             "block_maps": np.ones((2, 3, 3), np.float32)}]
+
+    def broken(self):
+        raise OSError("disk full")
+    monkeypatch.setattr(shards.MapStore, "close", broken)
+    with pytest.raises(OSError, match="disk full"):
+        shards._write_shard(str(tmp_path), rows)
+    assert os.listdir(tmp_path) == [] and shards._complete_shards(str(tmp_path.parent)) == []
+    monkeypatch.undo()
+    name = shards._write_shard(str(tmp_path), rows)
+    assert shards._write_shard(str(tmp_path), rows) == name and os.listdir(tmp_path) == [name]   # written once
 
 
 def test_udf_daam_options_reach_the_actor_and_bad_ones_refused(tmp_path):

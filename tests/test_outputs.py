@@ -482,21 +482,31 @@ def test_ahead_runs_one_item_ahead_and_stops():
 
 
 def test_load_maps_reads_a_batch_run(tmp_path):
-    """load_maps reads a ``daam-fast batch`` run (its Parquet shards) as it reads the others."""
-    pytest.importorskip("pyarrow", reason="pyarrow is not installed (comes with ray[data])")
-    from daam_fast.distributed import ModelSpec, load_results
+    """load_maps reads a ``daam-fast batch`` run (a maps folder per shard) as it reads the others:
+    the explained rows of every shard sorted by id, and each shard memory-mapped."""
     from daam_fast.distributed.actor import _Explainer
+    from daam_fast.distributed.results import load_results
+    from daam_fast.distributed.spec import ModelSpec
     from daam_fast.zoo.shapes import make_shapes
-    imgs = np.empty(3, dtype=object)                          # one (64, 64, 3) uint8 picture per row
-    for i, im in enumerate(make_shapes(3, seed=2).images.permute(0, 2, 3, 1).numpy()):
-        imgs[i] = im
-    _Explainer(ModelSpec(), str(tmp_path), "grad", None, 2, "cpu", 1)(
-        {"id": np.array(["c", "a", "b"], dtype=object), "image": imgs})
+    pics = make_shapes(4, seed=2).images.permute(0, 2, 3, 1).numpy()
+    udf = _Explainer(ModelSpec(), str(tmp_path), "grad", None, 2, "cpu", 1)
+    for ids, rows in ((["c", "a"], [pics[0], pics[1]]), (["d", "b"], [np.zeros((4, 4, 2), np.uint8), pics[2]])):
+        col = np.empty(2, dtype=object)                         # one (H, W, C) uint8 picture per row
+        col[0], col[1] = rows
+        udf({"id": np.array(ids, dtype=object), "image": col})
     (tmp_path / "run.json").write_text(json.dumps({"map_shape": [6, 8, 8], "classes": []}))
     z, ref = load_maps(str(tmp_path)), load_results(str(tmp_path))
-    assert z["index"]["ids"] == ["a", "b", "c"] and z["index"]["grid"] == [8, 8]
-    assert np.array_equal(z["maps"], ref["maps"]) and z["maps"].shape == (3, 6, 8, 8)
-    assert np.array_equal(z["targets"], ref["targets"])
+    assert z["index"]["ids"] == ["a", "b", "c"] and z["index"]["grid"] == [8, 8] and list(ref["ids"]) == ["a", "b", "c"]
+    assert z["maps"].shape == (3, 6, 8, 8) and z["explained"].all()
+    for k in ("maps", "block_maps", "targets", "logits"):
+        assert np.array_equal(z[k], ref[k])
+    assert len(z["shards"]) == 2 and all(isinstance(s["maps"], np.memmap) for s in z["shards"])
+    by_id = {i: (s, r) for s in z["shards"] for r, i in enumerate(s["index"]["ids"])}
+    for j, i in enumerate(["a", "b", "c"]):                     # each gathered row is its shard's row
+        s, r = by_id[i]
+        assert np.array_equal(z["maps"][j], s["maps"][r]) and z["targets"][j] == s["targets"][r]
+    s, r = by_id["d"]                                           # the failed input: a zero row, target -1
+    assert not s["explained"][r] and s["targets"][r] == -1 and not s["maps"][r].any()
 
 
 def test_mp4_without_pyav_names_the_extra(tmp_path, shapes_model, monkeypatch):

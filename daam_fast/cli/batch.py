@@ -47,9 +47,9 @@ def _cmd_batch(args) -> int:
 def add_cli(sub) -> None:
     """Register ``daam-fast batch SRC --out DIR [--ray-address auto] [--num-actors N]``: its flags
     are :class:`daam_fast.distributed.options.BatchOptions`' fields, with their defaults."""
-    p = sub.add_parser("batch", help="explain many images on Ray (sharded Parquet, resumable)",
-                       description="Explain images with a Ray Data actor pool; writes shards/*.parquet, "
-                                   "errors.parquet and manifest.json to --out. Rerun to resume.")
+    p = sub.add_parser("batch", help="explain many images on Ray (sharded maps folders, resumable)",
+                       description="Explain images with a Ray Data actor pool; writes shards/shard-*/ (maps "
+                                   "folders), errors.json and manifest.json to --out. Rerun to resume.")
     p.add_argument("src", nargs="+", help="a folder, glob patterns or image files")
     add_model_args(p, batch_size=default_of(BatchOptions, "batch_size"))     # --method is the DAAM options'
     p.add_argument("--out", required=True, help="output directory (reused to resume)")

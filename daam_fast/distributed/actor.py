@@ -25,9 +25,12 @@ class _Explainer:
         from ..targets import BankTarget
         if threads > 0:
             torch.set_num_threads(threads)
+        from ..models import class_names
         self.model, self.bank = spec.load(device)
+        self.names = list(class_names(self.model) or [])
         self.device = device
         self.spec = input_spec(self.model)
+        self.method = method
         self.daam = DAAM(self.model, method=method, **(daam_options or {}))
         # patched for the actor's lifetime (one model per actor): the stack is closed with the actor
         self._context = contextlib.ExitStack()
@@ -70,7 +73,10 @@ class _Explainer:
             if not bool(torch.isfinite(maps).all()):
                 out.append((None, "explanation failed: non-finite maps"))
                 continue
-            item = {"target": int(res.targets[i]), "maps": maps.numpy().reshape(-1).astype(np.float32)}
+            t = int(res.targets[i])
+            item = {"target": t, "maps": maps.numpy().astype(np.float32),
+                    "block_maps": res.block_maps[i].numpy().astype(np.float32),
+                    "class": (self.names[t] if 0 <= t < len(self.names) else str(t)) if t >= 0 else "label-free"}
             for key in ("logits", "features", "weights"):
                 t = getattr(res, key)
                 item[key] = None if t is None else t[i].numpy().astype(np.float32)
@@ -102,7 +108,7 @@ class _Explainer:
                     rows[r]["error"] = why
                 else:
                     rows[r].update(item)
-        name = _write_shard(self.shard_dir, rows, self.daam)
+        name = _write_shard(self.shard_dir, rows, self.method)
         if self.shard_delay:
             time.sleep(self.shard_delay)
         n_err = sum(r["error"] is not None for r in rows)

@@ -11,7 +11,7 @@ from .._extras import require
 from .actor import _Explainer
 from .inputs import _path_inputs
 from .options import BatchOptions
-from .shards import FORMAT_VERSION, SHARD_DIR, _clean, _finalize, _Lock, _shard_ids, _write_json
+from .shards import ERRORS_FILE, FORMAT_VERSION, SHARD_DIR, _clean, _finalize, _Lock, _shard_ids, _write_json
 from .spec import ModelSpec, check_run_options
 
 __all__ = ["explain_dataset"]
@@ -40,7 +40,7 @@ def _run_config(spec: ModelSpec, method: str, target: Optional[int], daam_option
 
 def explain_dataset(source, out_dir: str, model_spec: Union[ModelSpec, str, dict, None] = None,
                     options: Optional[BatchOptions] = None, *, _shard_delay: float = 0.0, **fields) -> dict:
-    """Explain every image of ``source`` with Ray Data and write Parquet shards plus a manifest.
+    """Explain every image of ``source`` with Ray Data and write shards (maps folders) plus a manifest.
 
     Args:
         source: a folder (its image files, recursively; ids are paths relative to it), a glob
@@ -117,7 +117,7 @@ def _run(ray, source, out_dir, spec, opts: BatchOptions, shard_delay) -> dict:
                                      f"{[old.get(k) for k in diff]} vs {[cfg.get(k) for k in diff]}); "
                                      "pass overwrite=True (--overwrite) to replace them")
                 shutil.rmtree(os.path.join(out_dir, SHARD_DIR), ignore_errors=True)
-                for f in ("manifest.json", "errors.parquet"):
+                for f in ("manifest.json", ERRORS_FILE):
                     if os.path.exists(os.path.join(out_dir, f)):
                         os.remove(os.path.join(out_dir, f))
         _write_json(run_file, cfg)

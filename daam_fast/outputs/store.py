@@ -10,6 +10,10 @@ frame) in input order, and an ``index.json``.
     out/maps/explained.npy     (N,) bool              rows written (False: the input failed)
     out/maps/index.json        paths, stems, classes, method, grid, arrays
 
+A ``daam-fast batch`` run writes one such folder per shard (``shards/shard-<h>/``), its index
+holding the ids, paths and error reasons of the shard's inputs (a failed input: a zero row,
+target -1, explained False).
+
 A video's maps folder holds ``maps.npy``, ``block_maps.npy``, ``targets.npy`` and ``time.npy``
 ((T,) float64, each frame's time in seconds from the first) and its index the video's fps, size,
 smoothing.
@@ -28,9 +32,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["MAPS_DIR", "MapStore", "load_maps"]
+__all__ = ["MAPS_DIR", "SHARDS_DIR", "MapStore", "load_maps", "shard_folders"]
 
 MAPS_DIR = "maps"
+SHARDS_DIR = "shards"      # a ``daam-fast batch`` run: shards/shard-<h>/, one maps folder per shard
 
 
 HEADER = 128   # bytes of each .npy header (format 1.0), room for any row count: rewritten at close
@@ -143,15 +148,57 @@ class MapStore:
         return index
 
 
+def shard_folders(run_dir: str) -> List[str]:
+    """Names of the complete shards of a ``daam-fast batch`` run (``run_dir/shards/shard-<h>/``,
+    each a maps folder; a folder being written is named ``.tmp-...``), sorted."""
+    d = os.path.join(run_dir, SHARDS_DIR)
+    if not os.path.isdir(d):
+        return []
+    return sorted(f for f in os.listdir(d) if f.startswith("shard-") and os.path.isfile(os.path.join(d, f, "index.json")))
+
+
+def _load_sharded(run_dir: str, mmap: bool) -> dict:
+    """A batch run: the explained rows of every shard, sorted by id, gathered into one array per
+    quantity (in memory); ``shards``: each shard's own arrays (memory-mapped unless ``mmap=False``)."""
+    folders = [os.path.join(run_dir, SHARDS_DIR, f) for f in shard_folders(run_dir)]
+    shards = [load_maps(f, mmap) for f in folders]
+    picks = sorted((z["index"]["ids"][r], s, int(r)) for s, z in enumerate(shards)
+                   for r in np.flatnonzero(np.asarray(z["explained"])))
+    groups: Dict[int, tuple] = {}                           # shard -> (positions in the output, its rows)
+    for j, (_, s, r) in enumerate(picks):
+        groups.setdefault(s, ([], []))
+        groups[s][0].append(j), groups[s][1].append(r)
+    out: dict = {}
+    for k in dict.fromkeys(k for z in shards for k in z["index"]["arrays"] if k != "explained"):
+        first = next(z[k] for z in shards if k in z)
+        arr = out[k] = np.zeros((len(picks), *first.shape[1:]), first.dtype)
+        for s, (pos, rows) in groups.items():
+            if k in shards[s]:
+                arr[pos] = shards[s][k][rows]
+    if "maps" not in out:                                   # nothing explained yet
+        with open(os.path.join(run_dir, "run.json")) as f:
+            L, h, w = json.load(f)["map_shape"]
+        out.update(maps=np.zeros((0, L, h, w), np.float32), block_maps=np.zeros((0, L, h, w), np.float32),
+                   targets=np.zeros(0, np.int64))
+    out["explained"] = np.ones(len(picks), np.bool_)
+    out["index"] = {"ids": [p[0] for p in picks], "paths": [shards[s]["index"]["paths"][r] for _, s, r in picks],
+                    "classes": [shards[s]["index"]["classes"][r] for _, s, r in picks],
+                    "grid": list(out["maps"].shape[2:]), "shards": folders}
+    out["shards"] = shards
+    return out
+
+
 def load_maps(path: str, mmap: bool = True) -> dict:
     """Read the maps of any run back: {"maps": (N, L, h, w), "block_maps", "targets", ...,
     "index": the index.json dict}; arrays memory-mapped unless ``mmap=False``.
 
     Args:
-        path: a maps folder (``out/maps``, a video's ``--maps`` folder), an explain run's folder
-            (``out``, which holds ``maps/``), or a ``daam-fast batch`` run's folder (its Parquet
-            shards, read whole: :func:`daam_fast.distributed.load_results`; "index" then holds
-            the image ids, the classes and the map shape).
+        path: a maps folder (``out/maps``, a video's ``--maps`` folder, one shard of a batch
+            run), an explain run's folder (``out``, which holds ``maps/``), or a ``daam-fast
+            batch`` run's folder. A batch run's shards are maps folders: its arrays hold the
+            explained images of every shard, sorted by id, gathered in memory; "index" holds
+            their ids, paths, classes and the shard folders, and "shards" each shard's own
+            arrays (memory-mapped: read a run larger than memory one shard at a time).
 
     Example:
         >>> z = load_maps("out")
@@ -160,10 +207,7 @@ def load_maps(path: str, mmap: bool = True) -> dict:
     if not os.path.exists(os.path.join(path, "index.json")) and os.path.isdir(os.path.join(path, MAPS_DIR)):
         path = os.path.join(path, MAPS_DIR)
     if os.path.exists(os.path.join(path, "run.json")) and not os.path.exists(os.path.join(path, "index.json")):
-        from ..distributed.results import load_results
-        res = load_results(path)
-        index = {"ids": res.pop("ids").tolist(), "classes": res.pop("classes"), "grid": list(res.pop("map_shape"))[1:]}
-        return dict(res, index=index)
+        return _load_sharded(path, mmap)
     if not os.path.exists(os.path.join(path, "index.json")):
         raise FileNotFoundError(f"{path}: no index.json: not the maps of a run")
     with open(os.path.join(path, "index.json")) as f:
