@@ -56,11 +56,11 @@ def page_css():
 
 
 def test_package_data_is_declared():
-    for name in ("page.html", "page.css", "render.js", "page.js"):
+    for name in ("shell.html", "page.html", "page.css", "render.js", "page.js"):
         assert resources.files("daam_fast.explorer").joinpath(name).is_file()
     import pathlib
     toml = (pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text()
-    assert '"daam_fast.explorer" = ["page.html", "page.css", "render.js", "page.js"]' in toml
+    assert '"daam_fast.explorer" = ["shell.html", "page.html", "page.css", "render.js", "page.js"]' in toml
 
 
 def test_size_vit_s16_16_images():

@@ -14,6 +14,7 @@ methods below do the family-specific work.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 from torch import Tensor, nn
@@ -57,10 +58,16 @@ class Adapter:
         self.model = model
 
     # ------------------------------------------------------------------ identification
+    # The model classes the family claims, as "module:Class" names, imported when first asked
+    # (a family whose library is absent, or cannot be imported, claims nothing).
+    claimed: Tuple[str, ...] = ()
+
     @classmethod
     def claims(cls, model: nn.Module) -> bool:
-        """True if ``model`` belongs to this family (by type; no layout checks)."""
-        raise NotImplementedError
+        """True if ``model`` belongs to this family (by type; no layout checks): by default, an
+        instance of one of the classes named in ``claimed``."""
+        types = _classes(cls.claimed)
+        return bool(types) and isinstance(model, types)
 
     @property
     def depth(self) -> int:
@@ -151,6 +158,18 @@ class Adapter:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({type(self.model).__name__}, blocks={self.depth}, heads={self.num_heads}, "
                 f"prefix={self.num_prefix}, pool={self.pool!r}, classes={self.num_classes})")
+
+
+def _classes(names: Tuple[str, ...]) -> Tuple[type, ...]:
+    """The classes named "module:Class", or () if one of their modules cannot be imported."""
+    out = []
+    for name in names:
+        module, _, attr = name.partition(":")
+        try:
+            out.append(getattr(importlib.import_module(module), attr))
+        except Exception:  # an optional library, absent or broken: its family is simply absent
+            return ()
+    return tuple(out)
 
 
 ADAPTERS: List[Type[Adapter]] = []

@@ -20,32 +20,18 @@ from .base import Adapter, check_self_attention_call, register
 __all__ = ["HFViTAdapter"]
 
 
-def _hf_classes():
-    try:
-        from transformers.models.deit import modeling_deit as md
-        from transformers.models.vit import modeling_vit as mv
-    except ImportError:  # optional dependency
-        return None
-    return mv, md
-
-
 @register
 class HFViTAdapter(Adapter):
     """Hugging Face ViT / DeiT (see the module docstring)."""
 
     family = "hf"
-
-    @classmethod
-    def claims(cls, model: nn.Module) -> bool:
-        mods = _hf_classes()
-        if mods is None:
-            return False
-        mv, md = mods
-        return isinstance(model, (mv.ViTPreTrainedModel, md.DeiTPreTrainedModel))
+    claimed = ("transformers.models.vit.modeling_vit:ViTPreTrainedModel",
+               "transformers.models.deit.modeling_deit:DeiTPreTrainedModel")
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
-        mv, md = _hf_classes()
+        from transformers.models.deit import modeling_deit as md
+        from transformers.models.vit import modeling_vit as mv
         name = type(model).__name__
         supported = (mv.ViTModel, mv.ViTForImageClassification, md.DeiTModel, md.DeiTForImageClassification,
                      md.DeiTForImageClassificationWithTeacher)

@@ -18,28 +18,16 @@ from .base import Adapter, check_self_attention_call, register
 __all__ = ["TorchvisionViTAdapter"]
 
 
-def _tv():
-    try:
-        from torchvision.models import vision_transformer as tv
-    except Exception:  # pragma: no cover - torchvision optional at this layer
-        return None
-    return tv
-
-
 @register
 class TorchvisionViTAdapter(Adapter):
     """torchvision ``VisionTransformer`` (see the module docstring)."""
 
     family = "torchvision"
-
-    @classmethod
-    def claims(cls, model: nn.Module) -> bool:
-        tv = _tv()
-        return tv is not None and isinstance(model, tv.VisionTransformer)
+    claimed = ("torchvision.models.vision_transformer:VisionTransformer",)
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
-        tv = _tv()
+        from torchvision.models import vision_transformer as tv
         name = type(model).__name__
         blocks = list(model.encoder.layers)
         if not blocks:

@@ -23,12 +23,12 @@ from __future__ import annotations
 import html as _html
 import json
 import os
-from importlib import resources
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from ..result import DAAMResult
 from . import _pack
 from ._pack import ImagesLike
+from ._shell import asset, standalone_page
 
 __all__ = ["explore", "page_html", "read_page", "iframe_html"]
 
@@ -38,7 +38,7 @@ ClassNames = Optional[Union[Sequence[str], Mapping[int, str]]]
 
 
 def _asset(name: str) -> str:
-    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+    return asset(__name__, name)
 
 
 def _methods(res: Optional[DAAMResult], methods: Optional[Mapping[str, DAAMResult]]) -> Dict[str, DAAMResult]:
@@ -144,12 +144,8 @@ def page_html(res: Optional[DAAMResult], images: ImagesLike = None, methods: Opt
     """
     data = page_data(res, images, methods, class_names, names, title, mode, colour_map, alpha, beta,
                      image_format, quality, max_side, heat_side, max_rows)
-    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")   # no </script>, <!--
-    page = _asset("page.html")
-    return (page.replace("/*__CSS__*/", _asset("page.css"))
-                .replace("/*__JS__*/", _asset("render.js") + "\n" + _asset("page.js"))
-                .replace("__TITLE__", _html.escape(str(title)))
-                .replace("__DATA__", blob))
+    return standalone_page(_asset("page.html"), _asset("page.css"), _asset("render.js") + "\n" + _asset("page.js"),
+                           title, data, "daam-data")
 
 
 def explore(res: Optional[DAAMResult], images: ImagesLike, path: Union[str, "os.PathLike[str]"],

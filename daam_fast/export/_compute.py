@@ -8,10 +8,12 @@ ordinary tensor op, so ``make_fx`` can trace it, the backward included, into a g
 ops with no autograd in it. The model is run through its adapter, with each block's
 attention patched for the duration of the trace (:class:`daam_fast._session.patched`).
 
-- "row": a forward without a graph that stops once the last block's k, v exist, keeping
-  each block's k_b, v_b (and, with a position bias, its first R rows); then the R rows the
-  head reads run through every block again, attending over their own keys and values and
-  the other tokens' kept ones; one backward from the score to every block's T_b[:R].
+- "row": the method's own two phases (:class:`daam_fast.methods.row.RowCall`, its model SDPA
+  and explicit row softmax, both plain tensor ops): a forward without a graph that stops once
+  the last block's k, v exist, keeping each block's k_b, v_b (and, with a position bias, its
+  first R rows); then the R rows the head reads run through every block again, attending
+  over their own keys and values and the other tokens' kept ones; one backward from the
+  score to every block's T_b[:R].
 - "grad": the whole forward with an explicit softmax in every block (its backward is then
   plain matrix products), T_1 a leaf of the graph, one backward from the score to every T_b.
 
@@ -26,15 +28,15 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._rows import row_map
+from .._rows import row_map, softmax_rows
 from ..adapters import Adapter
 from ..bank import dimension_weights, label_free_weights
+from ..methods.row import RowCall
 from ..ops.block_map.reference import block_map_reference
 from ._targets import TargetSpec
 
@@ -43,22 +45,14 @@ __all__ = ["Computation", "METHODS"]
 METHODS = ("row", "grad")
 
 
-class _Stop(BaseException):
-    """Raised by the last block's attention in the row forward once its k, v are kept (a
-    BaseException, so that a model's ``except Exception`` cannot swallow it)."""
-
-
-class _Trace:
-    """What one traced call keeps per block, and where the trace is (for error messages)."""
+class _GradTrace:
+    """What one traced "grad" call keeps per block (the fields :class:`RowCall` keeps for "row")."""
 
     def __init__(self, depth: int):
-        self.phase = "forward"
-        self.block: Optional[int] = None                              # the block being traced, for messages
-        self.x1: Optional[Tensor] = None                              # row: (B, R, C) rows of block 1's input
         self.kv: List[Optional[Tuple[Tensor, Tensor, Optional[Tensor]]]] = [None] * depth
-        self.T: List[Optional[Tensor]] = [None] * depth               # (B, R or N, C) in the graph
+        self.T: List[Optional[Tensor]] = [None] * depth               # (B, N, C) in the graph
         self.q0: List[Optional[Tensor]] = [None] * depth              # (B, H, d) the [class] query
-        self.a0: List[Optional[Tensor]] = [None] * depth              # (B, H, N) its row (bias models)
+        self.a0: List[Optional[Tensor]] = [None] * depth              # (B, H, N) its row (avg pool, bias models)
 
 
 class Computation(nn.Module):
@@ -80,7 +74,8 @@ class Computation(nn.Module):
         self.method = method
         self.target = target
         self.relu = target.relu(adapter)
-        self.trace: Optional[_Trace] = None
+        self.trace: Optional[Union[RowCall, _GradTrace]] = None     # what the call in progress keeps
+        self.block: Optional[int] = None                # the block being traced, for messages
         self.failed_in: Optional[int] = None            # the block a failed trace stopped in
         if target.kind == "bank":                       # the bank: tensors of the graph, like the weights
             self.register_buffer("bank_features", target.bank.features.detach().clone())
@@ -90,39 +85,11 @@ class Computation(nn.Module):
     def core(self, b: int):
         """Block b's attention ``core(x, rows, ctx)`` for :func:`daam_fast._session.patched`."""
         def core(x: Tensor, rows: Optional[int], ctx: Any) -> Tensor:
-            self.trace.block = b
+            self.block = b
             if self.method == "grad":
                 return self._grad_attention(b, x, rows, ctx)
-            return self._row_attention(b, x, rows, ctx)
+            return self.trace.attention(b, x, rows, ctx)
         return core
-
-    def _row_attention(self, b: int, x: Tensor, rows: Optional[int], ctx: Any) -> Tensor:
-        ad, tr = self.adapter, self.trace
-        H, d, R, scale = ad.num_heads, ad.head_dim, ad.head_rows, ad.scale(b)
-        B = x.shape[0]
-        if tr.phase == "forward":
-            with torch.no_grad():
-                q, k, v = ad.qkv(b, x, rows, ctx)
-                bias = ad.attn_bias(b, ctx)
-                tr.kv[b] = (k, v, None if bias is None else bias[:, :, :R])
-                if b == ad.depth - 1:
-                    raise _Stop()
-                mask = None if bias is None else bias[:, :, :q.shape[2]].to(q.dtype)
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-                return ad.attn_out(b, o.transpose(1, 2).reshape(B, q.shape[2], H * d), x, rows)
-        kc, vc, brow = tr.kv[b]
-        q, k, v = ad.qkv(b, x, None, None)                   # the first R < P rows: no rotary embedding
-        logits = torch.cat([q @ k.transpose(-2, -1), q @ kc[:, :, R:].transpose(-2, -1)], dim=-1) * scale
-        if brow is not None:
-            logits = logits + brow
-        a = logits.float().softmax(dim=-1).to(v.dtype)                          # (B, H, R, N)
-        o = a[..., :R] @ v + a[..., R:] @ vc[:, :, R:]                           # (B, H, R, d)
-        T = o.transpose(1, 2).reshape(B, R, H * d)
-        tr.T[b] = T
-        tr.q0[b] = q[:, :, 0].detach()
-        if brow is not None:
-            tr.a0[b] = a[:, :, 0].detach().float()
-        return ad.attn_out(b, T, x, None)
 
     def _grad_attention(self, b: int, x: Tensor, rows: Optional[int], ctx: Any) -> Tensor:
         ad, tr = self.adapter, self.trace
@@ -130,10 +97,7 @@ class Computation(nn.Module):
         B = x.shape[0]
         q, k, v = ad.qkv(b, x, rows, ctx)
         bias = ad.attn_bias(b, ctx)
-        logits = (q @ k.transpose(-2, -1)) * scale
-        if bias is not None:
-            logits = logits + bias[:, :, :q.shape[2]].to(logits.dtype)
-        a = logits.float().softmax(dim=-1).to(v.dtype)                          # (B, H, N, N)
+        a = softmax_rows(q, k, scale, bias).to(v.dtype)                          # (B, H, N, N)
         T = (a @ v).transpose(1, 2).reshape(B, q.shape[2], H * d)
         if b == 0:
             T = T.detach().requires_grad_(True)          # the graph starts at T_1: dY/dT_b is exact for every b
@@ -147,35 +111,6 @@ class Computation(nn.Module):
         return ad.attn_out(b, T, x, rows)
 
     # ------------------------------------------------------------------ the call
-    def _grab_input(self, _mod: nn.Module, args, kwargs) -> None:
-        if self.trace.phase == "forward":
-            x = args[0] if args else next(iter(kwargs.values()))
-            self.trace.x1 = x[:, :self.adapter.head_rows].detach()
-
-    def _row_output(self, x: Tensor) -> Tensor:
-        ad, tr = self.adapter, self.trace
-        handle = ad.blocks[0].register_forward_pre_hook(self._grab_input, with_kwargs=True)
-        try:
-            with torch.no_grad():
-                ad.run(x)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        missing = [b for b, s in enumerate(tr.kv) if s is None]
-        if tr.x1 is None or missing:
-            raise RuntimeError(f"method='row': the forward did not reach blocks {missing or [0]} "
-                               "(does the model run its blocks in order on one token sequence?)")
-        tr.phase = "graph"
-        h = tr.x1.requires_grad_(True)
-        for b, blk in enumerate(ad.blocks):
-            tr.block = b
-            h = blk(h)
-            if isinstance(h, (tuple, list)):
-                h = h[0]
-        tr.block = None
-        return ad.head(h)
-
     def forward(self, x: Tensor, target: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """The model output, the block maps and the classes explained of a batch.
 
@@ -189,13 +124,18 @@ class Computation(nn.Module):
             explained (the bank's vote with a bank; -1 where there is no class).
         """
         ad = self.adapter
-        self.trace = tr = _Trace(ad.depth)
+        self.block = None
+        self.trace = tr = RowCall(ad, scoped=False) if self.method == "row" else _GradTrace(ad.depth)
         hooks = [blk.register_forward_pre_hook(functools.partial(self._enter, b)) for b, blk in enumerate(ad.blocks)]
         hooks.append(ad.blocks[-1].register_forward_hook(functools.partial(self._enter, None)))
         try:
             with torch.enable_grad():
-                out = self._row_output(x) if self.method == "row" else ad.run(x)
-                tr.block = None
+                if self.method == "row":
+                    tr.forward(x)                       # the forward without a graph, then the row graph
+                    out = tr.row_graph()
+                else:
+                    out = ad.run(x)
+                self.block = None
                 y, cls = self._score(out, target)
                 grads = torch.autograd.grad(y.sum(), tr.T)
             maps = []
@@ -204,7 +144,7 @@ class Computation(nn.Module):
                 maps.append(self._block_map(b, G.clamp_min(0) if self.relu else G))
             return out.detach().float(), torch.stack(maps, dim=1), cls
         except Exception:
-            self.failed_in = tr.block                   # where the trace stopped, for the error message
+            self.failed_in = self.block                 # where the trace stopped, for the error message
             raise
         finally:
             self.trace = None
@@ -213,7 +153,7 @@ class Computation(nn.Module):
 
     def _enter(self, b: Optional[int], *_) -> None:
         """Block hook: the trace is now in block b (None: past the last block)."""
-        self.trace.block = b
+        self.block = b
 
     def _score(self, out: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         """(B,) the score Y per image whose gradient gives the coefficients, and (B,) the class."""

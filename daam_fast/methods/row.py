@@ -57,10 +57,14 @@ class RowCall:
 
     Args:
         adapter: the model's adapter (token-pooled: see :func:`row_support`).
+        scoped: the forward's hook acts only in the DAAM call that made it
+            (:func:`daam_fast._session.in_this_call`); False for a computation run outside a
+            call (the exporter's trace, :mod:`daam_fast.export._compute`).
     """
 
-    def __init__(self, adapter: Adapter):
+    def __init__(self, adapter: Adapter, scoped: bool = True):
         self.adapter = adapter
+        self.scoped = scoped
         self.R = int(adapter.head_rows)
         L = adapter.depth
         self.phase = "forward"
@@ -113,7 +117,8 @@ class RowCall:
         """Phase 1: the forward without a graph, stopped after the last block's k, v."""
         adapter = self.adapter
         self.phase = "forward"
-        handle = adapter.blocks[0].register_forward_pre_hook(in_this_call(self.grab_input), with_kwargs=True)
+        hook = in_this_call(self.grab_input) if self.scoped else self.grab_input
+        handle = adapter.blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
         try:
             with torch.no_grad():
                 adapter.run(images)

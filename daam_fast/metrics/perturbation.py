@@ -217,8 +217,13 @@ def perturbation_curve(model: Callable[[Tensor], Tensor], images: Tensor, salien
     return PerturbationResult(auc(curve, fractions), curve, fractions)
 
 
-def deletion(model, images: Tensor, saliency: Tensor, targets, **kw) -> PerturbationResult:
-    """Deletion curve and AUC (lower is better): :func:`perturbation_curve` with mode="deletion".
+def _one_mode(mode: str, better: str) -> Callable[..., PerturbationResult]:
+    """:func:`perturbation_curve` with ``mode`` fixed, as the public function named after it."""
+    def curve(model, images: Tensor, saliency: Tensor, targets, **kw) -> PerturbationResult:
+        return perturbation_curve(model, images, saliency, targets, mode=mode, **kw)
+
+    curve.__name__ = curve.__qualname__ = mode
+    curve.__doc__ = f"""{mode.capitalize()} curve and AUC ({better} is better): :func:`perturbation_curve` with mode="{mode}".
 
     Args:
         model: callable (B, C, H, W) -> logits (B, K).  images: (B, C, H, W).
@@ -227,20 +232,11 @@ def deletion(model, images: Tensor, saliency: Tensor, targets, **kw) -> Perturba
     Returns:
         PerturbationResult(auc (B,), curve (B, steps + 1), fractions (steps + 1,)).
     """
-    return perturbation_curve(model, images, saliency, targets, mode="deletion", **kw)
+    return curve
 
 
-def insertion(model, images: Tensor, saliency: Tensor, targets, **kw) -> PerturbationResult:
-    """Insertion curve and AUC (higher is better): :func:`perturbation_curve` with mode="insertion".
-
-    Args:
-        model: callable (B, C, H, W) -> logits (B, K).  images: (B, C, H, W).
-        saliency: (B, h, w).  targets: (B,).  **kw: steps, order, baseline, score, ...
-
-    Returns:
-        PerturbationResult(auc (B,), curve (B, steps + 1), fractions (steps + 1,)).
-    """
-    return perturbation_curve(model, images, saliency, targets, mode="insertion", **kw)
+deletion = _one_mode("deletion", "lower")
+insertion = _one_mode("insertion", "higher")
 
 
 # ---------------------------------------------------------------------------------- average drop / increase

@@ -9,24 +9,18 @@ each step's map divided by its largest value, base64) are inline; every name is 
 from __future__ import annotations
 
 import base64
-import html as _html
 import io
-import json
 import math
 import os
-from importlib import resources
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
 
+from ..explorer._shell import asset, standalone_page
 from .history import History, load_history
 
 __all__ = ["page_html", "write_page"]
-
-
-def _asset(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
 def _png(pic: torch.Tensor) -> str:
@@ -75,11 +69,8 @@ def page_html(history: Union[History, str, "os.PathLike[str]"], title: str = "da
         of maps (base64: 4/3 of that).
     """
     h = history if isinstance(history, History) else load_history(history)
-    blob = json.dumps(page_data(h, title), separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    return (_asset("view.html").replace("/*__CSS__*/", _asset("view.css"))
-            .replace("/*__JS__*/", _asset("view.js"))
-            .replace("__TITLE__", _html.escape(str(title)))
-            .replace("__DATA__", blob))
+    return standalone_page(asset(__package__, "view.html"), asset(__package__, "view.css"),
+                           asset(__package__, "view.js"), title, page_data(h, title), "monitor-data")
 
 
 def write_page(history: Union[History, str, "os.PathLike[str]"], path: Union[str, "os.PathLike[str]"],
