@@ -8,7 +8,8 @@ explainer (:mod:`daam_fast.explainer`) and the reference (:mod:`daam_fast.refere
 talk only to adapters; nothing there knows timm, Hugging Face or torchvision.
 
 A new family is one subclass registered with :func:`register`: ``claims(model)`` says
-whether the model belongs to it (by type), the constructor reads the layout (raising
+whether the model belongs to it (by type: by default, one of the classes it names in
+``claimed``), the constructor reads the layout (raising
 ``ValueError`` with the reason when a claimed model cannot be explained), and the
 methods below do the family-specific work.
 """
