@@ -11,6 +11,13 @@ median over rounds of each round's time over ONNX Runtime inference's in the sam
 - ``torch-row``: eager ``DAAM(model, method="row")``;
 - ``module-row``: the exported module (``saliency_module``) in eager PyTorch under ``no_grad``.
 
+Every ONNX Runtime session gets the same options: ``--threads`` intra-op threads and a spin-wait
+of ``--spin-us`` microseconds (default 100). ONNX Runtime's default spin-wait keeps the pool's
+threads busy long after each op; with several sessions in one process, or on a machine whose
+cores are shared (a 2-vCPU VM), those threads take the CPU from the one that works, and on the
+development machine the plain model ran 1.7x slower with the default than with 100 us
+(benchmarks/NOTES.md). ``--spin-us -1`` restores the default, ``0`` turns spinning off.
+
 Targets (docs/export.md): ort-row / ort-infer <= 1.15 for deit_small_patch16_224 at batch 8,
 <= 1.2 for the shipped shapes model at batch 16. Also printed: the export times and the graph
 sizes (fx nodes of the traced module, ONNX nodes).
@@ -40,11 +47,17 @@ def _model(name: str):
     return timm.create_model(name, pretrained=False).eval()
 
 
-def _session(path: str, threads: int):
+def _session(path: str, threads: int, spin_us: int):
+    """An ONNX Runtime CPU session; spin_us: how long its pool's threads spin-wait for work
+    after each parallel op (-1: ONNX Runtime's default; 0: never, they sleep at once)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if spin_us == 0:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif spin_us > 0:
+        opts.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
@@ -87,12 +100,12 @@ def export_all(name: str, grad: bool, tmp: str, optimize: bool) -> dict:
     return {"model": model, "sal": sal, "paths": paths, "info": info}
 
 
-def run_case(ex: dict, batch: int, threads: int, reps: int) -> dict:
+def run_case(ex: dict, batch: int, threads: int, reps: int, spin_us: int) -> dict:
     from daam_fast import DAAM
     model, sal, paths = ex["model"], ex["sal"], ex["paths"]
     x = torch.randn(batch, sal.in_chans, *sal.input_size, generator=torch.Generator().manual_seed(0))
     xn = x.numpy()
-    s_inf, s_row = _session(paths["plain"], threads), _session(paths["row"], threads)
+    s_inf, s_row = _session(paths["plain"], threads, spin_us), _session(paths["row"], threads, spin_us)
     daam = DAAM(model, method="row")
     providers = {
         "ort-infer": lambda: s_inf.run(None, {"pixels": xn}),
@@ -102,7 +115,7 @@ def run_case(ex: dict, batch: int, threads: int, reps: int) -> dict:
         "module-row": lambda: _no_grad(sal, x),
     }
     if "grad" in paths:
-        s_grad = _session(paths["grad"], threads)
+        s_grad = _session(paths["grad"], threads, spin_us)
         gdaam = DAAM(model, method="grad")
         providers.update({"ort-grad": lambda: s_grad.run(None, {"pixels": xn}), "torch-grad": lambda: gdaam(x)})
     for f in providers.values():          # warm-up
@@ -110,6 +123,7 @@ def run_case(ex: dict, batch: int, threads: int, reps: int) -> dict:
     times = {k: [] for k in providers}
     for _ in range(reps):
         for k, f in providers.items():
+            time.sleep(0.02)              # every provider starts with the other pools' threads asleep
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
@@ -137,6 +151,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--grad", default="", help="models (comma-separated) also exported and timed with method='grad'")
     ap.add_argument("--no-optimize", action="store_true", help="leave out the exporter's ONNX optimiser (both files)")
+    ap.add_argument("--spin-us", type=int, default=100,
+                    help="ONNX Runtime's spin-wait of its pool threads after each parallel op, in microseconds, for "
+                         "every session (-1: its default, 0: none; default 100)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
@@ -150,8 +167,9 @@ def main() -> None:
                 print(f"\n{name}: sizes and export times (s): "
                       + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()),
                       flush=True)
-            rows = run_case(exported[name], batch, args.threads, args.reps)
-            print(f"\n### {name}, batch {batch}, {args.threads} threads, median of {args.reps} rounds")
+            rows = run_case(exported[name], batch, args.threads, args.reps, args.spin_us)
+            print(f"\n### {name}, batch {batch}, {args.threads} threads, spin {args.spin_us} us, "
+                  f"median of {args.reps} rounds")
             print("| provider | ms / image | ratio to ort-infer (same round) |\n|---|---|---|")
             for k, (ms, ratio) in rows.items():
                 print(f"| {k} | {ms:.2f} | {ratio:.3f} |")

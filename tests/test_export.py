@@ -63,6 +63,8 @@ class Exported:
         if name == "hf-vit" and not HAVE_HF:
             pytest.skip("transformers not installed (pip install daam-fast[hf])")
         self.model, self.target = factory()
+        from daam_fast.adapters import get_adapter
+        self.model_depth = get_adapter(self.model).depth
         self.sal = saliency_module(self.model, target=self.target, block_maps=True, targets=True, model_name=name)
         self.program = export_program(self.sal)
         self.onnx = None
@@ -111,10 +113,33 @@ def test_onnx_runtime_equals_eager_row(exported, batch):
     from daam_fast.export import OnnxExplainer
     x = _x(batch, exported.sal.input_size, seed=2)
     ref = exported.eager(x)
-    res = OnnxExplainer(exported.onnx)(x)
+    if batch == 1:
+        res = OnnxExplainer(exported.onnx)(x)
+    else:                                   # the session's own options, threads set on them
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.add_session_config_entry("session.intra_op.spin_duration_us", "100")
+        res = OnnxExplainer(exported.onnx, threads=1, session_options=opts)(x)
+        assert opts.intra_op_num_threads == 1
     _check("onnx", res.logits if res.logits is not None else res.features, res.maps, res.block_maps, res.targets,
            ref, ORT_TOL)
     assert res.grid == ref.grid and res.method == "row"
+
+
+def test_products_are_folded_onto_their_operands(exported):
+    """The traced graph's linear layers and batched products are whole ops on the operands'
+    own shapes (linear / matmul), not views around 2-D or 3-D products: fewer ops for ONNX
+    Runtime, the same values (the equality tests above run on the folded graph)."""
+    aten = torch.ops.aten
+    nodes = [n for n in exported.sal.graph.graph.nodes if n.op == "call_function"]
+    ops = [n.target for n in nodes]
+    assert ops.count(aten.matmul.default) + ops.count(aten.linear.default) >= 4 * exported.model_depth
+    assert aten.bmm.default not in ops
+    # what is left of mm / addmm is the head's, on (B, C) features: no view feeds it
+    flat = [n.name for n in nodes if n.target in (aten.addmm.default, aten.mm.default)
+            and any(isinstance(a, torch.fx.Node) and a.target in (aten.view.default, aten._unsafe_view.default)
+                    for a in n.args)]
+    assert not flat, f"products left flattened: {flat}"
 
 
 @needs_onnx

@@ -8,21 +8,20 @@ ordinary tensor op, so ``make_fx`` can trace it, the backward included, into a g
 ops with no autograd in it. The model is run through its adapter, with each block's
 attention patched for the duration of the trace (:class:`daam_fast._session.patched`).
 
-- "row": the method's own two phases (:class:`daam_fast.methods.row.RowCall`, its model SDPA
-  and explicit row softmax, both plain tensor ops): a forward without a graph that stops once
-  the last block's k, v exist, keeping each block's k_b, v_b (and, with a position bias, its
-  first R rows); then the R rows the head reads run through every block again, attending
-  over their own keys and values and the other tokens' kept ones; one backward from the
-  score to every block's T_b[:R].
+- "row": the method's own two phases (:class:`daam_fast.methods.row.RowCall`, its row graph
+  written for a graph runtime by :class:`daam_fast.export._rowgraph.RowTrace`): a forward
+  without a graph that stops once the last block's k, v exist, keeping each block's k_b, v_b
+  (and, with a position bias, its first R rows); then the R rows the head reads run through
+  every block again, attending over their own keys and values and the other tokens' kept
+  ones; one backward from the score to every block's T_b[:R].
 - "grad": the whole forward with an explicit softmax in every block (its backward is then
   plain matrix products), T_1 a leaf of the graph, one backward from the score to every T_b.
 
 The map of block b: ReLU(sum_h a^h[n] <g^h, v^h[n]>) over the patch tokens, with a the
 [class] query's attention row and g = G_b = dY/dT_b[0] (ReLU'd for a model with a head; a
 mean-pooled model, "grad" only: the mean of the patch queries' rows and dY/dT_b summed over
-the patch rows, §7),
-formed by the pure-PyTorch forms of the package's ops (:func:`block_map_reference`,
-:func:`daam_fast._rows.row_map`).
+the patch rows, §7): the math of :func:`daam_fast.ops.block_map.reference.block_map_reference`
+and :func:`daam_fast._rows.row_map`, formed for all blocks at once (:meth:`Computation._maps`).
 """
 from __future__ import annotations
 
@@ -33,11 +32,11 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .._rows import row_map, softmax_rows
+from .._rows import softmax_rows
 from ..adapters import Adapter
 from ..bank import dimension_weights, label_free_weights
 from ..methods.row import RowCall
-from ..ops.block_map.reference import block_map_reference
+from ._rowgraph import RowTrace
 from ._targets import TargetSpec
 
 __all__ = ["Computation", "METHODS"]
@@ -125,7 +124,7 @@ class Computation(nn.Module):
         """
         ad = self.adapter
         self.block = None
-        self.trace = tr = RowCall(ad, scoped=False) if self.method == "row" else _GradTrace(ad.depth)
+        self.trace = tr = RowTrace(ad, self.relu) if self.method == "row" else _GradTrace(ad.depth)
         hooks = [blk.register_forward_pre_hook(functools.partial(self._enter, b)) for b, blk in enumerate(ad.blocks)]
         hooks.append(ad.blocks[-1].register_forward_hook(functools.partial(self._enter, None)))
         try:
@@ -138,11 +137,8 @@ class Computation(nn.Module):
                 self.block = None
                 y, cls = self._score(out, target)
                 grads = torch.autograd.grad(y.sum(), tr.T)
-            maps = []
-            for b, g in enumerate(grads):
-                G = g[:, 0] if ad.pool == "token" else g[:, ad.num_prefix:].sum(dim=1)
-                maps.append(self._block_map(b, G.clamp_min(0) if self.relu else G))
-            return out.detach().float(), torch.stack(maps, dim=1), cls
+            G = [g[:, 0] if ad.pool == "token" else g[:, ad.num_prefix:].sum(dim=1) for g in grads]
+            return out.detach().float(), self._maps([g.clamp_min(0) if self.relu else g for g in G]), cls
         except Exception:
             self.failed_in = self.block                 # where the trace stopped, for the error message
             raise
@@ -177,12 +173,32 @@ class Computation(nn.Module):
             return (w.to(out.dtype) * out).sum(dim=1), cls
         return out.gather(1, idx[:, None])[:, 0], idx
 
-    def _block_map(self, b: int, G: Tensor) -> Tensor:
-        """(B, N - P) map of block b from its coefficients G (B, C)."""
+    def _maps(self, G: List[Tensor]) -> Tensor:
+        """(B, L, N - P) every block's map from its coefficients G_b (B, C), all blocks in one
+        set of ops: ReLU(sum_h a_b^h[n] <g_b^h, v_b^h[n]>) (docs/method.md §3). "row": a and
+        <g, v[n]> come from the row graph (:class:`RowTrace`); "grad": the products v @ g and
+        k @ q read the keys and values in place, stacked over the blocks."""
         ad, tr = self.adapter, self.trace
-        g = G.reshape(G.shape[0], ad.num_heads, ad.head_dim)
-        _, v, _ = tr.kv[b]
-        if tr.a0[b] is not None:
-            return row_map(tr.a0[b], v, g, ad.num_prefix)
-        k = tr.kv[b][0]
-        return block_map_reference(tr.q0[b], k, v, g.to(k.dtype), ad.scale(b), ad.num_prefix)
+        L, H, d, P = ad.depth, ad.num_heads, ad.head_dim, ad.num_prefix
+        B = G[0].shape[0]
+        if isinstance(tr, RowTrace):
+            # the row graph formed a (its forward) and <g, v[n]> (its backward, for every block
+            # the backward passes through: all but the first)
+            w = [wb if wb is not None else (tr.kv[b][1].float() @ G[b].float().reshape(B, H, d, 1))[..., 0]
+                 for b, wb in enumerate(tr.w)]
+            a = torch.stack(tr.a0).float()
+            return (a * torch.stack(w).float()).sum(dim=2)[..., P:].clamp_min(0).transpose(0, 1)
+        g = torch.stack(G).float().reshape(L, B, H, d, 1)
+        w = (torch.stack([kv[1] for kv in tr.kv]).float() @ g)[..., 0]                 # (L, B, H, N)
+        rows = [a is not None for a in tr.a0]
+        if all(rows):
+            a = torch.stack(tr.a0).float()
+        else:
+            if any(rows):
+                raise RuntimeError("blocks with and without an attention bias in one model")
+            k = torch.stack([kv[0] for kv in tr.kv]).float()
+            q = torch.stack(tr.q0).float()[..., None]                                    # (L, B, H, d, 1)
+            scales = [ad.scale(b) for b in range(L)]
+            scale = scales[0] if len(set(scales)) == 1 else torch.tensor(scales).reshape(L, 1, 1, 1)
+            a = ((k @ q)[..., 0] * scale).softmax(dim=-1)                                  # (L, B, H, N)
+        return (a * w).sum(dim=2)[..., P:].clamp_min(0).transpose(0, 1)

@@ -18,6 +18,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from .._session import frozen, patched
 from ..adapters import get_adapter
 from ._compute import METHODS, Computation
+from ._simplify import fold_products
 from ._targets import target_spec
 
 __all__ = ["SaliencyModule", "ExportError", "saliency_module", "export_program", "model_input_size"]
@@ -181,7 +182,7 @@ def saliency_module(model: nn.Module, method: str = "row", target=None, *, block
             raise ExportError(f"method={method!r}: tracing {type(model).__name__} failed {at}: "
                               f"{type(e).__name__}: {e}") from e
     out_name = "logits" if adapter.num_classes > 0 else "features"
-    return SaliencyModule(graph, weights, method=method, grid=(h, w), input_size=size, in_chans=adapter.in_chans,
+    return SaliencyModule(fold_products(graph), weights, method=method, grid=(h, w), input_size=size, in_chans=adapter.in_chans,
                           output_name=out_name, target=spec.describe(), takes_target=spec.takes_input,
                           block_maps=block_maps, targets=targets, model_name=model_name or type(model).__name__)
 

@@ -125,7 +125,11 @@ class OnnxExplainer:
     Args:
         path: the .onnx file.
         providers: ONNX Runtime execution providers (default: the CPU's).
-        threads: intra-op threads of the session (None: ONNX Runtime's default).
+        threads: intra-op threads of the session (None: ONNX Runtime's default, or the
+            count ``session_options`` sets; when both are given, it is set on them).
+        session_options: an ``onnxruntime.SessionOptions`` for the session (None: ONNX
+            Runtime's defaults), e.g. with a shorter spin-wait of its threads on a machine
+            whose cores are shared (docs/export.md, Speed).
 
     Attributes:
         method, model_name, grid, input_size, target: from the file's metadata.
@@ -137,10 +141,10 @@ class OnnxExplainer:
     """
 
     def __init__(self, path: Union[str, os.PathLike], providers: Sequence[str] = ("CPUExecutionProvider",),
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, session_options=None):
         ort = _need("onnxruntime")
         self.path = os.fspath(path)
-        opts = ort.SessionOptions()
+        opts = session_options if session_options is not None else ort.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(self.path, sess_options=opts, providers=list(providers))
