@@ -3,31 +3,30 @@
 The values are those of :class:`daam_fast.methods.row.RowCall`'s row graph: the R query rows
 the head reads attend over their own keys and values (in the graph) and the other tokens'
 kept k_b, v_b (constants). What changes is the cost of the traced graph at small token counts,
-where a pass over a (B, H, N, d) tensor costs more than all the ops on the R rows:
+where each op's fixed cost in ONNX Runtime, and each pass over a (B, H, N, d) tensor, costs
+more than the arithmetic on the R rows:
 
-- the attention of the R rows is one :class:`torch.autograd.Function` whose backward is
-  written out, so the traced backward holds those ops and no padding op per slice;
-- its forward output is the forward pass's own attention output at those rows (the same
-  values; the model's fused attention computed them), so the row graph reads the kept values
-  only in the backward;
-- the backward's one product with the kept values also gives the map's <g^h, v^h[n]> (the
-  coefficients appended to the product's rows), and the map's attention row is the forward's
-  softmax: the maps read no (B, H, N, d) tensor of their own;
-- every product reads the kept keys and values in place (``k @ q^T`` transposed, ``a @ v``),
-  and a product over R = 1 rows is a broadcast product.
+- the forward without a graph writes each attention as softmax(q k^T scale + bias) v and
+  keeps the R rows' attention output o and softmax row a (the values the model's own attention
+  gives, to float rounding);
+- the row graph's attention is one :class:`torch.autograd.Function` whose forward returns
+  those kept o and a (it computes them only for the last block, where the forward stopped
+  before the attention) and whose backward is written out: no padding op per slice, and the
+  kept keys and values read in place (``k @ q^T`` transposed, ``a @ v``), a product over
+  R = 1 rows a broadcast product;
+- the map's attention row is the forward's a, and its <g^h, v^h[n]> one more product in the
+  backward (for every block but the first, whose backward does not run).
 
-Per block, three passes over (B, H, N, d) tensors remain: k in the forward, v and k in the
-backward.
+Per block the row graph reads the kept values and keys once each, in the backward.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .._capture import block_attention
+from .._capture import bias_mask
 from ..methods.row import RowCall
 
 __all__ = ["RowTrace", "scores"]
@@ -61,14 +60,14 @@ class _RowAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(q: Tensor, k: Tensor, v: Tensor, kc: Tensor, vc: Tensor, bias: Optional[Tensor],
-                known: Optional[Tensor], scale: float, sink: Dict[str, Any]) -> Tuple[Tensor, Tensor]:
+                known: Optional[Tuple[Tensor, Tensor]], scale: float, sink: Dict[str, Any]) -> Tuple[Tensor, Tensor]:
+        if known is not None:
+            return known[0].clone(), known[1].clone()
         R = q.shape[2]
         s = torch.cat([_dot(q, k), scores(kc, q)[..., R:]], dim=-1) * scale
         if bias is not None:
             s = s + bias
         a = s.softmax(dim=-1)
-        if known is not None:
-            return known.clone(), a
         rest = torch.cat([torch.zeros_like(a[..., :R]), a[..., R:]], dim=-1)
         return _apply(a[..., :R], v) + rest @ vc, a
 
@@ -108,8 +107,26 @@ class RowTrace(RowCall):
     def __init__(self, adapter, relu: bool):
         super().__init__(adapter, scoped=False)
         L = adapter.depth
-        self.known: List[Optional[Tensor]] = [None] * L          # (B, R, C) the forward's T_b[:R]
+        self.known: List[Optional[Tuple[Tensor, Tensor]]] = [None] * L   # the forward's o, a at the R rows
         self.sinks: List[Dict[str, Any]] = [{"relu": relu} for _ in range(L)]
+
+    def _forward_attention(self, b: int, x: Tensor, rows: Optional[int], ctx: Any) -> Tensor:
+        """Block b's attention in the forward without a graph: the model's attention, written as
+        softmax(q k^T scale + bias) v (in the graph, k^T is read by the product in place), keeping
+        k_b, v_b (the last block's stops the forward there) and o, a at the R rows."""
+        ad, R = self.adapter, self.R
+        with torch.no_grad():
+            q, k, v = ad.qkv(b, x, rows, ctx)
+            bias = ad.attn_bias(b, ctx)
+            self._keep(b, q, k, v, bias)
+            s = (q @ k.transpose(-1, -2)) * ad.scale(b)
+            if bias is not None:
+                s = s + bias_mask(bias, q)
+            a = s.softmax(dim=-1).to(v.dtype)
+            o = a @ v                                                            # (B, H, rows, d)
+            self.known[b] = (o[:, :, :R], a[:, :, :R])
+            T = o.transpose(1, 2).reshape(x.shape[0], q.shape[2], ad.num_heads * ad.head_dim)
+            return ad.attn_out(b, T, x, rows)
 
     @property
     def w(self) -> List[Optional[Tensor]]:
@@ -118,10 +135,7 @@ class RowTrace(RowCall):
     def attention(self, b: int, x: Tensor, rows: Optional[int], ctx: Any) -> Tensor:
         ad, R = self.adapter, self.R
         if self.phase == "forward":
-            with torch.no_grad():
-                att = block_attention(ad, b, x, rows, ctx, keep=functools.partial(self._keep, b))
-                self.known[b] = att.T[:, :R]
-                return ad.attn_out(b, att.T, x, rows)
+            return self._forward_attention(b, x, rows, ctx)
         kc, vc, brow = self.kv[b]
         q, k, v = ad.qkv(b, x, None, None)                   # (B, H, R, d): rows < R <= P
         B, H, _, d = q.shape
@@ -129,7 +143,7 @@ class RowTrace(RowCall):
         bias = None if brow is None else brow[:, :, :R].to(dt)
         known = self.known[b]
         if known is not None:
-            known = known.reshape(B, R, H, d).transpose(1, 2).to(dt)
+            known = (known[0].to(dt), known[1].to(dt))
         o, a = _RowAttention.apply(q.to(dt), k.to(dt), v.to(dt), kc.to(dt), vc.to(dt), bias, known,
                                    ad.scale(b), self.sinks[b])
         T = o.to(v.dtype).transpose(1, 2).reshape(B, R, H * d)
