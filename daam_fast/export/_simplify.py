@@ -43,10 +43,11 @@ def _prod(dims):
     return math.prod(dims) if dims else 1
 
 
-def _operand(node: fx.Node) -> Optional[Tuple[fx.Node, bool]]:
-    """(X, transposed) where ``node``, a 3-D bmm operand (P, m, k), is X (…, m, k) with its
-    leading dims flattened (after copies, same-shape or broadcasting expands, and for
-    ``transposed`` a swap of its last two dims); None where it is not that."""
+def _operand(node: fx.Node) -> Optional[Tuple[fx.Node, bool, Tuple]]:
+    """(X, transposed, lead) where ``node``, a 3-D bmm operand (P, m, k), is X (…, m, k)
+    expanded to the leading dims ``lead`` and flattened (after copies, same-shape or
+    broadcasting expands, and for ``transposed`` a swap of its last two dims); None where it
+    is not that."""
     flip = False
     while node.op == "call_function" and (node.target in _COPIES or node.target == aten.transpose.int):
         if node.target == aten.transpose.int:
@@ -70,7 +71,7 @@ def _operand(node: fx.Node) -> Optional[Tuple[fx.Node, bool]]:
     expanded = _shape(node.args[0])
     if not (_same(full[-2:], flat[1:]) and _same((_prod(expanded[:-2]),), flat[:1])):
         return None
-    return src, flip
+    return src, flip, expanded[:-2]
 
 
 def _fold_bmm(graph: fx.Graph, bmm: fx.Node) -> bool:
@@ -82,15 +83,16 @@ def _fold_bmm(graph: fx.Graph, bmm: fx.Node) -> bool:
     shape = _shape(out)
     if a is None or b is None or shape is None or len(shape) < 3:
         return False
-    # the operands' leading dims broadcast to the output's (matmul broadcasts as the expands did)
-    for src, _ in (a, b):
-        lead = _shape(src)[:-2]
-        if len(lead) != len(shape) - 2 or not all(
-                statically_known_true(x == y) or statically_known_true(x == 1) for x, y in zip(lead, shape[:-2])):
+    # the operands were expanded to the output's leading dims, from dims that broadcast to them
+    # (matmul broadcasts as the expands did)
+    for src, _, lead in (a, b):
+        own = _shape(src)[:-2]
+        if not _same(lead, shape[:-2]) or len(own) != len(lead) or not all(
+                statically_known_true(x == y) or statically_known_true(x == 1) for x, y in zip(own, lead)):
             return False
     with graph.inserting_before(out):
         args = []
-        for src, flip in (a, b):
+        for src, flip, _ in (a, b):
             args.append(graph.call_function(aten.transpose.int, (src, -1, -2)) if flip else src)
         new = graph.call_function(aten.matmul.default, tuple(args))
     new.meta = dict(out.meta)
