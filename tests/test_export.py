@@ -303,3 +303,35 @@ def test_cli_export_then_explain_with_onnx_runtime(tmp_path, capsys):
     assert main(["explain", str(pics), "--out", str(tmp_path / "bad"), "--onnx", str(graph), "--quiet",
                  "--model", "vit_tiny_patch16_224", "--random-weights"]) == 2
     assert "exported from" in capsys.readouterr().err
+
+
+REFERENCE_CASES = {
+    # name -> (factory, input (H, W), batch)
+    "grid-3x5-P2-B3": (lambda: tiny_vit(img_size=(24, 40), reg_tokens=1), (24, 40), 3),
+    "N197-B2": (lambda: randomize(timm.create_model("deit_tiny_patch16_224", depth=2)), (224, 224), 2),
+    "N785-B2": (lambda: tiny_vit(img_size=224, patch_size=8, embed_dim=64, depth=2, num_heads=2), (224, 224), 2),
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_CASES))
+def test_exported_row_equals_the_reference(name, tmp_path):
+    """The traced module (and, for the non-square grid, ONNX Runtime) against the pure-PyTorch
+    reference of method="row" in float64: odd token counts (17 with 2 prefix tokens on a 3 x 5
+    grid, 197, 785) and batches > 1."""
+    from daam_fast.reference import daam_reference
+    factory, size, batch = REFERENCE_CASES[name]
+    model = factory().eval()
+    x = _x(batch, size, seed=3)
+    ref = daam_reference(model, x, method="row", dtype=torch.float64)
+    assert (ref.block_maps > 0).float().mean() > 0.05          # maps worth comparing
+    sal = saliency_module(model, block_maps=True, input_size=size)
+    with torch.no_grad():
+        out, maps, bm = sal(x)
+    assert_close(maps, ref.maps.float(), name=f"{name} maps", max_rel=1e-4)
+    assert_close(bm, ref.block_maps.float(), name=f"{name} block_maps", max_rel=1e-4)
+    assert_close(out, ref.logits.float(), name=f"{name} logits", max_rel=1e-4)
+    if HAVE_ONNX and name.startswith("grid"):
+        from daam_fast.export import OnnxExplainer, to_onnx
+        res = OnnxExplainer(to_onnx(sal, tmp_path / "m.onnx", optimize=False))(x)
+        assert res.maps.shape == ref.maps.shape == (batch, 3, 3, 5)
+        assert_close(res.maps, ref.maps.float(), name=f"{name} onnx maps", max_rel=1e-4)

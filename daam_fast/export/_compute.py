@@ -21,7 +21,7 @@ The map of block b: ReLU(sum_h a^h[n] <g^h, v^h[n]>) over the patch tokens, with
 [class] query's attention row and g = G_b = dY/dT_b[0] (ReLU'd for a model with a head; a
 mean-pooled model, "grad" only: the mean of the patch queries' rows and dY/dT_b summed over
 the patch rows, §7): the math of :func:`daam_fast.ops.block_map.reference.block_map_reference`
-and :func:`daam_fast._rows.row_map`, formed for all blocks at once (:meth:`Computation._maps`).
+and :func:`daam_fast._rows.row_map` (:meth:`Computation._maps`).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from .._rows import softmax_rows
 from ..adapters import Adapter
 from ..bank import dimension_weights, label_free_weights
 from ..methods.row import RowCall
-from ._rowgraph import RowTrace
+from ._rowgraph import RowTrace, scores
 from ._targets import TargetSpec
 
 __all__ = ["Computation", "METHODS"]
@@ -174,31 +174,21 @@ class Computation(nn.Module):
         return out.gather(1, idx[:, None])[:, 0], idx
 
     def _maps(self, G: List[Tensor]) -> Tensor:
-        """(B, L, N - P) every block's map from its coefficients G_b (B, C), all blocks in one
-        set of ops: ReLU(sum_h a_b^h[n] <g_b^h, v_b^h[n]>) (docs/method.md §3). "row": a and
-        <g, v[n]> come from the row graph (:class:`RowTrace`); "grad": the products v @ g and
-        k @ q read the keys and values in place, stacked over the blocks."""
+        """(B, L, N - P) every block's map from its coefficients G_b (B, C):
+        ReLU(sum_h a_b^h[n] <g_b^h, v_b^h[n]>) (docs/method.md §3), block by block. a_b is the
+        row kept by the trace (the row graph's softmax row; a bias model's or a mean-pooled
+        model's row) or softmax(scale k_b q_b[0]); <g_b, v_b[n]> the row graph's backward formed
+        for every block it passes through (all but the first), else v_b @ g_b. Products read the
+        keys and values in place."""
         ad, tr = self.adapter, self.trace
-        L, H, d, P = ad.depth, ad.num_heads, ad.head_dim, ad.num_prefix
+        H, d, P = ad.num_heads, ad.head_dim, ad.num_prefix
         B = G[0].shape[0]
-        if isinstance(tr, RowTrace):
-            # the row graph formed a (its forward) and <g, v[n]> (its backward, for every block
-            # the backward passes through: all but the first)
-            w = [wb if wb is not None else (tr.kv[b][1].float() @ G[b].float().reshape(B, H, d, 1))[..., 0]
-                 for b, wb in enumerate(tr.w)]
-            a = torch.stack(tr.a0).float()
-            return (a * torch.stack(w).float()).sum(dim=2)[..., P:].clamp_min(0).transpose(0, 1)
-        g = torch.stack(G).float().reshape(L, B, H, d, 1)
-        w = (torch.stack([kv[1] for kv in tr.kv]).float() @ g)[..., 0]                 # (L, B, H, N)
-        rows = [a is not None for a in tr.a0]
-        if all(rows):
-            a = torch.stack(tr.a0).float()
-        else:
-            if any(rows):
-                raise RuntimeError("blocks with and without an attention bias in one model")
-            k = torch.stack([kv[0] for kv in tr.kv]).float()
-            q = torch.stack(tr.q0).float()[..., None]                                    # (L, B, H, d, 1)
-            scales = [ad.scale(b) for b in range(L)]
-            scale = scales[0] if len(set(scales)) == 1 else torch.tensor(scales).reshape(L, 1, 1, 1)
-            a = ((k @ q)[..., 0] * scale).softmax(dim=-1)                                  # (L, B, H, N)
-        return (a * w).sum(dim=2)[..., P:].clamp_min(0).transpose(0, 1)
+        formed = tr.w if isinstance(tr, RowTrace) else [None] * ad.depth
+        maps = []
+        for b, (k, v, _) in enumerate(tr.kv):
+            w = formed[b] if formed[b] is not None else (v.float() @ G[b].float().reshape(B, H, d, 1))[..., 0]
+            a = tr.a0[b]
+            if a is None:
+                a = (scores(k.float(), tr.q0[b].float()[:, :, None]) * ad.scale(b)).softmax(dim=-1)[:, :, 0]
+            maps.append((a.float() * w.float()).sum(dim=1)[:, P:].clamp_min(0))
+        return torch.stack(maps, dim=1)
